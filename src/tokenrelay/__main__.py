@@ -1,0 +1,3 @@
+from tokenrelay.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,151 @@
+"""``tokenrelay serve`` and ``tokenrelay chat``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import types
+import typing
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+__all__ = ["main"]
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per Settings field, so flags, environment variables and docs can never drift apart."""
+    from tokenrelay.server.settings import Settings
+
+    for name, info in Settings.model_fields.items():
+        annotation = info.annotation
+        args = typing.get_args(annotation)
+        kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS}
+        env = f"TOKENRELAY_{name.upper()}"
+        help_text = f"{info.description} (env {env})"
+        if typing.get_origin(annotation) is typing.Literal:
+            kwargs["choices"] = list(args)
+        elif typing.get_origin(annotation) is list:
+            kwargs["action"] = "append"
+        elif typing.get_origin(annotation) in (typing.Union, types.UnionType) and type(None) in args:
+            help_text += " [optional]"
+        parser.add_argument(_flag(name), help=help_text, **kwargs)
+
+
+def _die(message: str, code: int = 2) -> typing.NoReturn:
+    print(f"tokenrelay: error: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def _settings(overrides: dict[str, Any]) -> Any:
+    from tokenrelay.server.settings import Settings
+
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = str(first["loc"][0]) if first["loc"] else "settings"
+        where = _flag(name) if name in overrides else f"TOKENRELAY_{name.upper()}"
+        _die(f"{where}: {first['msg']}")
+
+
+def serve(overrides: dict[str, Any]) -> None:
+    import uvicorn
+
+    from tokenrelay.backends.base import BackendError
+    from tokenrelay.server.app import create_app
+    from tokenrelay.server.factory import build_backend
+
+    settings = _settings(overrides)
+    try:
+        backend = build_backend(settings)
+        load = getattr(backend, "load", None)
+        if load is not None:
+            load()  # fail here, with one line, rather than in the server's startup with a traceback
+    except BackendError as exc:
+        _die(exc.message, 1)
+    except ValueError as exc:
+        _die(str(exc), 1)
+    app = create_app(settings, backend)
+    print(f"tokenrelay: {settings.backend} backend on http://{settings.host}:{settings.port}", file=sys.stderr)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=3,
+    )
+
+
+def chat(url: str, message: str | None, user_id: str | None, conversation_id: str | None) -> int:
+    from tokenrelay.client import Client, Delta, Done, StreamError, TokenrelayError
+
+    out = sys.stdout
+
+    def ask(text: str) -> str | None:
+        events = client.stream_chat(text, user_id=user_id, conversation_id=conversation_id)
+        new_conversation = conversation_id
+        try:
+            for event in events:
+                if isinstance(event, Delta):
+                    out.write(event.text)
+                    out.flush()
+                elif isinstance(event, StreamError):
+                    out.write(f"\n[error {event.code}: {event.message}]")
+                elif isinstance(event, Done):
+                    new_conversation = event.conversation_id or new_conversation
+            out.write("\n")
+        except KeyboardInterrupt:
+            # Ctrl-C stops the generation, not the program: closing the stream disconnects, which cancels the run.
+            events.close()
+            out.write("\n[stopped]\n")
+        return new_conversation
+
+    with Client(url) as client:
+        try:
+            if message is not None:
+                ask(message)
+                return 0
+            while True:
+                try:
+                    text = input("> ")
+                except (EOFError, KeyboardInterrupt):
+                    out.write("\n")
+                    return 0
+                if text.strip():
+                    conversation_id = ask(text)
+        except TokenrelayError as exc:
+            print(f"tokenrelay: {exc}", file=sys.stderr)
+            return 1
+        except OSError as exc:
+            print(f"tokenrelay: cannot reach {url}: {exc}", file=sys.stderr)
+            return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tokenrelay", description="Stream AI responses in real time.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve_parser = sub.add_parser("serve", help="run the server")
+    _add_settings_flags(serve_parser)
+    chat_parser = sub.add_parser("chat", help="chat with a running server in the terminal")
+    chat_parser.add_argument("message", nargs="?", help="send one message and exit (default: interactive)")
+    chat_parser.add_argument("--url", default=os.environ.get("TOKENRELAY_URL", "http://127.0.0.1:8000"))
+    chat_parser.add_argument("--user-id", default=None)
+    chat_parser.add_argument("--conversation-id", default=None)
+    args = vars(parser.parse_args(argv))
+    command = args.pop("command")
+    if command == "serve":
+        serve(args)
+        return 0
+    return chat(args["url"], args["message"], args["user_id"], args["conversation_id"])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

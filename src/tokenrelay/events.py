@@ -1,0 +1,160 @@
+"""The event vocabulary: what a backend says while it generates.
+
+Backends produce these; protocols encode them; stores persist them. The union is discriminated by ``type`` and
+versioned by :data:`EVENTS_VERSION` so that a store written by one release can be read by the next (an unknown
+``type`` is a :class:`ValueError`, never a silent drop).
+
+The classes are frozen slotted dataclasses rather than pydantic models: an event is created for every token, and
+the hot path should cost an allocation, not a validation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar, Literal
+
+__all__ = [
+    "EVENTS_VERSION",
+    "ErrorEvent",
+    "Event",
+    "FinishEvent",
+    "FinishReason",
+    "MetadataEvent",
+    "ReasoningDelta",
+    "TextDelta",
+    "ToolCallArgsDelta",
+    "ToolCallResult",
+    "ToolCallStart",
+    "UsageEvent",
+    "event_from_dict",
+    "event_to_dict",
+]
+
+EVENTS_VERSION = 1
+
+FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "cancelled", "error"]
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    """A piece of the answer's text."""
+
+    text: str
+    type: ClassVar[str] = "text-delta"
+
+
+@dataclass(frozen=True, slots=True)
+class ReasoningDelta:
+    """A piece of the model's reasoning ("thinking"), shown apart from the answer."""
+
+    text: str
+    type: ClassVar[str] = "reasoning-delta"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallStart:
+    """The model started calling tool ``name``; ``call_id`` ties the arguments and result to it."""
+
+    call_id: str
+    name: str
+    type: ClassVar[str] = "tool-call-start"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallArgsDelta:
+    """A fragment of a tool call's JSON arguments, in order."""
+
+    call_id: str
+    delta: str
+    type: ClassVar[str] = "tool-call-args-delta"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallResult:
+    """What the tool returned (or the error it raised, with ``is_error``)."""
+
+    call_id: str
+    output: str
+    is_error: bool = False
+    type: ClassVar[str] = "tool-call-result"
+
+
+@dataclass(frozen=True, slots=True)
+class UsageEvent:
+    """Token counts, as the backend reports them."""
+
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    type: ClassVar[str] = "usage"
+
+
+@dataclass(frozen=True, slots=True)
+class MetadataEvent:
+    """Out-of-band facts worth showing (an agent handoff, a queue position); never part of the answer."""
+
+    data: dict[str, Any] = field(default_factory=dict)
+    type: ClassVar[str] = "metadata"
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorEvent:
+    """The generation failed. ``retryable`` says whether trying again may succeed (rate limit, overload)."""
+
+    code: str
+    message: str
+    retryable: bool = False
+    type: ClassVar[str] = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class FinishEvent:
+    """The last event of every run."""
+
+    reason: FinishReason = "stop"
+    type: ClassVar[str] = "finish"
+
+
+Event = (
+    TextDelta
+    | ReasoningDelta
+    | ToolCallStart
+    | ToolCallArgsDelta
+    | ToolCallResult
+    | UsageEvent
+    | MetadataEvent
+    | ErrorEvent
+    | FinishEvent
+)
+
+_BY_TYPE: dict[str, type[Event]] = {
+    cls.type: cls
+    for cls in (
+        TextDelta,
+        ReasoningDelta,
+        ToolCallStart,
+        ToolCallArgsDelta,
+        ToolCallResult,
+        UsageEvent,
+        MetadataEvent,
+        ErrorEvent,
+        FinishEvent,
+    )
+}
+
+
+def event_to_dict(event: Event) -> dict[str, Any]:
+    """A JSON-ready dict with the ``type`` discriminator first."""
+    return {"type": event.type, **asdict(event)}
+
+
+def event_from_dict(data: dict[str, Any]) -> Event:
+    """The inverse of :func:`event_to_dict`; raises ``ValueError`` on an unknown type or bad fields."""
+    fields = dict(data)
+    kind = fields.pop("type", None)
+    cls = _BY_TYPE.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise ValueError(f"unknown event type {kind!r}")
+    try:
+        return cls(**fields)
+    except TypeError as exc:
+        raise ValueError(f"bad fields for event {kind!r}: {exc}") from None

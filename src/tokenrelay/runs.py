@@ -1,0 +1,378 @@
+"""Runs: one generation each, on its own task, writing numbered events into a run store.
+
+A connection never drives a backend. It subscribes to a run from a cursor and is told about new events, so a
+dropped client can come back to the same run, many viewers cost one generation, and what the model said is saved
+by the run when it ends — not by whichever connection happened to be open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from tokenrelay.backends.base import Backend, BackendError, GenerateOptions, Message
+from tokenrelay.events import ErrorEvent, Event, FinishEvent, FinishReason, TextDelta, UsageEvent
+from tokenrelay.stores.base import RunInfo, RunStore, StoredEvent
+
+__all__ = [
+    "HEARTBEAT",
+    "DisconnectPolicy",
+    "Heartbeat",
+    "RunLimitError",
+    "RunManager",
+    "RunNotFound",
+    "RunOutcome",
+    "Subscription",
+    "coalesce",
+    "new_run_id",
+]
+
+log = logging.getLogger("tokenrelay.runs")
+
+DisconnectPolicy = Literal["cancel", "detach"]
+
+
+class Heartbeat:
+    """Yielded by a subscription when the run has been silent for the heartbeat interval."""
+
+    __slots__ = ()
+
+
+HEARTBEAT = Heartbeat()
+
+
+class RunNotFound(LookupError):
+    pass
+
+
+class RunLimitError(RuntimeError):
+    """The instance is already running its maximum number of runs."""
+
+
+@dataclass(slots=True)
+class RunOutcome:
+    """What a run produced, handed to ``on_finish`` (to write history) when it ends for any reason."""
+
+    run_id: str
+    user_id: str
+    conversation_id: str
+    text: str
+    reason: FinishReason
+    usage: UsageEvent | None
+    error: ErrorEvent | None
+
+
+def new_run_id() -> str:
+    """128 random bits, URL-safe: a run id is a capability to read the run, so it must not be guessable."""
+    return secrets.token_urlsafe(16)
+
+
+def coalesce(batch: Sequence[StoredEvent]) -> list[StoredEvent]:
+    """Join consecutive text deltas into one, keeping the last one's sequence id.
+
+    Resuming after the joined event's id is exactly right: every delta it carries has a smaller or equal id. The
+    batch is whatever accumulated while the subscriber was busy writing, so the amount of joining follows the load
+    and the first token is never held back.
+    """
+    if len(batch) < 2:
+        return list(batch)
+    out: list[StoredEvent] = []
+    run: list[str] = []
+    last_seq = 0
+    for item in batch:
+        if type(item.event) is TextDelta:
+            run.append(item.event.text)
+            last_seq = item.seq
+            continue
+        if run:
+            out.append(StoredEvent(last_seq, TextDelta("".join(run))))
+            run = []
+        out.append(item)
+    if run:
+        out.append(StoredEvent(last_seq, TextDelta("".join(run))))
+    return out
+
+
+class Subscription:
+    """An async iterator over a run's events for one viewer; ``aclose()`` it when the viewer leaves."""
+
+    __slots__ = ("_closed", "_gen", "_manager", "_run")
+
+    def __init__(
+        self,
+        manager: RunManager,
+        run: _Run | None,
+        gen: AsyncGenerator[list[StoredEvent] | Heartbeat, None],
+    ) -> None:
+        self._manager = manager
+        self._run = run
+        self._gen = gen
+        self._closed = False
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> list[StoredEvent] | Heartbeat:
+        return await self._gen.__anext__()
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._gen.aclose()
+        finally:
+            self._manager._unsubscribe(self._run)
+
+
+@dataclass(slots=True)
+class _Run:
+    info: RunInfo
+    task: asyncio.Task[None] | None = None
+    subscribers: int = 0
+    detach_timer: asyncio.TimerHandle | None = None
+    started: bool = False
+    cancel_requested: bool = False
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class RunManager:
+    """Starts, tracks, cancels and finishes the runs of one instance.
+
+    ``on_disconnect`` is what happens when a run's last subscriber leaves: ``"cancel"`` stops the backend at once;
+    ``"detach"`` lets the run go on for ``detach_grace_s`` seconds so the client can resume, and cancels it if
+    nobody has come back by then.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        store: RunStore,
+        *,
+        heartbeat_s: float = 15.0,
+        on_disconnect: DisconnectPolicy = "cancel",
+        detach_grace_s: float = 30.0,
+        max_active_runs: int = 10_000,
+        coalesce_window_s: float = 0.0,
+        on_finish: Callable[[RunOutcome], Awaitable[None]] | None = None,
+    ) -> None:
+        self.backend = backend
+        self.store = store
+        self.heartbeat_s = heartbeat_s
+        self.on_disconnect = on_disconnect
+        self.detach_grace_s = detach_grace_s
+        self.max_active_runs = max_active_runs
+        self.coalesce_window_s = coalesce_window_s
+        self.on_finish = on_finish
+        self._runs: dict[str, _Run] = {}
+
+    @property
+    def active_runs(self) -> int:
+        return len(self._runs)
+
+    @property
+    def subscribers(self) -> int:
+        return sum(r.subscribers for r in self._runs.values())
+
+    async def start(
+        self,
+        messages: Sequence[Message],
+        *,
+        user_id: str,
+        conversation_id: str,
+        options: GenerateOptions | None = None,
+    ) -> RunInfo:
+        if len(self._runs) >= self.max_active_runs:
+            raise RunLimitError(f"this instance is running its maximum of {self.max_active_runs} runs")
+        info = RunInfo(
+            run_id=new_run_id(),
+            user_id=user_id,
+            conversation_id=conversation_id,
+            backend=self.backend.name,
+            created_at=time.time(),
+        )
+        await self.store.create(info)
+        run = _Run(info)
+        self._runs[info.run_id] = run
+        run.task = asyncio.create_task(
+            self._drive(run, list(messages), options or GenerateOptions()), name=f"run-{info.run_id}"
+        )
+        return info
+
+    async def cancel(self, run_id: str) -> bool:
+        """Stop a run; ``False`` if it is not running here. Returns once the backend has been closed."""
+        run = self._runs.get(run_id)
+        if run is None:
+            return False
+        self._cancel(run)
+        await run.done.wait()
+        return True
+
+    @staticmethod
+    def _cancel(run: _Run) -> None:
+        run.cancel_requested = True
+        # A task cancelled before its first step never enters its body, so it could not record its end:
+        # an unstarted run sees the flag as soon as it starts instead.
+        if run.started and run.task is not None:
+            run.task.cancel()
+
+    async def wait(self, run_id: str) -> None:
+        run = self._runs.get(run_id)
+        if run is not None:
+            await run.done.wait()
+
+    async def shutdown(self) -> None:
+        """Cancel every run (recording partial answers) and wait for them to end."""
+        runs = list(self._runs.values())
+        for run in runs:
+            self._cancel(run)
+        for run in runs:
+            await run.done.wait()
+
+    async def subscribe(self, run_id: str, after: int = 0) -> Subscription:
+        """Follow a run from ``after``: batches of events (coalesced), heartbeats while it is silent.
+
+        The subscription counts as a viewer from this call until ``aclose()`` — even if it is never iterated, which
+        is what happens when a client disconnects before the first byte.
+        """
+        info = await self.store.get(run_id)
+        if info is None:
+            raise RunNotFound(run_id)
+        run = self._runs.get(run_id)
+        if run is not None:
+            run.subscribers += 1
+            if run.detach_timer is not None:
+                run.detach_timer.cancel()
+                run.detach_timer = None
+        return Subscription(self, run, self._follow(run_id, after))
+
+    def _unsubscribe(self, run: _Run | None) -> None:
+        if run is None:
+            return
+        run.subscribers -= 1
+        if run.subscribers == 0 and not run.done.is_set():
+            self._last_subscriber_left(run)
+
+    async def _follow(self, run_id: str, after: int) -> AsyncGenerator[list[StoredEvent] | Heartbeat, None]:
+        loop = asyncio.get_running_loop()
+        window = self.coalesce_window_s
+        last_write = 0.0
+        cursor = after
+        while True:
+            if window:
+                # Optional floor between writes: after the first, wait out the window so more joins.
+                wait = last_write + window - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+            batch = await self.store.read(run_id, cursor, self.heartbeat_s)
+            if not batch:
+                info = await self.store.get(run_id)
+                if info is None or info.status == "finished":
+                    return
+                yield HEARTBEAT
+                continue
+            cursor = batch[-1].seq
+            yield coalesce(batch)
+            last_write = loop.time()
+            if type(batch[-1].event) is FinishEvent:
+                return
+
+    def _last_subscriber_left(self, run: _Run) -> None:
+        if self.on_disconnect == "cancel":
+            log.debug("run %s: last subscriber left, cancelling", run.info.run_id)
+            self._cancel(run)
+        elif run.detach_timer is None:
+
+            def expire() -> None:
+                run.detach_timer = None
+                if run.subscribers == 0 and not run.done.is_set():
+                    log.debug("run %s: nobody came back in %.0fs, cancelling", run.info.run_id, self.detach_grace_s)
+                    self._cancel(run)
+
+            run.detach_timer = asyncio.get_running_loop().call_later(self.detach_grace_s, expire)
+
+    async def _drive(self, run: _Run, messages: list[Message], options: GenerateOptions) -> None:
+        run_id = run.info.run_id
+        text: list[str] = []
+        usage: UsageEvent | None = None
+        error: ErrorEvent | None = None
+        reason: FinishReason = "stop"
+        finished = False
+        try:
+            run.started = True
+            if run.cancel_requested:
+                raise asyncio.CancelledError
+            stream = self.backend.stream(messages, options)
+            try:
+                async for event in stream:
+                    if finished:
+                        continue  # nothing follows the finish; let the backend end by itself
+                    if type(event) is TextDelta:
+                        text.append(event.text)
+                    elif isinstance(event, FinishEvent):
+                        reason = event.reason
+                        finished = True
+                        continue  # the finish event is appended below, once, whatever happens
+                    elif isinstance(event, UsageEvent):
+                        usage = event
+                    elif isinstance(event, ErrorEvent):
+                        error = event
+                    await self.store.append(run_id, (event,))
+            finally:
+                # Closing the backend's iterator is what stops its upstream work (HTTP response, sampler).
+                aclose = getattr(stream, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+            if error is not None and not finished:
+                reason = "error"
+        except asyncio.CancelledError:
+            reason = "cancelled"
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+        except BackendError as exc:
+            error = ErrorEvent(exc.code, exc.message, exc.retryable)
+            reason = "error"
+            await self._append_quietly(run_id, error)
+        except Exception as exc:
+            log.exception("run %s: backend %s failed", run_id, self.backend.name)
+            error = ErrorEvent("internal_error", f"{type(exc).__name__}: {exc}", False)
+            reason = "error"
+            await self._append_quietly(run_id, error)
+        finally:
+            # History first, then the finish event: a client that saw "done" and sends a follow-up at once
+            # must find this answer in the conversation.
+            if self.on_finish is not None:
+                outcome = RunOutcome(
+                    run_id=run_id,
+                    user_id=run.info.user_id,
+                    conversation_id=run.info.conversation_id,
+                    text="".join(text),
+                    reason=reason,
+                    usage=usage,
+                    error=error,
+                )
+                try:
+                    await self.on_finish(outcome)
+                except Exception:
+                    log.exception("run %s: saving the outcome failed", run_id)
+            await self._append_quietly(run_id, FinishEvent(reason))
+            with contextlib.suppress(Exception):
+                await self.store.finish(run_id)
+            run.info.status = "finished"
+            self._runs.pop(run_id, None)
+            if run.detach_timer is not None:
+                run.detach_timer.cancel()
+            run.done.set()
+
+    async def _append_quietly(self, run_id: str, event: Event) -> None:
+        try:
+            await self.store.append(run_id, (event,))
+        except Exception:
+            log.exception("run %s: could not record %s", run_id, event.type)

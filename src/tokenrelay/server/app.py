@@ -1,0 +1,78 @@
+"""The application factory: the API router, the chat page, and a lifespan that owns the backend."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib import resources
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.staticfiles import StaticFiles
+
+from tokenrelay import __version__
+from tokenrelay.backends.base import Backend
+from tokenrelay.server.relay import Relay
+from tokenrelay.server.routes import create_router
+from tokenrelay.server.settings import Settings
+
+__all__ = ["create_app", "static_dir"]
+
+_NO_PAGE = """<!doctype html><meta charset="utf-8"><title>tokenrelay</title>
+<p>The chat page has not been built. Run <code>make web</code> (needs Node), or use the API:
+<code>curl -N localhost:8000/api/chat/stream -H 'content-type: application/json' -d '{"message":"hi"}'</code></p>
+"""
+
+
+def static_dir() -> Path:
+    return Path(str(resources.files("tokenrelay.server"))) / "static"
+
+
+def create_app(
+    settings: Settings | None = None, backend: Backend | None = None, *, relay: Relay | None = None
+) -> FastAPI:
+    """A FastAPI app serving tokenrelay.
+
+    Pass a ``backend`` (or a whole ``relay``) to use it instead of the one the settings describe.
+    """
+    if relay is None:
+        settings = settings or Settings()
+        if backend is None:
+            from tokenrelay.server.factory import build_backend
+
+            backend = build_backend(settings)
+        relay = Relay(backend, settings)
+    bound = relay
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with bound.lifespan():
+            yield
+
+    app = FastAPI(title="tokenrelay", version=__version__, lifespan=lifespan)
+    app.state.relay = relay
+    if relay.settings.cors_origins:
+        # CORSMiddleware is pure ASGI (not BaseHTTPMiddleware), so it does not buffer the stream.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=relay.settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["*"],
+            expose_headers=["x-run-id", "x-conversation-id"],
+        )
+    app.include_router(create_router(relay))
+
+    static = static_dir()
+    if (static / "assets").is_dir():
+        app.mount("/assets", StaticFiles(directory=static / "assets"), name="assets")
+
+    @app.get("/", include_in_schema=False, response_model=None)
+    async def index() -> HTMLResponse | FileResponse:
+        page = static / "index.html"
+        if page.is_file():
+            return FileResponse(page, headers={"cache-control": "no-cache"})
+        return HTMLResponse(_NO_PAGE)
+
+    return app

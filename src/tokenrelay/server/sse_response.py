@@ -1,0 +1,79 @@
+"""The streaming response: a small ASGI callable, written by hand on purpose.
+
+It does two things at once and nothing per event beyond ``send``: it writes the frames an async iterator gives it,
+and it listens for ``http.disconnect`` on a second task, which cancels the writer at once. That is Starlette's
+``StreamingResponse`` shape without its per-chunk overhead, and without polling ``is_disconnected()``.
+An ordinary disconnect is not an error: it ends the response quietly, and closing the frame iterator is what tells
+the run its subscriber left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+__all__ = ["SSE_HEADERS", "SSEResponse"]
+
+SSE_HEADERS: dict[str, str] = {
+    "cache-control": "no-cache",
+    # nginx (and proxies that honour it) must not buffer the stream.
+    "x-accel-buffering": "no",
+    "connection": "keep-alive",
+}
+
+
+class SSEResponse(Response):
+    def __init__(
+        self,
+        frames: AsyncIterator[bytes],
+        *,
+        media_type: str = "text/event-stream",
+        headers: Mapping[str, str] | None = None,
+        status_code: int = 200,
+    ) -> None:
+        # Not calling Response.__init__: there is no body to render, only a stream to relay.
+        self.frames = frames
+        self.status_code = status_code
+        self.background = None
+        raw = {**SSE_HEADERS, "content-type": f"{media_type}; charset=utf-8"}
+        if headers:
+            raw.update({k.lower(): v for k, v in headers.items()})
+        self.raw_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in raw.items()]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        writer = asyncio.create_task(self._write(send))
+        listener = asyncio.create_task(_wait_for_disconnect(receive))
+        try:
+            await asyncio.wait((writer, listener), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (writer, listener):
+                task.cancel()
+            # The writer closes the frame iterator on its way out; wait for that, so the run has been told.
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+        exc = writer.exception() if not writer.cancelled() else None
+        if exc is not None and not isinstance(exc, OSError):
+            # OSError is how the server reports a write to a closed socket: an ordinary disconnect.
+            raise exc
+
+    async def _write(self, send: Send) -> None:
+        try:
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            async for chunk in self.frames:
+                if chunk:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            aclose: Any = getattr(self.frames, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+
+async def _wait_for_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass

@@ -1,0 +1,35 @@
+/** Framework-free tokenrelay browser client. */
+export { createParser } from "./parser";
+export type { EventSourceMessage, EventSourceParser, ParserCallbacks } from "./parser";
+export { createEventSourceStream } from "./stream";
+export type { EventSourceStreamOptions } from "./stream";
+export { streamChat, readChatEvents } from "./streamChat";
+export type { ChatStream, ChatStreamInfo, FetchLike, StreamChatOptions } from "./streamChat";
+export { streamChatEventSource, chatStreamUrl } from "./eventSource";
+export type { EventSourceConstructor, EventSourceLike, StreamChatEventSourceOptions } from "./eventSource";
+export { toChatEvent } from "./protocol";
+export type {
+  ChatDeltaEvent,
+  ChatDoneEvent,
+  ChatErrorEvent,
+  ChatEvent,
+  ChatRequest,
+  ChatUsage,
+  FinishReason,
+} from "./protocol";
+export { ChatStreamError, errorFromResponse, extractErrorMessage, isAbortError } from "./errors";
+export type { ChatStreamErrorKind } from "./errors";
+export { animationFrameScheduler, createChatStore, toChatError } from "./chatStore";
+export type {
+  ChatError,
+  ChatMessage,
+  ChatRole,
+  ChatState,
+  ChatStatus,
+  ChatStore,
+  ChatStoreOptions,
+  FinishDetails,
+  FlushScheduler,
+  MessageStatus,
+} from "./chatStore";
+export { createId } from "./ids";

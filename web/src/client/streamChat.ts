@@ -1,0 +1,227 @@
+/**
+ * `streamChat`: POST a chat request and read the answer as typed events.
+ *
+ *   const stream = streamChat({ url: "/api/chat/stream", body: { message }, signal });
+ *   for await (const event of stream) {
+ *     if (event.type === "delta") append(event.text);
+ *   }
+ *   stream.conversationId; // for the follow-up request
+ *
+ * Uses fetch + ReadableStream (not EventSource) so it can POST a JSON body,
+ * read the server's error body on 4xx/5xx and be cancelled with an
+ * AbortSignal. Aborting the signal, or leaving the `for await` loop early,
+ * closes the HTTP connection: the server treats that as "cancel the run".
+ */
+import { abortReason, ChatStreamError, errorFromResponse, isAbortError } from "./errors";
+import { createParser, type EventSourceMessage } from "./parser";
+import { toChatEvent, type ChatEvent, type ChatRequest } from "./protocol";
+
+export type FetchLike = (input: string | URL | Request, init?: RequestInit) => Promise<Response>;
+
+export interface StreamChatOptions {
+  /** The stream endpoint, e.g. "/api/chat/stream". */
+  url: string | URL;
+  /** The JSON body: `{ message, user_id?, conversation_id? }`. */
+  body: ChatRequest;
+  /** Abort to stop the answer; the connection is closed and iteration rejects with the abort reason. */
+  signal?: AbortSignal;
+  /** A fetch implementation (tests, instrumentation). Defaults to the global fetch. */
+  fetch?: FetchLike;
+  /** Extra request headers. */
+  headers?: HeadersInit;
+  /** Sent as `Last-Event-ID`, for servers that can resume a run after a given event. */
+  lastEventId?: string;
+}
+
+/** Metadata about a stream, filled in as the response arrives. */
+export interface ChatStreamInfo {
+  /** The id of the last event received: what a resume request would send as `Last-Event-ID`. */
+  readonly lastEventId: string | undefined;
+  /** From the `X-Run-Id` header, then the `done` frame. */
+  readonly runId: string | undefined;
+  /** From the `X-Conversation-Id` header, then the `done` frame. Send it back to continue the conversation. */
+  readonly conversationId: string | undefined;
+  /** The reconnection delay from the last `retry:` field, if the server sent one. */
+  readonly retryMs: number | undefined;
+}
+
+/**
+ * A single-use async iterable of chat events. It yields `delta` and `error`
+ * events and finally the `done` event, then completes. It throws a
+ * `ChatStreamError` on HTTP errors (with the server's message), network
+ * failures, malformed data, or a stream that ends without `done`; and the
+ * signal's abort reason (an `AbortError`) when aborted.
+ */
+export interface ChatStream extends AsyncIterable<ChatEvent>, ChatStreamInfo {}
+
+interface MutableInfo {
+  lastEventId: string | undefined;
+  runId: string | undefined;
+  conversationId: string | undefined;
+  retryMs: number | undefined;
+}
+
+const defaultFetch: FetchLike = (input, init) => globalThis.fetch(input, init);
+
+export function streamChat(options: StreamChatOptions): ChatStream {
+  const info: MutableInfo = {
+    lastEventId: undefined,
+    runId: undefined,
+    conversationId: undefined,
+    retryMs: undefined,
+  };
+  let started = false;
+
+  const iterate = async function* (): AsyncGenerator<ChatEvent, void, undefined> {
+    if (started) throw new Error("A ChatStream can only be iterated once.");
+    started = true;
+    const { signal } = options;
+    signal?.throwIfAborted();
+
+    const headers = new Headers(options.headers);
+    headers.set("Content-Type", "application/json");
+    headers.set("Accept", "text/event-stream");
+    if (options.lastEventId !== undefined) headers.set("Last-Event-ID", options.lastEventId);
+
+    const doFetch = options.fetch ?? defaultFetch;
+    let response: Response;
+    try {
+      response = await doFetch(options.url, {
+        method: "POST",
+        headers,
+        body: JSON.stringify(options.body),
+        signal,
+        cache: "no-store",
+      });
+    } catch (cause) {
+      if (signal?.aborted) throw abortReason(signal);
+      if (isAbortError(cause)) throw cause;
+      throw new ChatStreamError("network", "Could not reach the server. Check your connection and try again.", {
+        cause,
+        retryable: true,
+      });
+    }
+
+    info.runId = response.headers.get("X-Run-Id") ?? undefined;
+    info.conversationId = response.headers.get("X-Conversation-Id") ?? undefined;
+
+    if (!response.ok) throw await errorFromResponse(response);
+
+    const contentType = response.headers.get("Content-Type");
+    if (contentType !== null && !contentType.toLowerCase().includes("text/event-stream")) {
+      void response.body?.cancel().catch(() => {});
+      throw new ChatStreamError("protocol", `Expected an event stream but the server sent ${contentType}.`, {
+        status: response.status,
+      });
+    }
+    if (response.body === null) {
+      throw new ChatStreamError("protocol", "The server sent an empty response.", { status: response.status });
+    }
+
+    yield* readChatEvents(response.body, info, signal);
+  };
+
+  const generator = iterate();
+  return {
+    [Symbol.asyncIterator]: () => generator,
+    get lastEventId() {
+      return info.lastEventId;
+    },
+    get runId() {
+      return info.runId;
+    },
+    get conversationId() {
+      return info.conversationId;
+    },
+    get retryMs() {
+      return info.retryMs;
+    },
+  };
+}
+
+/**
+ * Read an SSE body and yield chat events until the `done` frame.
+ * Exported for tests and for callers that obtain the body some other way.
+ */
+export async function* readChatEvents(
+  body: ReadableStream<Uint8Array>,
+  info: MutableInfo = { lastEventId: undefined, runId: undefined, conversationId: undefined, retryMs: undefined },
+  signal?: AbortSignal,
+): AsyncGenerator<ChatEvent, void, undefined> {
+  const reader = body.getReader();
+  // ignoreBOM: the parser strips the one BOM the SSE spec allows.
+  const decoder = new TextDecoder("utf-8", { ignoreBOM: true });
+  // Events parsed from the current chunk; one network chunk often holds
+  // several frames, and they are yielded after the chunk is parsed.
+  let queue: EventSourceMessage[] = [];
+  const parser = createParser({
+    onEvent: (message) => queue.push(message),
+    onRetry: (retryMs) => {
+      info.retryMs = retryMs;
+    },
+  });
+
+  // Cancel the body as soon as the signal fires, even if the fetch
+  // implementation ignores the signal: a pending read() then settles and the
+  // connection is released instead of leaking until the server gives up.
+  const onAbort = () => {
+    void reader.cancel(signal?.reason).catch(() => {});
+  };
+  signal?.addEventListener("abort", onAbort, { once: true });
+
+  let finished = false;
+  try {
+    for (;;) {
+      let result: ReadableStreamReadResult<Uint8Array>;
+      try {
+        result = await reader.read();
+      } catch (cause) {
+        finished = true;
+        if (signal?.aborted) throw abortReason(signal);
+        if (isAbortError(cause)) throw cause;
+        throw new ChatStreamError("network", "The connection was interrupted before the answer finished.", {
+          cause,
+          retryable: true,
+        });
+      }
+      if (signal?.aborted) throw abortReason(signal);
+
+      if (result.done) {
+        finished = true;
+        parser.feed(decoder.decode());
+      } else {
+        parser.feed(decoder.decode(result.value, { stream: true }));
+      }
+
+      const messages = queue;
+      queue = [];
+      for (const message of messages) {
+        const event = toChatEvent(message);
+        if (message.id !== "") info.lastEventId = message.id;
+        if (event === null) continue;
+        if (event.type === "done") {
+          if (event.runId !== undefined) info.runId = event.runId;
+          if (event.conversationId !== undefined) info.conversationId = event.conversationId;
+        }
+        yield event;
+        if (event.type === "done") return;
+      }
+
+      if (result.done) {
+        throw new ChatStreamError("incomplete", "The answer was cut off: the stream ended before it finished.", {
+          retryable: true,
+        });
+      }
+    }
+  } finally {
+    signal?.removeEventListener("abort", onAbort);
+    // Leaving early (done frame, consumer `break`, error): close the
+    // connection so the server stops the run and frees its resources.
+    if (!finished) void reader.cancel().catch(() => {});
+    try {
+      reader.releaseLock();
+    } catch {
+      // Already released or still locked by a pending read in some engines.
+    }
+  }
+}
