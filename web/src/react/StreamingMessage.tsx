@@ -1,0 +1,75 @@
+/**
+ * Message views. `ChatMessageView` is memoized on the message object: the
+ * chat store gives a new object only to the message being streamed, so
+ * while an answer streams, finished messages do not re-render at all.
+ */
+import { memo } from "react";
+import type { ChatMessage } from "../client/chatStore";
+import { Markdown } from "../markdown/render";
+
+/** The blinking cursor shown at the end of an answer while it streams. */
+export function StreamingCursor() {
+  return <span className="cursor" aria-hidden="true" />;
+}
+
+const cursor = <StreamingCursor />;
+
+export interface StreamingMessageProps {
+  /** The Markdown text received so far. */
+  content: string;
+  /** Show the cursor and render unfinished Markdown as finished. */
+  isStreaming: boolean;
+}
+
+/** Markdown content with the blinking cursor while it streams. */
+export const StreamingMessage = memo(function StreamingMessage({ content, isStreaming }: StreamingMessageProps) {
+  return <Markdown text={content} streaming={isStreaming} cursor={isStreaming ? cursor : null} />;
+});
+
+const STATUS_NOTE: Partial<Record<ChatMessage["status"], string>> = {
+  cancelled: "Stopped",
+  error: "Interrupted",
+};
+
+export interface ChatMessageViewProps {
+  message: ChatMessage;
+}
+
+export const ChatMessageView = memo(function ChatMessageView({ message }: ChatMessageViewProps) {
+  const isStreaming = message.status === "streaming";
+  const note = message.role === "assistant" ? STATUS_NOTE[message.status] : undefined;
+  const lengthNote = message.finishReason === "length" ? "Cut off at the length limit" : undefined;
+  return (
+    <article
+      className={`message message-${message.role}`}
+      data-role={message.role}
+      data-status={message.status}
+      aria-busy={isStreaming || undefined}
+    >
+      <div className="message-author">{message.role === "user" ? "You" : "Assistant"}</div>
+      <div className="message-body">
+        {message.role === "user" ? (
+          // The user's own text is shown as typed, not as Markdown.
+          <p className="message-plain">{message.content}</p>
+        ) : (
+          <StreamingMessage content={message.content} isStreaming={isStreaming} />
+        )}
+      </div>
+      {note || lengthNote ? <div className="message-note">{note ?? lengthNote}</div> : null}
+    </article>
+  );
+});
+
+export interface MessageListProps {
+  messages: readonly ChatMessage[];
+}
+
+export const MessageList = memo(function MessageList({ messages }: MessageListProps) {
+  return (
+    <div className="message-list" role="log" aria-live="polite" aria-relevant="additions text">
+      {messages.map((message) => (
+        <ChatMessageView key={message.id} message={message} />
+      ))}
+    </div>
+  );
+});
