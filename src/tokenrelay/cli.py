@@ -84,6 +84,8 @@ def serve(overrides: dict[str, Any]) -> None:
 
 
 def chat(url: str, message: str | None, user_id: str | None, conversation_id: str | None) -> int:
+    import httpx
+
     from tokenrelay.client import Client, Delta, Done, StreamError, TokenrelayError
 
     out = sys.stdout
@@ -123,7 +125,7 @@ def chat(url: str, message: str | None, user_id: str | None, conversation_id: st
         except TokenrelayError as exc:
             print(f"tokenrelay: {exc}", file=sys.stderr)
             return 1
-        except OSError as exc:
+        except (OSError, httpx.HTTPError) as exc:
             print(f"tokenrelay: cannot reach {url}: {exc}", file=sys.stderr)
             return 1
     return 0

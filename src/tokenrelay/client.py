@@ -20,6 +20,7 @@ __all__ = [
     "IncompleteStreamError",
     "StreamError",
     "StreamEvent",
+    "TokenrelayConnectionError",
     "TokenrelayError",
     "TokenrelayHTTPError",
 ]
@@ -38,6 +39,10 @@ class TokenrelayHTTPError(TokenrelayError):
         self.code = code
         self.message = message
         self.field = field
+
+
+class TokenrelayConnectionError(TokenrelayError):
+    """The server could not be reached."""
 
 
 class IncompleteStreamError(TokenrelayError):
@@ -204,12 +209,18 @@ class AsyncClient:
     ) -> AsyncIterator[StreamEvent]:
         follower = _Follower()
         body = _body(message, user_id, conversation_id)
-        async with self._http.stream("POST", "/api/chat/stream", json=body) as response:
-            if response.status_code >= 400:
-                raise _http_error(response, await response.aread())
-            async for chunk in response.aiter_raw():
-                for event in follower.feed(chunk):
-                    yield event
+        try:
+            async with self._http.stream("POST", "/api/chat/stream", json=body) as response:
+                if response.status_code >= 400:
+                    raise _http_error(response, await response.aread())
+                try:
+                    async for chunk in response.aiter_raw():
+                        for event in follower.feed(chunk):
+                            yield event
+                except httpx.TransportError:
+                    pass  # a cut connection: reported below as an incomplete stream
+        except httpx.ConnectError as exc:
+            raise TokenrelayConnectionError(f"cannot reach {self._http.base_url}: {exc}") from exc
         follower.end()
 
     async def chat(self, message: str, *, user_id: str | None = None, conversation_id: str | None = None) -> ChatResult:
@@ -254,11 +265,17 @@ class Client:
     ) -> Generator[StreamEvent, None, None]:
         follower = _Follower()
         body = _body(message, user_id, conversation_id)
-        with self._http.stream("POST", "/api/chat/stream", json=body) as response:
-            if response.status_code >= 400:
-                raise _http_error(response, response.read())
-            for chunk in response.iter_raw():
-                yield from follower.feed(chunk)
+        try:
+            with self._http.stream("POST", "/api/chat/stream", json=body) as response:
+                if response.status_code >= 400:
+                    raise _http_error(response, response.read())
+                try:
+                    for chunk in response.iter_raw():
+                        yield from follower.feed(chunk)
+                except httpx.TransportError:
+                    pass  # a cut connection: reported below as an incomplete stream
+        except httpx.ConnectError as exc:
+            raise TokenrelayConnectionError(f"cannot reach {self._http.base_url}: {exc}") from exc
         follower.end()
 
     def chat(self, message: str, *, user_id: str | None = None, conversation_id: str | None = None) -> ChatResult:

@@ -87,8 +87,13 @@ class LocalBackend:
         self._load_lock = threading.Lock()
         self._turn: asyncio.Lock | None = None
         self._waiting = 0
+        self._executor: ThreadPoolExecutor | None = None
+
+    def _worker(self) -> ThreadPoolExecutor:
         # One thread: generations never overlap, and the event loop never runs the model.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenrelay-llama")
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenrelay-llama")
+        return self._executor
 
     def resolve_model_path(self) -> Path:
         path = self.model_path or default_model_path()
@@ -134,10 +139,13 @@ class LocalBackend:
             self.progress(f"still loading... {time.perf_counter() - started:.0f} s")
 
     async def start(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._executor, self.load)
+        await asyncio.get_running_loop().run_in_executor(self._worker(), self.load)
 
     async def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        """Stop the worker thread. The model stays loaded: it loads once per process, and a new start reuses it."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -226,7 +234,7 @@ class LocalBackend:
             finally:
                 loop.call_soon_threadsafe(put, _DONE)
 
-        worker = loop.run_in_executor(self._executor, work)
+        worker = loop.run_in_executor(self._worker(), work)
         produced = 0
         reason = "stop"
         try:

@@ -1,0 +1,152 @@
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tokenrelay.sse import Comment, ServerSentEvent, SSEDecoder, encode, encode_comment, iter_sse
+
+
+def decode(*chunks: bytes | str, comments: bool = False) -> list[ServerSentEvent | Comment]:
+    decoder = SSEDecoder(comments=comments)
+    out: list[ServerSentEvent | Comment] = []
+    for chunk in chunks:
+        out.extend(decoder.feed(chunk))
+    out.extend(decoder.close())
+    return out
+
+
+def test_lf_cr_and_crlf_line_endings_are_equivalent() -> None:
+    expected = [ServerSentEvent("a"), ServerSentEvent("b")]
+    assert decode(b"data: a\n\ndata: b\n\n") == expected
+    assert decode(b"data: a\r\rdata: b\r\r") == expected
+    assert decode(b"data: a\r\n\r\ndata: b\r\n\r\n") == expected
+    assert decode(b"data: a\r\n\rdata: b\n\r\n") == expected
+
+
+def test_crlf_split_across_chunks_is_one_line_ending() -> None:
+    # If the CR and LF were two endings, the LF would be an empty line and dispatch a second, empty event early.
+    assert decode(b"data: a\r", b"\ndata: b\r", b"\n\r", b"\n") == [ServerSentEvent("a\nb")]
+
+
+def test_leading_bom_is_stripped_once() -> None:
+    assert decode("\ufeffdata: x\n\n".encode()) == [ServerSentEvent("x")]
+    assert decode(b"\xef\xbb", b"\xbfdata: x\n\n") == [ServerSentEvent("x")]
+    # A second BOM is content: the line's field name is then "\ufeffdata", which is ignored.
+    assert decode("\ufeff\ufeffdata: x\n\n".encode()) == []
+
+
+def test_multiline_data_is_joined_with_lf() -> None:
+    assert decode(b"data: one\ndata: two\ndata:\ndata:  four\n\n") == [ServerSentEvent("one\ntwo\n\n four")]
+
+
+def test_event_id_and_retry_fields() -> None:
+    events = decode(b"event: update\nid: 42\nretry: 1500\ndata: x\n\n")
+    assert events == [ServerSentEvent("x", event="update", id="42", retry=1500)]
+
+
+def test_id_persists_and_an_id_with_nul_is_ignored() -> None:
+    events = decode(b"id: 1\ndata: a\n\nid: 2\x003\ndata: b\n\ndata: c\n\n")
+    assert [e.id for e in events if isinstance(e, ServerSentEvent)] == ["1", "1", "1"]
+
+
+def test_retry_must_be_digits_only() -> None:
+    decoder = SSEDecoder()
+    decoder.feed(b"retry: 12a\nretry: -5\nretry: 1.5\nretry:\ndata: x\n\n")
+    assert decoder.retry is None
+    decoder.feed(b"retry: 3000\n\n")
+    assert decoder.retry == 3000
+
+
+def test_comments_are_skipped_or_reported() -> None:
+    assert decode(b": ping\n\ndata: x\n\n") == [ServerSentEvent("x")]
+    assert decode(b": ping\n\n:\n", comments=True) == [Comment("ping"), Comment("")]
+
+
+def test_field_without_colon_and_unknown_fields() -> None:
+    # "data" alone appends "" + LF to the buffer; the trailing LF is removed and an event with empty data fires.
+    assert decode(b"data\n\n") == [ServerSentEvent("")]
+    assert decode(b"data\ndata\n\n") == [ServerSentEvent("\n")]
+    assert decode(b"foo: bar\ndata: x\n\n") == [ServerSentEvent("x")]
+
+
+def test_space_after_colon_is_removed_once() -> None:
+    assert decode(b"data:x\n\ndata:  y\n\n") == [ServerSentEvent("x"), ServerSentEvent(" y")]
+
+
+def test_blank_line_without_data_dispatches_nothing_but_resets_event_type() -> None:
+    assert decode(b"event: a\n\ndata: x\n\n") == [ServerSentEvent("x", event="message")]
+
+
+def test_unfinished_event_at_end_of_stream_is_discarded() -> None:
+    assert decode(b"data: done\n\ndata: partial\n") == [ServerSentEvent("done")]
+    assert decode(b"data: done\n\ndata: partial") == [ServerSentEvent("done")]
+
+
+def test_multibyte_utf8_split_inside_a_character() -> None:
+    raw = "data: héllo — 世界 🎉\n\n".encode()
+    for cut in range(len(raw)):
+        assert decode(raw[:cut], raw[cut:]) == [ServerSentEvent("héllo — 世界 🎉")], cut
+
+
+def test_invalid_utf8_is_replaced_not_fatal() -> None:
+    assert decode(b"data: \xff\n\n") == [ServerSentEvent("\ufffd")]
+
+
+def test_long_line_a_byte_at_a_time() -> None:
+    raw = b"data: " + b"x" * 20_000 + b"\n\n"
+    decoder = SSEDecoder()
+    out = []
+    for i in range(len(raw)):
+        out.extend(decoder.feed(raw[i : i + 1]))
+    assert out == [ServerSentEvent("x" * 20_000)]
+
+
+def test_encoder_round_trips() -> None:
+    text = encode("line one\nline two\r\nline three", event="e", id=7, retry=100) + encode_comment("hb")
+    assert decode(text.encode(), comments=True) == [
+        ServerSentEvent("line one\nline two\nline three", event="e", id="7", retry=100),
+        Comment("hb"),
+    ]
+
+
+@pytest.mark.parametrize("bad", ["a\nb", "a\rb", "a\0b"])
+def test_encoder_refuses_ids_a_decoder_would_mangle(bad: str) -> None:
+    with pytest.raises(ValueError, match="id"):
+        encode("x", id=bad)
+
+
+def test_iter_sse_over_chunks() -> None:
+    assert list(iter_sse([b"data: a\n", b"\ndata: b\n\n"])) == [ServerSentEvent("a"), ServerSentEvent("b")]
+
+
+# --- the property: any chunking of any stream decodes to the same events as the whole -------------------------
+
+_line_end = st.sampled_from(["\n", "\r", "\r\n"])
+_value = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"), max_size=12)
+_field = st.one_of(
+    st.tuples(st.sampled_from(["data", "event", "id", "retry", "", "x"]), _value).map(lambda t: f"{t[0]}: {t[1]}"),
+    st.builds(lambda v: f"data:{v}", _value),
+    st.builds(lambda v: f":{v}", _value),
+    st.sampled_from(["data", "retry: 10", "id: a\0b", "data:  x"]),
+)
+_line = st.tuples(_field, _line_end).map("".join)
+_stream = st.tuples(
+    st.booleans(), st.lists(st.one_of(_line, _line_end), max_size=25), st.one_of(st.just(""), _field)
+).map(lambda t: ("\ufeff" if t[0] else "") + "".join(t[1]) + t[2])
+
+
+@settings(max_examples=400, deadline=None)
+@given(stream=_stream, cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=12))
+def test_any_chunking_decodes_like_the_whole(stream: str, cuts: list[int]) -> None:
+    raw = stream.encode("utf-8")
+    points = sorted({c % (len(raw) + 1) for c in cuts})
+    chunks = [raw[a:b] for a, b in zip([0, *points], [*points, len(raw)], strict=True)]
+    assert decode(*chunks, comments=True) == decode(raw, comments=True)
+
+
+@settings(max_examples=100, deadline=None)
+@given(stream=_stream)
+def test_byte_by_byte_decodes_like_the_whole(stream: str) -> None:
+    raw = stream.encode("utf-8")
+    assert decode(*(raw[i : i + 1] for i in range(len(raw))), comments=True) == decode(raw, comments=True)
