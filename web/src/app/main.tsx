@@ -1,0 +1,27 @@
+import { StrictMode } from "react";
+import { createRoot } from "react-dom/client";
+import { createParser, streamChat, streamChatEventSource } from "../client";
+import { App } from "./App";
+import "./styles.css";
+
+declare global {
+  interface Window {
+    /** The client library, for the browser console and end-to-end tests. */
+    tokenrelay?: {
+      createParser: typeof createParser;
+      streamChat: typeof streamChat;
+      streamChatEventSource: typeof streamChatEventSource;
+    };
+  }
+}
+
+window.tokenrelay = { createParser, streamChat, streamChatEventSource };
+
+const root = document.getElementById("root");
+if (root === null) throw new Error("#root is missing from index.html");
+
+createRoot(root).render(
+  <StrictMode>
+    <App apiUrl="api/chat/stream" />
+  </StrictMode>,
+);
