@@ -57,11 +57,7 @@ export function streamChatEventSource(options: StreamChatEventSourceOptions): Ch
     conversationId: undefined as string | undefined,
     retryMs: undefined as number | undefined,
   };
-  let started = false;
-
   const iterate = async function* (): AsyncGenerator<ChatEvent, void, undefined> {
-    if (started) throw new Error("A ChatStream can only be iterated once.");
-    started = true;
     const { signal } = options;
     signal?.throwIfAborted();
 

@@ -46,7 +46,7 @@ export interface ChatStreamInfo {
 }
 
 /**
- * A single-use async iterable of chat events. It yields `delta` and `error`
+ * A single-use async iterable of chat events (a second loop yields nothing). It yields `delta` and `error`
  * events and finally the `done` event, then completes. It throws a
  * `ChatStreamError` on HTTP errors (with the server's message), network
  * failures, malformed data, or a stream that ends without `done`; and the
@@ -70,11 +70,7 @@ export function streamChat(options: StreamChatOptions): ChatStream {
     conversationId: undefined,
     retryMs: undefined,
   };
-  let started = false;
-
   const iterate = async function* (): AsyncGenerator<ChatEvent, void, undefined> {
-    if (started) throw new Error("A ChatStream can only be iterated once.");
-    started = true;
     const { signal } = options;
     signal?.throwIfAborted();
 
