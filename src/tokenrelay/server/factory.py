@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from tokenrelay.backends.base import Backend
 from tokenrelay.server.settings import Settings
 
@@ -36,4 +38,49 @@ def build_backend(settings: Settings) -> Backend:
             system_prompt=settings.system_prompt,
             max_queue=settings.max_queue,
         )
+    if settings.backend in ("openai", "anthropic", "agents"):
+        return _build_remote(settings)
     raise ValueError(f"unknown backend {settings.backend!r}")
+
+
+def _build_remote(settings: Settings) -> Backend:
+    """The backends that call a vendor's API; each checks its configuration and its extra as it is built."""
+    api_key = settings.api_key.get_secret_value() if settings.api_key is not None else None
+    common: dict[str, Any] = {
+        "model": settings.model,
+        "base_url": settings.base_url,
+        "api_key": api_key,
+        "temperature": settings.temperature,
+        "timeout_s": settings.request_timeout_s,
+        "max_retries": settings.max_retries,
+    }
+    if settings.backend == "anthropic":
+        from tokenrelay.backends.anthropic import AnthropicBackend
+
+        return AnthropicBackend(
+            **common,
+            max_tokens=settings.max_tokens,
+            system_prompt=settings.system_prompt,
+            thinking_budget=settings.thinking_budget,
+        )
+    if settings.backend == "agents":
+        from tokenrelay.backends.agents import AgentsBackend, parse_headers
+
+        return AgentsBackend(
+            **common,
+            openai_api=settings.openai_api,
+            max_tokens=settings.max_tokens,
+            instructions=settings.system_prompt,
+            agent_name=settings.agent_name,
+            max_turns=settings.agent_max_turns,
+            mcp_urls=settings.mcp_url,
+            mcp_headers=parse_headers(settings.mcp_header),
+            mcp_timeout_s=settings.mcp_timeout_s,
+        )
+    if settings.openai_api == "responses":
+        from tokenrelay.backends.openai_responses import OpenAIResponsesBackend
+
+        return OpenAIResponsesBackend(**common, max_tokens=settings.max_tokens, system_prompt=settings.system_prompt)
+    from tokenrelay.backends.openai_chat import OpenAIChatBackend
+
+    return OpenAIChatBackend(**common, max_tokens=settings.max_tokens, system_prompt=settings.system_prompt)

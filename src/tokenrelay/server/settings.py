@@ -6,12 +6,12 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["BackendName", "Settings"]
 
-BackendName = Literal["local", "synthetic"]
+BackendName = Literal["local", "synthetic", "openai", "anthropic", "agents"]
 
 
 class Settings(BaseSettings):
@@ -57,3 +57,29 @@ class Settings(BaseSettings):
     synthetic_text: str | None = Field(None, description="stream this text, word by word, once")
     synthetic_fail_after: int | None = Field(None, ge=0, description="fail with an error after this many deltas")
     synthetic_initial_delay_ms: float = Field(0.0, ge=0, description="silence before the first delta")
+
+    # --- remote backends: openai, anthropic, agents (README "Backends"; docs/backends.md) ---
+    # They also use max_tokens, temperature and system_prompt above.
+    model: str | None = Field(None, description="model name for the openai, anthropic and agents backends")
+    base_url: str | None = Field(
+        None,
+        description="API base URL, e.g. http://localhost:11434/v1 for an OpenAI-compatible server (default: vendor)",
+    )
+    api_key: SecretStr | None = Field(None, description="API key (default: OPENAI_API_KEY or ANTHROPIC_API_KEY)")
+    openai_api: Literal["chat", "responses"] = Field(
+        "chat", description="OpenAI API to stream: chat (Chat Completions, any compatible server) or responses"
+    )
+    request_timeout_s: float = Field(
+        60.0, gt=0, description="seconds to wait for the upstream server to connect or speak"
+    )
+    max_retries: int = Field(2, ge=0, description="retries of a failed upstream request, before its first byte")
+    thinking_budget: int | None = Field(
+        None, ge=1024, description="anthropic: tokens of extended thinking (off if unset)"
+    )
+    agent_name: str = Field("Assistant", description="agents: the agent's name")
+    agent_max_turns: int = Field(10, ge=1, description="agents: most model calls in one run (each tool round is one)")
+    mcp_url: list[str] = Field(default_factory=list, description="agents: MCP server over Streamable HTTP (repeatable)")
+    mcp_header: list[str] = Field(
+        default_factory=list, description="agents: 'Name: value' header sent to every MCP server (repeatable)"
+    )
+    mcp_timeout_s: float = Field(10.0, gt=0, description="agents: seconds to connect to an MCP server or run a tool")

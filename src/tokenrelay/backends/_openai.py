@@ -1,0 +1,102 @@
+"""What the OpenAI-speaking backends share: configuration checks, the client, the finish-reason vocabulary."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from tokenrelay.backends._errors import missing_extra
+from tokenrelay.backends.base import BackendError, Message
+from tokenrelay.events import FinishReason
+
+if TYPE_CHECKING:
+    from openai import AsyncOpenAI
+
+__all__ = ["OpenAIConfig", "chat_messages", "finish_reason"]
+
+# Servers that need no key (llama.cpp, Ollama, vLLM without --api-key) still get one: the SDK insists on it.
+_NO_KEY = "not-needed"
+
+
+class OpenAIConfig:
+    """Where and how to reach an OpenAI-compatible server; checked when the backend is built.
+
+    Without ``base_url`` the server is OpenAI itself, which needs a key (``api_key`` or ``OPENAI_API_KEY``).
+    """
+
+    def __init__(
+        self,
+        *,
+        backend: str,
+        extra: str,
+        model: str | None,
+        base_url: str | None,
+        api_key: str | None,
+        timeout_s: float,
+        max_retries: int,
+    ) -> None:
+        try:
+            import openai  # noqa: F401
+        except ImportError:
+            raise missing_extra(backend, extra, "openai") from None
+        if not model:
+            raise BackendError("bad_config", f"--backend {backend} needs a model name: --model NAME")
+        if base_url is not None and not base_url.startswith(("http://", "https://")):
+            raise BackendError("bad_config", f"--base-url must be an http:// or https:// URL, not {base_url!r}")
+        key = api_key or os.environ.get("OPENAI_API_KEY")
+        if base_url is None and not key:
+            raise BackendError(
+                "bad_config",
+                f"--backend {backend} without --base-url talks to OpenAI, which needs --api-key KEY "
+                "(or OPENAI_API_KEY); for another OpenAI-compatible server pass --base-url URL",
+            )
+        self.model = model
+        self.base_url = base_url
+        self.api_key = key or _NO_KEY
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self.has_openai_key = base_url is None or bool(os.environ.get("OPENAI_API_KEY"))
+
+    @property
+    def talks_to_openai(self) -> bool:
+        return self.base_url is None
+
+    def client(self) -> AsyncOpenAI:
+        from openai import AsyncOpenAI
+
+        return AsyncOpenAI(
+            api_key=self.api_key, base_url=self.base_url, timeout=self.timeout_s, max_retries=self.max_retries
+        )
+
+    def describe(self) -> dict[str, Any]:
+        return {"model": self.model, "base_url": self.base_url or "https://api.openai.com/v1"}
+
+
+def chat_messages(system_prompt: str | None, messages: Sequence[Message]) -> list[dict[str, str]]:
+    """The conversation as Chat Completions messages, the system prompt first.
+
+    A ``tool`` message has no call to answer here (tokenrelay's history keeps text only), so it is passed on as
+    user text rather than rejected by the server.
+    """
+    out = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    for m in messages:
+        if m.role == "tool":
+            out.append({"role": "user", "content": f"[tool output]\n{m.content}"})
+        else:
+            out.append({"role": m.role, "content": m.content})
+    return out
+
+
+_FINISH: dict[str, FinishReason] = {
+    "stop": "stop",
+    "length": "length",
+    "max_output_tokens": "length",
+    "tool_calls": "tool_calls",
+    "function_call": "tool_calls",
+    "content_filter": "content_filter",
+}
+
+
+def finish_reason(value: str | None) -> FinishReason:
+    return _FINISH.get(value or "stop", "stop")

@@ -1,0 +1,249 @@
+"""Anthropic Messages streaming.
+
+The stream is ``message_start`` (input usage), then per content block a ``content_block_start`` (``text``,
+``thinking`` or ``tool_use`` with its id and name), ``content_block_delta`` events (``text_delta``,
+``thinking_delta``, ``input_json_delta`` fragments of the tool input) and a ``content_block_stop``; then
+``message_delta`` with the stop reason and output usage, and ``message_stop``. An ``error`` event (``overloaded_error``
+at busy times) can come instead of the rest; the SDK raises it and it is mapped like an HTTP error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from tokenrelay.backends._errors import missing_extra, upstream_errors
+from tokenrelay.backends._stats import StreamStats
+from tokenrelay.backends.base import BackendError, GenerateOptions, Message
+from tokenrelay.events import (
+    Event,
+    FinishEvent,
+    FinishReason,
+    ReasoningDelta,
+    TextDelta,
+    ToolCallArgsDelta,
+    ToolCallResult,
+    ToolCallStart,
+    UsageEvent,
+)
+
+if TYPE_CHECKING:
+    from anthropic import AsyncAnthropic
+    from anthropic.types import RawMessageStreamEvent
+
+__all__ = ["AnthropicBackend", "MessagesTranslator"]
+
+_STOP: dict[str, FinishReason] = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+
+
+class MessagesTranslator:
+    """Messages stream events in, tokenrelay events out. Pure: no I/O, one instance per stream."""
+
+    def __init__(self) -> None:
+        self.reason: FinishReason | None = None
+        self.stopped = False
+        self._input_tokens: int | None = None
+        self._calls: dict[int, str] = {}  # content block index -> tool use id
+
+    def feed(self, event: RawMessageStreamEvent) -> list[Event]:
+        if event.type == "message_start":
+            self._input_tokens = _input_tokens(event.message.usage)
+            return []
+        if event.type == "content_block_start":
+            block = event.content_block
+            if block.type in ("tool_use", "server_tool_use", "mcp_tool_use"):
+                call_id = getattr(block, "id", "") or f"toolu_{event.index}"
+                self._calls[event.index] = call_id
+                return [ToolCallStart(call_id, getattr(block, "name", ""))]
+            tool_use_id = getattr(block, "tool_use_id", None)
+            if isinstance(tool_use_id, str):  # a server tool's result, e.g. web_search_tool_result
+                content = getattr(block, "content", None)
+                dumped = [c.model_dump() for c in content] if isinstance(content, list) else content
+                output = json.dumps(dumped, default=str) if not isinstance(dumped, str) else dumped
+                return [ToolCallResult(tool_use_id, output, is_error=bool(getattr(block, "is_error", False)))]
+            if block.type == "text" and block.text:
+                return [TextDelta(block.text)]
+            if block.type == "thinking" and block.thinking:
+                return [ReasoningDelta(block.thinking)]
+            return []
+        if event.type == "content_block_delta":
+            delta = event.delta
+            if delta.type == "text_delta":
+                return [TextDelta(delta.text)] if delta.text else []
+            if delta.type == "thinking_delta":
+                return [ReasoningDelta(delta.thinking)] if delta.thinking else []
+            if delta.type == "input_json_delta":
+                call_id = self._calls.get(event.index, f"toolu_{event.index}")
+                return [ToolCallArgsDelta(call_id, delta.partial_json)] if delta.partial_json else []
+            return []  # signature_delta, citations_delta: nothing to show
+        if event.type == "message_delta":
+            if event.delta.stop_reason is not None:
+                self.reason = _STOP.get(event.delta.stop_reason, "stop")
+            usage = event.usage
+            inputs = _input_tokens(usage) if usage.input_tokens is not None else self._input_tokens
+            return [UsageEvent(inputs, usage.output_tokens)]
+        if event.type == "message_stop":
+            self.stopped = True
+        return []
+
+    def finish(self) -> FinishEvent:
+        if not self.stopped and self.reason is None:
+            raise BackendError(
+                "connection_error", "anthropic: the stream ended before the message was complete", retryable=True
+            )
+        return FinishEvent(self.reason or "stop")
+
+
+def _input_tokens(usage: Any) -> int | None:
+    """All the prompt's tokens: fresh ones plus those written to and read from the prompt cache."""
+    parts = [
+        getattr(usage, k, None) for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+    ]
+    known = [p for p in parts if isinstance(p, int)]
+    return sum(known) if known else None
+
+
+def anthropic_messages(messages: Sequence[Message]) -> tuple[list[str], list[dict[str, str]]]:
+    """System texts apart, and turns that alternate user/assistant starting with the user, as the API requires.
+
+    Consecutive turns of one role are joined; ``tool`` text counts as the user's; an assistant turn before any user
+    turn has nothing to answer and is dropped.
+    """
+    system: list[str] = []
+    turns: list[dict[str, str]] = []
+    for m in messages:
+        if m.role == "system":
+            system.append(m.content)
+            continue
+        role = "assistant" if m.role == "assistant" else "user"
+        content = f"[tool output]\n{m.content}" if m.role == "tool" else m.content
+        if not turns and role == "assistant":
+            continue
+        if turns and turns[-1]["role"] == role:
+            turns[-1]["content"] += "\n\n" + content
+        else:
+            turns.append({"role": role, "content": content})
+    return system, turns
+
+
+class AnthropicBackend:
+    """Streams ``/v1/messages`` from Anthropic (or ``base_url``, e.g. a gateway)."""
+
+    name = "anthropic"
+
+    def __init__(
+        self,
+        *,
+        model: str | None,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        max_tokens: int = 1024,
+        temperature: float | None = None,
+        system_prompt: str | None = None,
+        thinking_budget: int | None = None,
+        timeout_s: float = 60.0,
+        max_retries: int = 2,
+    ) -> None:
+        try:
+            import anthropic  # noqa: F401
+        except ImportError:
+            raise missing_extra("anthropic", "anthropic", "anthropic") from None
+        if not model:
+            raise BackendError("bad_config", "--backend anthropic needs a model name: --model NAME")
+        if base_url is not None and not base_url.startswith(("http://", "https://")):
+            raise BackendError("bad_config", f"--base-url must be an http:// or https:// URL, not {base_url!r}")
+        key = api_key or os.environ.get("ANTHROPIC_API_KEY")
+        if not key:
+            raise BackendError(
+                "bad_config", "--backend anthropic needs an API key: --api-key KEY (or ANTHROPIC_API_KEY)"
+            )
+        if thinking_budget is not None and thinking_budget >= max_tokens:
+            raise BackendError(
+                "bad_config", f"--thinking-budget ({thinking_budget}) must be below --max-tokens ({max_tokens})"
+            )
+        self.model = model
+        self.base_url = base_url
+        self.api_key = key
+        self.max_tokens = max_tokens
+        self.temperature = temperature
+        self.system_prompt = system_prompt
+        self.thinking_budget = thinking_budget
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self.stats = StreamStats()
+        self._client: AsyncAnthropic | None = None
+
+    @property
+    def client(self) -> AsyncAnthropic:
+        if self._client is None:
+            from anthropic import AsyncAnthropic
+
+            self._client = AsyncAnthropic(
+                api_key=self.api_key, base_url=self.base_url, timeout=self.timeout_s, max_retries=self.max_retries
+            )
+        return self._client
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    def describe(self) -> dict[str, Any]:
+        return {"model": self.model, "base_url": self.base_url or "https://api.anthropic.com", **self.stats.as_dict()}
+
+    def params(self, messages: Sequence[Message], options: GenerateOptions) -> dict[str, Any]:
+        system, turns = anthropic_messages(messages)
+        if self.system_prompt:
+            system.insert(0, self.system_prompt)
+        params: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": options.max_tokens or self.max_tokens,
+            "messages": turns,
+        }
+        if system:
+            params["system"] = "\n\n".join(system)
+        if self.thinking_budget:
+            # Extended thinking fixes the temperature at 1; the API refuses any other.
+            params["thinking"] = {"type": "enabled", "budget_tokens": self.thinking_budget}
+        else:
+            temperature = self.temperature if options.temperature is None else options.temperature
+            if temperature is not None:
+                params["temperature"] = min(temperature, 1.0)  # Anthropic's range is 0..1
+        return params
+
+    async def stream(self, messages: Sequence[Message], options: GenerateOptions) -> AsyncIterator[Event]:
+        self.stats.started += 1
+        translator = MessagesTranslator()
+        try:
+            with upstream_errors("anthropic"):
+                events = await self.client.messages.create(stream=True, **self.params(messages, options))
+                try:
+                    async for event in events:
+                        for out in translator.feed(event):
+                            yield out
+                finally:
+                    # Cancelled or closed mid-stream: drop the connection now, which is what stops generation.
+                    await events.close()
+            yield translator.finish()
+        except (asyncio.CancelledError, GeneratorExit):
+            self.stats.cancelled += 1
+            raise
+        except BaseException:
+            self.stats.failed += 1
+            raise
+        else:
+            self.stats.finished += 1

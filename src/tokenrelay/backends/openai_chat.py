@@ -1,0 +1,168 @@
+"""OpenAI Chat Completions streaming, from OpenAI or any compatible server (vLLM, llama.cpp, Ollama, LM Studio).
+
+Each ``chat.completion.chunk`` becomes events: ``delta.content`` text, ``delta.reasoning_content`` (or
+``delta.reasoning``, where a server sends its model's thinking) reasoning, ``delta.tool_calls`` tool calls whose
+arguments arrive in fragments keyed by ``index``, the final chunk's ``usage`` (asked for with
+``stream_options.include_usage``) and ``finish_reason``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from tokenrelay.backends._errors import upstream_errors
+from tokenrelay.backends._openai import OpenAIConfig, chat_messages, finish_reason
+from tokenrelay.backends._stats import StreamStats
+from tokenrelay.backends.base import BackendError, GenerateOptions, Message
+from tokenrelay.events import (
+    Event,
+    FinishEvent,
+    FinishReason,
+    ReasoningDelta,
+    TextDelta,
+    ToolCallArgsDelta,
+    ToolCallStart,
+    UsageEvent,
+)
+
+if TYPE_CHECKING:
+    from openai import AsyncOpenAI
+    from openai.types.chat import ChatCompletionChunk
+
+__all__ = ["ChatTranslator", "OpenAIChatBackend"]
+
+
+class ChatTranslator:
+    """Chat Completions chunks in, tokenrelay events out. Pure: no I/O, one instance per stream."""
+
+    def __init__(self) -> None:
+        self.reason: FinishReason | None = None
+        self._calls: dict[int, str] = {}  # tool call index -> call id
+
+    def feed(self, chunk: ChatCompletionChunk) -> list[Event]:
+        out: list[Event] = []
+        for choice in chunk.choices:
+            if choice.index != 0:
+                continue  # n > 1 is not asked for; a stray second choice is not this answer
+            delta = choice.delta
+            extra = delta.model_extra or {}
+            reasoning = extra.get("reasoning_content") or extra.get("reasoning")
+            if isinstance(reasoning, str) and reasoning:
+                out.append(ReasoningDelta(reasoning))
+            if delta.content:
+                out.append(TextDelta(delta.content))
+            for call in delta.tool_calls or ():
+                call_id = self._calls.get(call.index)
+                if call_id is None:
+                    call_id = call.id or f"call_{call.index}"
+                    self._calls[call.index] = call_id
+                    name = call.function.name if call.function and call.function.name else ""
+                    out.append(ToolCallStart(call_id, name))
+                if call.function and call.function.arguments:
+                    out.append(ToolCallArgsDelta(call_id, call.function.arguments))
+            if choice.finish_reason:
+                self.reason = finish_reason(choice.finish_reason)
+        if chunk.usage is not None:
+            out.append(UsageEvent(chunk.usage.prompt_tokens, chunk.usage.completion_tokens))
+        return out
+
+    def finish(self) -> FinishEvent:
+        if self.reason is None:
+            raise BackendError(
+                "connection_error", "openai: the stream ended before the model finished its answer", retryable=True
+            )
+        return FinishEvent(self.reason)
+
+
+class OpenAIChatBackend:
+    """Streams ``/chat/completions`` from ``base_url`` (default: OpenAI)."""
+
+    name = "openai"
+
+    def __init__(
+        self,
+        *,
+        model: str | None,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        system_prompt: str | None = None,
+        timeout_s: float = 60.0,
+        max_retries: int = 2,
+        include_usage: bool = True,
+    ) -> None:
+        self.config = OpenAIConfig(
+            backend="openai",
+            extra="openai",
+            model=model,
+            base_url=base_url,
+            api_key=api_key,
+            timeout_s=timeout_s,
+            max_retries=max_retries,
+        )
+        self.max_tokens = max_tokens
+        self.temperature = temperature
+        self.system_prompt = system_prompt
+        self.include_usage = include_usage
+        self.stats = StreamStats()
+        self._client: AsyncOpenAI | None = None
+
+    @property
+    def client(self) -> AsyncOpenAI:
+        if self._client is None:
+            self._client = self.config.client()
+        return self._client
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    def describe(self) -> dict[str, Any]:
+        return {"api": "chat", **self.config.describe(), **self.stats.as_dict()}
+
+    def params(self, messages: Sequence[Message], options: GenerateOptions) -> dict[str, Any]:
+        """The request body (less ``stream``), for this conversation and these overrides."""
+        params: dict[str, Any] = {
+            "model": self.config.model,
+            "messages": chat_messages(self.system_prompt, messages),
+        }
+        max_tokens = options.max_tokens or self.max_tokens
+        if max_tokens is not None:
+            # OpenAI's reasoning models refuse the older name; compatible servers mostly know only it.
+            params["max_completion_tokens" if self.config.talks_to_openai else "max_tokens"] = max_tokens
+        temperature = self.temperature if options.temperature is None else options.temperature
+        if temperature is not None:
+            params["temperature"] = temperature
+        if self.include_usage:
+            params["stream_options"] = {"include_usage": True}
+        return params
+
+    async def stream(self, messages: Sequence[Message], options: GenerateOptions) -> AsyncIterator[Event]:
+        self.stats.started += 1
+        translator = ChatTranslator()
+        try:
+            with upstream_errors("openai"):
+                chunks = await self.client.chat.completions.create(stream=True, **self.params(messages, options))
+                try:
+                    async for chunk in chunks:
+                        for event in translator.feed(chunk):
+                            yield event
+                finally:
+                    # Cancelled or closed mid-stream: drop the connection now, which is what stops the server.
+                    await chunks.close()
+            yield translator.finish()
+        except (asyncio.CancelledError, GeneratorExit):
+            self.stats.cancelled += 1
+            raise
+        except BaseException:
+            self.stats.failed += 1
+            raise
+        else:
+            self.stats.finished += 1
