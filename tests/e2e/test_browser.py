@@ -237,3 +237,38 @@ def test_rejected_request_shows_the_servers_message(serve: Any, page: Any) -> No
     page.get_by_role("button", name="Retry").wait_for()
     page.get_by_role("button", name="Send").wait_for()
     assert page.locator("[data-role='assistant']").count() == 0
+
+
+def test_resume_picks_up_after_the_last_event_id(serve: Any, page: Any) -> None:
+    server: Server = serve("--synthetic-tokens", "30", "--synthetic-interval-ms", "20")
+    page.goto(server.url)
+    result = page.evaluate(
+        """async () => {
+          const { streamChat, resumeChat } = window.tokenrelay;
+          const first = streamChat({ url: "api/chat/stream", body: { message: "resume me" } });
+          const iterator = first[Symbol.asyncIterator]();
+          let before = "";
+          for (let deltas = 0; deltas < 3; ) {
+            const { value } = await iterator.next();
+            if (value.type === "delta") { before += value.text; deltas += 1; }
+          }
+          const resumed = resumeChat({ url: `api/runs/${first.runId}/stream`, lastEventId: first.lastEventId });
+          let rest = "";
+          const types = [];
+          for await (const event of resumed) {
+            types.push(event.type);
+            if (event.type === "delta") rest += event.text;
+          }
+          let all = before;
+          for (;;) {
+            const { done, value } = await iterator.next();
+            if (done) break;
+            if (value.type === "delta") all += value.text;
+          }
+          return { before, rest, all, types };
+        }"""
+    )
+    assert result["types"][-1] == "done"
+    assert result["rest"]
+    assert result["before"] + result["rest"] == result["all"]
+    assert result["all"].startswith("You said: resume me.")

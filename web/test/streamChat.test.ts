@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { ChatStreamError } from "../src/client/errors";
 import type { ChatEvent } from "../src/client/protocol";
-import { streamChat, type ChatStream } from "../src/client/streamChat";
+import { resumeChat, runStreamUrl, streamChat, type ChatStream } from "../src/client/streamChat";
 import {
   controlledBody,
   deltaFrame,
@@ -97,10 +97,30 @@ describe("streamChat", () => {
     await iterator.return?.();
   });
 
-  it("sends Last-Event-ID when resuming", async () => {
-    const { fetch, calls } = fakeFetch(() => sseResponse(seedStream([])));
-    await collect(streamChat({ url: "/s", body: { message: "x" }, fetch, lastEventId: "41" }));
+  it("resumeChat GETs the run's stream with Last-Event-ID and continues from there", async () => {
+    const { fetch, calls } = fakeFetch(() => sseResponse(deltaFrame(42, "rest") + doneFrame(43)));
+    const stream = resumeChat({ url: runStreamUrl("run/1"), lastEventId: "41", fetch });
+    expect(stream.lastEventId).toBe("41");
+    const events = await collect(stream);
+    expect(calls[0]!.url).toBe("/api/runs/run%2F1/stream");
+    expect(calls[0]!.method).toBe("GET");
     expect(calls[0]!.headers.get("last-event-id")).toBe("41");
+    expect(events.map((event) => event.type)).toEqual(["delta", "done"]);
+    expect(stream.lastEventId).toBe("43");
+  });
+
+  it("resumeChat yields nothing when the run has nothing left (204)", async () => {
+    const { fetch } = fakeFetch(() => new Response(null, { status: 204 }));
+    expect(await collect(resumeChat({ url: "/api/runs/r/stream", lastEventId: "9", fetch }))).toEqual([]);
+  });
+
+  it("resumeChat reports an expired run with the server's message", async () => {
+    const { fetch } = fakeFetch(() => jsonResponse(404, { error: { code: "run_not_found", message: "run r is unknown or expired" } }));
+    await expect(collect(resumeChat({ url: "/api/runs/r/stream", lastEventId: "9", fetch }))).rejects.toMatchObject({
+      kind: "http",
+      status: 404,
+      code: "run_not_found",
+    });
   });
 
   it("ignores event kinds it does not know (reasoning, tool calls, named events)", async () => {

@@ -1,6 +1,6 @@
 import { StrictMode } from "react";
 import { createRoot } from "react-dom/client";
-import { createParser, streamChat, streamChatEventSource } from "../client";
+import { createParser, resumeChat, streamChat, streamChatEventSource } from "../client";
 import { App } from "./App";
 import "./styles.css";
 
@@ -11,11 +11,12 @@ declare global {
       createParser: typeof createParser;
       streamChat: typeof streamChat;
       streamChatEventSource: typeof streamChatEventSource;
+      resumeChat: typeof resumeChat;
     };
   }
 }
 
-window.tokenrelay = { createParser, streamChat, streamChatEventSource };
+window.tokenrelay = { createParser, streamChat, streamChatEventSource, resumeChat };
 
 const root = document.getElementById("root");
 if (root === null) throw new Error("#root is missing from index.html");

@@ -29,13 +29,21 @@ export interface StreamChatOptions {
   fetch?: FetchLike;
   /** Extra request headers. */
   headers?: HeadersInit;
-  /** Sent as `Last-Event-ID`, for servers that can resume a run after a given event. */
-  lastEventId?: string;
+}
+
+export interface ResumeChatOptions {
+  /** The run's stream URL, e.g. `/api/runs/${runId}/stream` (see `runStreamUrl`). */
+  url: string | URL;
+  /** The last event id already received (`ChatStream.lastEventId`): the server sends what came after it. */
+  lastEventId: string | undefined;
+  signal?: AbortSignal;
+  fetch?: FetchLike;
+  headers?: HeadersInit;
 }
 
 /** Metadata about a stream, filled in as the response arrives. */
 export interface ChatStreamInfo {
-  /** The id of the last event received: what a resume request would send as `Last-Event-ID`. */
+  /** The id of the last event received: what a resume request sends as `Last-Event-ID`. */
   readonly lastEventId: string | undefined;
   /** From the `X-Run-Id` header, then the `done` frame. */
   readonly runId: string | undefined;
@@ -46,11 +54,12 @@ export interface ChatStreamInfo {
 }
 
 /**
- * A single-use async iterable of chat events (a second loop yields nothing). It yields `delta` and `error`
- * events and finally the `done` event, then completes. It throws a
- * `ChatStreamError` on HTTP errors (with the server's message), network
- * failures, malformed data, or a stream that ends without `done`; and the
- * signal's abort reason (an `AbortError`) when aborted.
+ * A single-use async iterable of chat events (a second loop yields
+ * nothing). It yields `delta` and `error` events and finally the `done`
+ * event, then completes. It throws a `ChatStreamError` on HTTP errors (with
+ * the server's message), network failures, malformed data, or a stream that
+ * ends without `done`; and the signal's abort reason (an `AbortError`) when
+ * aborted.
  */
 export interface ChatStream extends AsyncIterable<ChatEvent>, ChatStreamInfo {}
 
@@ -61,34 +70,26 @@ interface MutableInfo {
   retryMs: number | undefined;
 }
 
+interface OpenRequest {
+  url: string | URL;
+  init: RequestInit;
+  signal: AbortSignal | undefined;
+  fetch: FetchLike | undefined;
+  /** For a resume: 204 No Content means the run had nothing left to send. */
+  allowNoContent: boolean;
+}
+
 const defaultFetch: FetchLike = (input, init) => globalThis.fetch(input, init);
 
-export function streamChat(options: StreamChatOptions): ChatStream {
-  const info: MutableInfo = {
-    lastEventId: undefined,
-    runId: undefined,
-    conversationId: undefined,
-    retryMs: undefined,
-  };
+function createStream(request: OpenRequest, info: MutableInfo): ChatStream {
   const iterate = async function* (): AsyncGenerator<ChatEvent, void, undefined> {
-    const { signal } = options;
+    const { signal } = request;
     signal?.throwIfAborted();
 
-    const headers = new Headers(options.headers);
-    headers.set("Content-Type", "application/json");
-    headers.set("Accept", "text/event-stream");
-    if (options.lastEventId !== undefined) headers.set("Last-Event-ID", options.lastEventId);
-
-    const doFetch = options.fetch ?? defaultFetch;
+    const doFetch = request.fetch ?? defaultFetch;
     let response: Response;
     try {
-      response = await doFetch(options.url, {
-        method: "POST",
-        headers,
-        body: JSON.stringify(options.body),
-        signal,
-        cache: "no-store",
-      });
+      response = await doFetch(request.url, { ...request.init, signal, cache: "no-store" });
     } catch (cause) {
       if (signal?.aborted) throw abortReason(signal);
       if (isAbortError(cause)) throw cause;
@@ -98,10 +99,11 @@ export function streamChat(options: StreamChatOptions): ChatStream {
       });
     }
 
-    info.runId = response.headers.get("X-Run-Id") ?? undefined;
-    info.conversationId = response.headers.get("X-Conversation-Id") ?? undefined;
+    info.runId = response.headers.get("X-Run-Id") ?? info.runId;
+    info.conversationId = response.headers.get("X-Conversation-Id") ?? info.conversationId;
 
     if (!response.ok) throw await errorFromResponse(response);
+    if (response.status === 204 && request.allowNoContent) return;
 
     const contentType = response.headers.get("Content-Type");
     if (contentType !== null && !contentType.toLowerCase().includes("text/event-stream")) {
@@ -135,13 +137,58 @@ export function streamChat(options: StreamChatOptions): ChatStream {
   };
 }
 
+function emptyInfo(): MutableInfo {
+  return { lastEventId: undefined, runId: undefined, conversationId: undefined, retryMs: undefined };
+}
+
+/** POST a message and stream the answer. */
+export function streamChat(options: StreamChatOptions): ChatStream {
+  const headers = new Headers(options.headers);
+  headers.set("Content-Type", "application/json");
+  headers.set("Accept", "text/event-stream");
+  return createStream(
+    {
+      url: options.url,
+      init: { method: "POST", headers, body: JSON.stringify(options.body) },
+      signal: options.signal,
+      fetch: options.fetch,
+      allowNoContent: false,
+    },
+    emptyInfo(),
+  );
+}
+
+/** The resume URL of a run: `${base}/${runId}/stream`. */
+export function runStreamUrl(runId: string, base = "/api/runs"): string {
+  return `${base.replace(/\/+$/, "")}/${encodeURIComponent(runId)}/stream`;
+}
+
+/**
+ * Pick up a run's stream after a dropped connection: GET the run's stream
+ * with `Last-Event-ID`, receiving only the events after it. Yields the
+ * same events as `streamChat`; yields nothing if the run had already sent
+ * everything (HTTP 204). Whether a run survives its connection is the
+ * server's `on_disconnect` policy.
+ */
+export function resumeChat(options: ResumeChatOptions): ChatStream {
+  const headers = new Headers(options.headers);
+  headers.set("Accept", "text/event-stream");
+  if (options.lastEventId !== undefined) headers.set("Last-Event-ID", options.lastEventId);
+  const info = emptyInfo();
+  info.lastEventId = options.lastEventId;
+  return createStream(
+    { url: options.url, init: { method: "GET", headers }, signal: options.signal, fetch: options.fetch, allowNoContent: true },
+    info,
+  );
+}
+
 /**
  * Read an SSE body and yield chat events until the `done` frame.
  * Exported for tests and for callers that obtain the body some other way.
  */
 export async function* readChatEvents(
   body: ReadableStream<Uint8Array>,
-  info: MutableInfo = { lastEventId: undefined, runId: undefined, conversationId: undefined, retryMs: undefined },
+  info: MutableInfo = emptyInfo(),
   signal?: AbortSignal,
 ): AsyncGenerator<ChatEvent, void, undefined> {
   const reader = body.getReader();
