@@ -194,7 +194,10 @@ interface Ranged {
   to: number;
 }
 
-function parseBlockRanges(lines: string[], streaming: boolean): Ranged[] {
+/** Quotes and lists nested deeper than this become paragraphs (bounds recursion on hostile input). */
+const MAX_BLOCK_NESTING = 32;
+
+function parseBlockRanges(lines: string[], streaming: boolean, depth = 0): Ranged[] {
   const blocks: Ranged[] = [];
   const count = lines.length;
   let index = 0;
@@ -257,7 +260,7 @@ function parseBlockRanges(lines: string[], streaming: boolean): Ranged[] {
       continue;
     }
 
-    if (QUOTE.test(line)) {
+    if (depth < MAX_BLOCK_NESTING && QUOTE.test(line)) {
       const inner: string[] = [];
       while (index < count) {
         const current = lines[index] as string;
@@ -272,14 +275,14 @@ function parseBlockRanges(lines: string[], streaming: boolean): Ranged[] {
         index += 1;
       }
       blocks.push({
-        block: { type: "blockquote", children: parseBlockRanges(inner, openAt(index)).map((r) => r.block) },
+        block: { type: "blockquote", children: parseBlockRanges(inner, openAt(index), depth + 1).map((r) => r.block) },
         from,
         to: index,
       });
       continue;
     }
 
-    const first = matchListItem(line);
+    const first = depth < MAX_BLOCK_NESTING ? matchListItem(line) : null;
     if (first !== null) {
       const items: Block[][] = [];
       let tight = true;
@@ -309,7 +312,7 @@ function parseBlockRanges(lines: string[], streaming: boolean): Ranged[] {
           itemLines.pop();
           trailingBlanks += 1;
         }
-        items.push(parseBlockRanges(itemLines, openAt(index) && trailingBlanks === 0).map((r) => r.block));
+        items.push(parseBlockRanges(itemLines, openAt(index) && trailingBlanks === 0, depth + 1).map((r) => r.block));
         const next = lines[index];
         if (trailingBlanks > 0) {
           const nextMarker = next === undefined ? null : matchListItem(next);
@@ -560,7 +563,15 @@ function parseLinkTarget(src: string, open: number, end: number): LinkTarget | "
   return { href, title, next: index + 1 };
 }
 
-function parseRange(context: InlineContext, start: number, end: number, open: boolean): Inline[] {
+/**
+ * Formatting nested deeper than this is shown as literal text. Real answers
+ * nest two or three levels; the cap keeps adversarial input such as
+ * "**a **a **a ..." (each opener unclosed) from recursing thousands of
+ * levels deep and overflowing the stack.
+ */
+const MAX_NESTING = 16;
+
+function parseRange(context: InlineContext, start: number, end: number, open: boolean, depth = 0): Inline[] {
   const { src } = context;
   const nodes: Inline[] = [];
   let text = "";
@@ -624,6 +635,7 @@ function parseRange(context: InlineContext, start: number, end: number, open: bo
       const before = index > 0 ? src.charAt(index - 1) : "";
       const after = index + run < end ? src.charAt(index + run) : "";
       const canOpen =
+        depth < MAX_NESTING &&
         after !== "" && !WHITESPACE.test(after) && (char !== "_" || !WORD_CHAR.test(before)) && (char !== "~" || run === 2);
       if (canOpen) {
         const lengths = char === "~" ? [2] : run >= 3 ? [3, 2, 1] : run === 2 ? [2, 1] : [1];
@@ -634,7 +646,7 @@ function parseRange(context: InlineContext, start: number, end: number, open: bo
           if (close === -1) continue;
           // Opener characters beyond `length` stay literal.
           text += char.repeat(run - length);
-          push(emphasis(char, length, parseRange(context, contentStart, close, false)));
+          push(emphasis(char, length, parseRange(context, contentStart, close, false, depth + 1)));
           index = close + length;
           matched = true;
           break;
@@ -644,7 +656,7 @@ function parseRange(context: InlineContext, start: number, end: number, open: bo
           // Streaming: the closing delimiter has not arrived yet.
           const length = lengths[0] as number;
           text += char.repeat(run - length);
-          push(emphasis(char, length, parseRange(context, index + run, end, true)));
+          push(emphasis(char, length, parseRange(context, index + run, end, true, depth + 1)));
           index = end;
           continue;
         }
@@ -654,7 +666,7 @@ function parseRange(context: InlineContext, start: number, end: number, open: bo
       continue;
     }
 
-    if (char === "[" || (char === "!" && src.charAt(index + 1) === "[")) {
+    if ((char === "[" || (char === "!" && src.charAt(index + 1) === "[")) && depth < MAX_NESTING) {
       const image = char === "!";
       const labelStart = index + (image ? 2 : 1);
       const close = findBracketClose(context, labelStart, end);
@@ -665,13 +677,13 @@ function parseRange(context: InlineContext, start: number, end: number, open: bo
           // output would leak the reader's IP address and allow tracking.
           const label = image
             ? [{ type: "text", text: src.slice(labelStart, close) || "image" } as Inline]
-            : parseRange(context, labelStart, close, false);
+            : parseRange(context, labelStart, close, false, depth + 1);
           push({ type: "link", href: safeHref(target.href), title: target.title, children: label });
           index = target.next;
           continue;
         }
         if (target === "unfinished" && open) {
-          push({ type: "link", href: null, title: undefined, children: parseRange(context, labelStart, close, false) });
+          push({ type: "link", href: null, title: undefined, children: parseRange(context, labelStart, close, false, depth + 1) });
           index = end;
           continue;
         }
