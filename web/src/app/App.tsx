@@ -64,7 +64,7 @@ export function App({ apiUrl }: AppProps) {
   };
 
   const last = messages[messages.length - 1];
-  const canRegenerate = !isLoading && status !== "error" && last?.role === "assistant";
+  const canRegenerate = !isLoading && status !== "error" && last !== undefined;
 
   return (
     <div className="app">
