@@ -1,6 +1,19 @@
 """Wire protocols over the same events; the seed's frames are the default."""
 
-from tokenrelay.protocols.base import Encoder, StreamContext, WireProtocol
+from tokenrelay.protocols.aisdk import AISDKEncoder, AISDKProtocol
+from tokenrelay.protocols.base import Encoder, PrimedEncoder, StreamContext, WireProtocol
+from tokenrelay.protocols.openai_chat import OpenAIChatEncoder, OpenAIChatProtocol
 from tokenrelay.protocols.seed import SeedEncoder, SeedProtocol
 
-__all__ = ["Encoder", "SeedEncoder", "SeedProtocol", "StreamContext", "WireProtocol"]
+__all__ = [
+    "AISDKEncoder",
+    "AISDKProtocol",
+    "Encoder",
+    "OpenAIChatEncoder",
+    "OpenAIChatProtocol",
+    "PrimedEncoder",
+    "SeedEncoder",
+    "SeedProtocol",
+    "StreamContext",
+    "WireProtocol",
+]

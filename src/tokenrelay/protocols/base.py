@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from typing import ClassVar, Protocol, runtime_checkable
 
 from tokenrelay.stores.base import StoredEvent
 
-__all__ = ["Encoder", "StreamContext", "WireProtocol"]
+__all__ = ["Encoder", "PrimedEncoder", "StreamContext", "WireProtocol"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +30,17 @@ class Encoder(Protocol):
         ...
 
     def heartbeat(self) -> bytes: ...
+
+
+@runtime_checkable
+class PrimedEncoder(Protocol):
+    """An encoder whose frames depend on earlier events (AI SDK part ids, OpenAI tool call indexes).
+
+    Before a resume after event ``n`` it is given events ``1..n`` to catch up with, and writes none of them (nor
+    its opening frames): the client already has them.
+    """
+
+    def prime(self, earlier: Sequence[StoredEvent]) -> None: ...
 
 
 class WireProtocol(Protocol):

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 from tokenrelay.backends.base import Backend, GenerateOptions, Message
 from tokenrelay.history.base import History, MessageStatus, StoredMessage
 from tokenrelay.history.memory import MemoryHistory
-from tokenrelay.protocols.base import Encoder, StreamContext, WireProtocol
+from tokenrelay.protocols.aisdk import AISDKProtocol
+from tokenrelay.protocols.base import Encoder, PrimedEncoder, StreamContext, WireProtocol
+from tokenrelay.protocols.openai_chat import OpenAIChatProtocol, model_id
 from tokenrelay.protocols.seed import SeedProtocol
 from tokenrelay.runs import HEARTBEAT, RunManager, RunOutcome, Subscription
+from tokenrelay.server.chat_runs import ChatRunIndex, MemoryChatRunIndex
 from tokenrelay.server.settings import Settings
-from tokenrelay.stores.base import RunInfo, RunStore
+from tokenrelay.stores.base import RunInfo, RunStore, StoredEvent
 from tokenrelay.stores.memory import MemoryRunStore
 
 __all__ = ["EventStream", "Relay"]
@@ -73,7 +76,14 @@ class Relay:
         self.backend = backend
         self.store: RunStore = store or MemoryRunStore(ttl_s=self.settings.run_ttl_s)
         self.history: History = history or MemoryHistory()
-        self.protocols: dict[str, WireProtocol] = {"seed": SeedProtocol()}
+        self.protocols: dict[str, WireProtocol] = {
+            "seed": SeedProtocol(),
+            "ai-sdk": AISDKProtocol(),
+            "openai": OpenAIChatProtocol(model_id(backend.describe(), backend.name)),
+        }
+        # useChat's resume asks for a chat's stream, not a run's: the latest run started for each chat.
+        self.chat_runs: ChatRunIndex = MemoryChatRunIndex()
+        self._stateless: set[str] = set()  # conversations that are not history (OpenAI's stateless API)
         self.runs = RunManager(
             backend,
             self.store,
@@ -113,10 +123,40 @@ class Relay:
         await self.history.add(user_id, conversation_id, StoredMessage("user", message, created_at=time.time()))
         return await self.runs.start(messages, user_id=user_id, conversation_id=conversation_id, options=options)
 
+    async def start_completion(
+        self, messages: Sequence[Message], *, user_id: str, options: GenerateOptions | None = None
+    ) -> RunInfo:
+        """Start a run on exactly ``messages``, statelessly: the history is neither read nor written."""
+        conversation_id = secrets.token_urlsafe(12)
+        self._stateless.add(conversation_id)
+        try:
+            return await self.runs.start(messages, user_id=user_id, conversation_id=conversation_id, options=options)
+        except BaseException:
+            self._stateless.discard(conversation_id)
+            raise
+
     async def stream(self, info: RunInfo, *, after: int = 0, protocol: str = "seed") -> EventStream:
         ctx = StreamContext(run_id=info.run_id, conversation_id=info.conversation_id, user_id=info.user_id)
+        encoder = self.protocols[protocol].encoder(ctx)
+        return await self.follow(info, encoder, after=after)
+
+    async def follow(self, info: RunInfo, encoder: Encoder, *, after: int = 0) -> EventStream:
+        """Subscribe ``encoder`` to a run from ``after``; an encoder that needs the earlier events is primed first."""
+        if after > 0 and isinstance(encoder, PrimedEncoder):
+            encoder.prime(await self._events_through(info.run_id, after))
         subscription = await self.runs.subscribe(info.run_id, after)
-        return EventStream(subscription, self.protocols[protocol].encoder(ctx))
+        return EventStream(subscription, encoder)
+
+    async def _events_through(self, run_id: str, last: int) -> list[StoredEvent]:
+        out: list[StoredEvent] = []
+        cursor = 0
+        while cursor < last:
+            batch = await self.store.read(run_id, cursor, 0)
+            if not batch:
+                break
+            out.extend(item for item in batch if item.seq <= last)
+            cursor = batch[-1].seq
+        return out
 
     def health(self) -> dict[str, Any]:
         return {
@@ -129,6 +169,9 @@ class Relay:
         }
 
     async def _save_answer(self, outcome: RunOutcome) -> None:
+        if outcome.conversation_id in self._stateless:
+            self._stateless.discard(outcome.conversation_id)
+            return
         if outcome.reason == "error" and not outcome.text:
             return
         status: MessageStatus = (

@@ -69,9 +69,19 @@ def create_router(relay: Relay, *, resolve_user: UserResolver = anonymous_or_cla
             )
         return None
 
+    def pick_protocol(request: Request) -> str | JSONResponse:
+        """``?protocol=`` chooses the wire format of this one stream (``seed``, ``ai-sdk``, ``openai``)."""
+        name = request.query_params.get("protocol") or "seed"
+        if name not in relay.protocols:
+            known = ", ".join(relay.protocols)
+            return error_response(422, "invalid_request", f"protocol: must be one of {known}", "protocol")
+        return name
+
     async def start(req: ChatRequest, request: Request) -> Response:
         if (bad := check_message(req.message)) is not None:
             return bad
+        if isinstance(protocol := pick_protocol(request), JSONResponse):
+            return protocol
         user_id = await resolve_user(request, req.user_id)
         try:
             info = await relay.start_chat(req.message, user_id=user_id, conversation_id=req.conversation_id)
@@ -79,12 +89,13 @@ def create_router(relay: Relay, *, resolve_user: UserResolver = anonymous_or_cla
             response = error_response(503, "overloaded", str(exc))
             response.headers["retry-after"] = "1"
             return response
-        return await respond(info, after=0)
+        return await respond(info, after=0, protocol=protocol)
 
-    async def respond(info: RunInfo, *, after: int) -> Response:
-        stream = await relay.stream(info, after=after)
-        headers = {"x-run-id": info.run_id, "x-conversation-id": info.conversation_id}
-        return SSEResponse(stream, headers=headers)
+    async def respond(info: RunInfo, *, after: int, protocol: str = "seed") -> Response:
+        stream = await relay.stream(info, after=after, protocol=protocol)
+        wire = relay.protocols[protocol]
+        headers = {"x-run-id": info.run_id, "x-conversation-id": info.conversation_id, **wire.headers}
+        return SSEResponse(stream, media_type=wire.media_type, headers=headers)
 
     @router.post("/api/chat/stream", summary="Answer a message as a stream of Server-Sent Events")
     async def chat_stream_post(request: Request) -> Response:
@@ -142,8 +153,10 @@ def create_router(relay: Relay, *, resolve_user: UserResolver = anonymous_or_cla
             return error_response(422, "invalid_request", "last_event_id: must be >= 0", "last_event_id")
         if info.status == "finished" and after >= info.last_seq:
             return Response(status_code=204)
+        if isinstance(protocol := pick_protocol(request), JSONResponse):
+            return protocol
         try:
-            return await respond(info, after=after)
+            return await respond(info, after=after, protocol=protocol)
         except RunNotFound:
             return error_response(404, "run_not_found", f"run {run_id} is unknown or expired")
 
@@ -169,4 +182,10 @@ def create_router(relay: Relay, *, resolve_user: UserResolver = anonymous_or_cla
     async def health() -> dict[str, Any]:
         return relay.health()
 
+    # The clients' own protocols: useChat's endpoints and the OpenAI-compatible API (they import this module).
+    from tokenrelay.server.aisdk_routes import create_aisdk_router
+    from tokenrelay.server.openai_routes import create_openai_router
+
+    router.include_router(create_aisdk_router(relay, resolve_user=resolve_user))
+    router.include_router(create_openai_router(relay, resolve_user=resolve_user))
     return router

@@ -1,0 +1,230 @@
+"""The Vercel AI SDK's UI message stream, v1: what ``useChat`` (``DefaultChatTransport``) reads.
+
+Each frame is ``data: <one UI message chunk as JSON>``; the stream ends with ``data: [DONE]``. The chunk shapes are
+the ``ai`` package's ``uiMessageChunkSchema``:
+
+- ``start`` (``messageId``, ``messageMetadata``) and ``start-step`` open the answer;
+- text and reasoning come as parts: ``text-start`` / ``text-delta`` / ``text-end`` with an ``id``, the same for
+  ``reasoning-*``;
+- a tool call is ``tool-input-start`` (``toolCallId``, ``toolName``), ``tool-input-delta`` (``inputTextDelta``),
+  ``tool-input-available`` (``input``, the parsed JSON arguments), then ``tool-output-available`` (``output``) or
+  ``tool-output-error``. Tools run on the server, so every tool chunk says ``providerExecuted: true`` and the client
+  never tries to run them; the model's next turn after a tool result is a new step;
+- ``finish-step`` and ``finish`` (``finishReason``) close a completed answer, ``error`` (``errorText``) reports a
+  failure, and a cancelled run ends with ``abort``.
+
+Frames carry the run's sequence ids (``id:``) like every tokenrelay stream: the last frame written for an event
+carries its id, so resuming after it is exact. Part ids are counters (``text-1``, ``reasoning-2``), not sequence
+ids, so they come out the same however the deltas were coalesced — which is what lets a resume after an event id
+catch up with :meth:`AISDKEncoder.prime` and continue the same parts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import orjson
+
+from tokenrelay.events import (
+    ErrorEvent,
+    Event,
+    FinishEvent,
+    FinishReason,
+    MetadataEvent,
+    ReasoningDelta,
+    TextDelta,
+    ToolCallArgsDelta,
+    ToolCallResult,
+    ToolCallStart,
+    UsageEvent,
+)
+from tokenrelay.protocols.base import StreamContext
+from tokenrelay.stores.base import StoredEvent
+
+__all__ = ["AISDK_HEADERS", "AISDKEncoder", "AISDKProtocol", "finish_reason"]
+
+AISDK_HEADERS: dict[str, str] = {"x-vercel-ai-ui-message-stream": "v1"}
+
+HEARTBEAT = b": ping\n\n"
+DONE = b"[DONE]"
+
+_FINISH_REASONS: dict[FinishReason, str] = {
+    "stop": "stop",
+    "length": "length",
+    "tool_calls": "tool-calls",
+    "content_filter": "content-filter",
+    "error": "error",
+    "cancelled": "other",
+}
+
+
+def finish_reason(reason: FinishReason) -> str:
+    """The AI SDK's name for a run's finish reason."""
+    return _FINISH_REASONS.get(reason, "other")
+
+
+def _json(value: Any) -> bytes:
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        # orjson refuses lone surrogates; the standard library escapes them.
+        return json.dumps(value, separators=(",", ":")).encode()
+
+
+class AISDKEncoder:
+    """One connection's UI message stream. Stateful: it tracks the open text, reasoning and tool-call parts."""
+
+    def __init__(self, ctx: StreamContext) -> None:
+        self._ctx = ctx
+        self._started = False
+        self._ended = False
+        self._parts = 0
+        self._text: bytes | None = None  # the open text part's id, JSON-encoded
+        self._reasoning: bytes | None = None
+        self._tool_names: dict[str, str] = {}
+        self._pending_inputs: dict[str, list[str]] = {}  # tool calls whose arguments may still grow
+        self._step_done = False  # a tool result arrived: the model's next words are a new step
+        self._usage: UsageEvent | None = None
+        self._out: list[bytes] = []
+
+    def open(self) -> bytes:
+        if self._started:
+            return b""
+        self._started = True
+        start = {
+            "type": "start",
+            "messageId": self._ctx.run_id,
+            "messageMetadata": {"runId": self._ctx.run_id, "conversationId": self._ctx.conversation_id},
+        }
+        return b"data: %s\n\ndata: %s\n\n" % (_json(start), b'{"type":"start-step"}')
+
+    def heartbeat(self) -> bytes:
+        return HEARTBEAT
+
+    def prime(self, earlier: Sequence[StoredEvent]) -> None:
+        """Catch up with the events a resuming client already has, writing nothing."""
+        self._started = True
+        for item in earlier:
+            self._event(item.event)
+        self._out.clear()
+
+    def encode(self, batch: Sequence[StoredEvent]) -> bytes:
+        frames: list[bytes] = []
+        for item in batch:
+            if self._ended:
+                break
+            self._event(item.event)
+            if not self._out:
+                continue
+            last = self._out.pop()
+            frames.extend(b"data: %s\n\n" % data for data in self._out)
+            frames.append(b"id: %d\ndata: %s\n\n" % (item.seq, last))
+            self._out.clear()
+        return b"".join(frames)
+
+    def _event(self, event: Event) -> None:
+        out = self._out
+        if type(event) is TextDelta:
+            if self._text is None:
+                self._settle()
+                self._text = self._new_part("text")
+                out.append(b'{"type":"text-start","id":%s}' % self._text)
+            out.append(b'{"type":"text-delta","id":%s,"delta":%s}' % (self._text, _json(event.text)))
+        elif isinstance(event, ReasoningDelta):
+            if self._reasoning is None:
+                self._settle()
+                self._reasoning = self._new_part("reasoning")
+                out.append(b'{"type":"reasoning-start","id":%s}' % self._reasoning)
+            out.append(b'{"type":"reasoning-delta","id":%s,"delta":%s}' % (self._reasoning, _json(event.text)))
+        elif isinstance(event, ToolCallStart):
+            self._settle(tools=False)
+            self._tool_names[event.call_id] = event.name
+            self._pending_inputs[event.call_id] = []
+            chunk = {"type": "tool-input-start", "toolCallId": event.call_id, "toolName": event.name}
+            out.append(_json({**chunk, "providerExecuted": True}))
+        elif isinstance(event, ToolCallArgsDelta):
+            pending = self._pending_inputs.get(event.call_id)
+            if pending is not None:
+                pending.append(event.delta)
+                delta = {"type": "tool-input-delta", "toolCallId": event.call_id, "inputTextDelta": event.delta}
+                out.append(_json(delta))
+        elif isinstance(event, ToolCallResult):
+            if event.call_id in self._pending_inputs:
+                self._input_available(event.call_id)
+            if event.call_id in self._tool_names:
+                chunk = (
+                    {"type": "tool-output-error", "toolCallId": event.call_id, "errorText": event.output}
+                    if event.is_error
+                    else {"type": "tool-output-available", "toolCallId": event.call_id, "output": event.output}
+                )
+                out.append(_json({**chunk, "providerExecuted": True}))
+                self._step_done = True
+        elif isinstance(event, UsageEvent):
+            self._usage = event
+        elif isinstance(event, MetadataEvent):
+            # Transient: handed to useChat's onData, never stored in the message.
+            out.append(_json({"type": "data-metadata", "data": event.data, "transient": True}))
+        elif isinstance(event, ErrorEvent):
+            out.append(_json({"type": "error", "errorText": event.message}))
+        elif isinstance(event, FinishEvent):
+            self._finish(event.reason)
+
+    def _new_part(self, kind: str) -> bytes:
+        self._parts += 1
+        return b'"%s-%d"' % (kind.encode(), self._parts)
+
+    def _settle(self, *, tools: bool = True) -> None:
+        """Close the open text or reasoning part (and, unless a tool call follows, the pending tool inputs)."""
+        if self._text is not None:
+            self._out.append(b'{"type":"text-end","id":%s}' % self._text)
+            self._text = None
+        if self._reasoning is not None:
+            self._out.append(b'{"type":"reasoning-end","id":%s}' % self._reasoning)
+            self._reasoning = None
+        if tools:
+            for call_id in list(self._pending_inputs):
+                self._input_available(call_id)
+        if self._step_done:
+            self._step_done = False
+            self._out.append(b'{"type":"finish-step"}')
+            self._out.append(b'{"type":"start-step"}')
+
+    def _input_available(self, call_id: str) -> None:
+        raw = "".join(self._pending_inputs.pop(call_id))
+        name = self._tool_names[call_id]
+        try:
+            parsed: Any = json.loads(raw) if raw.strip() else {}
+        except ValueError as exc:
+            error = {"type": "tool-input-error", "toolCallId": call_id, "toolName": name, "input": raw}
+            self._out.append(_json({**error, "errorText": f"invalid JSON arguments: {exc}", "providerExecuted": True}))
+            return
+        chunk = {"type": "tool-input-available", "toolCallId": call_id, "toolName": name, "input": parsed}
+        self._out.append(_json({**chunk, "providerExecuted": True}))
+
+    def _finish(self, reason: FinishReason) -> None:
+        self._step_done = False
+        self._settle()
+        self._ended = True
+        if reason == "cancelled":
+            self._out.append(_json({"type": "abort", "reason": "cancelled"}))
+        else:
+            self._out.append(b'{"type":"finish-step"}')
+            finish: dict[str, Any] = {"type": "finish", "finishReason": finish_reason(reason)}
+            if self._usage is not None:
+                usage = {"inputTokens": self._usage.input_tokens, "outputTokens": self._usage.output_tokens}
+                finish["messageMetadata"] = {"usage": usage}
+            self._out.append(_json(finish))
+        self._out.append(DONE)
+
+
+class AISDKProtocol:
+    """``?protocol=ai-sdk``: the UI message stream that ``@ai-sdk/react``'s ``useChat`` reads."""
+
+    name: ClassVar[str] = "ai-sdk"
+    media_type: ClassVar[str] = "text/event-stream"
+    headers: ClassVar[dict[str, str]] = AISDK_HEADERS
+
+    def encoder(self, ctx: StreamContext) -> AISDKEncoder:
+        return AISDKEncoder(ctx)

@@ -1,0 +1,249 @@
+"""OpenAI's Chat Completions output: ``chat.completion.chunk`` frames, or one aggregated ``chat.completion``.
+
+The stream is what the official ``openai`` clients read: a first chunk with ``delta.role``, then ``delta.content``
+(``delta.reasoning_content`` for reasoning, as DeepSeek and vLLM send it; ``delta.tool_calls`` for tool calls), a
+last chunk with ``finish_reason``, an optional usage chunk (``stream_options.include_usage``: empty ``choices``),
+and ``data: [DONE]``. A failure mid-stream is one ``data: {"error": {...}}`` frame and the end of the stream, which
+the ``openai`` client raises as ``APIError``. No ``id:`` lines: the frames are OpenAI's, byte for byte in shape.
+
+Tool results have no place in a Chat Completions response (there the client runs the tools), so the calls a backend
+runs itself show as ``tool_calls`` and their results are left out.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import PurePath
+from typing import Any, ClassVar
+
+import orjson
+
+from tokenrelay.events import (
+    ErrorEvent,
+    Event,
+    FinishEvent,
+    FinishReason,
+    ReasoningDelta,
+    TextDelta,
+    ToolCallArgsDelta,
+    ToolCallStart,
+    UsageEvent,
+)
+from tokenrelay.protocols.base import StreamContext
+from tokenrelay.stores.base import StoredEvent
+
+__all__ = [
+    "CompletionBuilder",
+    "OpenAIChatEncoder",
+    "OpenAIChatProtocol",
+    "completion_id",
+    "error_body",
+    "finish_reason",
+    "model_id",
+]
+
+HEARTBEAT = b": ping\n\n"
+
+_FINISH_REASONS: dict[FinishReason, str] = {
+    "stop": "stop",
+    "length": "length",
+    "tool_calls": "tool_calls",
+    "content_filter": "content_filter",
+    "cancelled": "stop",
+    "error": "stop",
+}
+
+
+def finish_reason(reason: FinishReason) -> str:
+    """OpenAI's name for a run's finish reason (a cancelled run simply stopped)."""
+    return _FINISH_REASONS.get(reason, "stop")
+
+
+def completion_id(run_id: str) -> str:
+    return f"chatcmpl-{run_id}"
+
+
+def model_id(info: Mapping[str, Any], fallback: str) -> str:
+    """The model name to report, from a backend's ``describe()``: its ``model``, a GGUF file's name, or ``fallback``."""
+    model = info.get("model")
+    if not isinstance(model, str) or not model:
+        return fallback
+    return PurePath(model).name if model.endswith(".gguf") else model
+
+
+def error_body(message: str, type_: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:
+    """OpenAI's error object: ``{"error": {"message", "type", "param", "code"}}``."""
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def _json(value: Any) -> bytes:
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        return json.dumps(value, separators=(",", ":")).encode()
+
+
+def _usage(event: UsageEvent | None) -> dict[str, int]:
+    prompt = (event.input_tokens if event else None) or 0
+    completion = (event.output_tokens if event else None) or 0
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+class OpenAIChatEncoder:
+    """One connection's ``chat.completion.chunk`` stream."""
+
+    def __init__(
+        self, ctx: StreamContext, *, model: str, include_usage: bool = False, created: int | None = None
+    ) -> None:
+        self._include_usage = include_usage
+        head = {
+            "id": completion_id(ctx.run_id),
+            "object": "chat.completion.chunk",
+            "created": created if created is not None else int(time.time()),
+            "model": model,
+        }
+        # Every chunk is the same envelope around one delta: build it once.
+        self._head = _json(head)[:-1]
+        self._prefix = b'data: %s,"choices":[{"index":0,"delta":' % self._head
+        self._suffix = b',"logprobs":null,"finish_reason":null}]%s}\n\n' % (b',"usage":null' if include_usage else b"")
+        self._started = False
+        self._ended = False
+        self._tool_index: dict[str, int] = {}
+        self._usage: UsageEvent | None = None
+
+    def open(self) -> bytes:
+        if self._started:
+            return b""
+        self._started = True
+        return self._chunk(b'{"role":"assistant","content":""}')
+
+    def heartbeat(self) -> bytes:
+        return HEARTBEAT
+
+    def prime(self, earlier: Sequence[StoredEvent]) -> None:
+        """Catch up with the events a resuming client already has (tool call indexes), writing nothing."""
+        self._started = True
+        for item in earlier:
+            self._frame(item.event)
+
+    def encode(self, batch: Sequence[StoredEvent]) -> bytes:
+        frames = [self._frame(item.event) for item in batch]
+        return b"".join(frames)
+
+    def _chunk(self, delta: bytes) -> bytes:
+        return self._prefix + delta + self._suffix
+
+    def _frame(self, event: Event) -> bytes:
+        if self._ended:
+            return b""
+        if type(event) is TextDelta:
+            return self._chunk(b'{"content":%s}' % _json(event.text))
+        if isinstance(event, ReasoningDelta):
+            return self._chunk(b'{"reasoning_content":%s}' % _json(event.text))
+        if isinstance(event, ToolCallStart):
+            index = self._tool_index[event.call_id] = len(self._tool_index)
+            call = {
+                "index": index,
+                "id": event.call_id,
+                "type": "function",
+                "function": {"name": event.name, "arguments": ""},
+            }
+            return self._chunk(b'{"tool_calls":[%s]}' % _json(call))
+        if isinstance(event, ToolCallArgsDelta):
+            if event.call_id not in self._tool_index:
+                return b""
+            call = {"index": self._tool_index[event.call_id], "function": {"arguments": event.delta}}
+            return self._chunk(b'{"tool_calls":[%s]}' % _json(call))
+        if isinstance(event, UsageEvent):
+            self._usage = event
+            return b""
+        if isinstance(event, ErrorEvent):
+            self._ended = True
+            body = error_body(event.message, "server_error", event.code)
+            return b"data: %s\n\n" % _json(body)
+        if isinstance(event, FinishEvent):
+            self._ended = True
+            last = b'%s,"choices":[{"index":0,"delta":{},"logprobs":null,"finish_reason":"%s"}]%s}' % (
+                self._head,
+                finish_reason(event.reason).encode(),
+                b',"usage":null' if self._include_usage else b"",
+            )
+            frames = [b"data: %s\n\n" % last]
+            if self._include_usage:
+                frames.append(b'data: %s,"choices":[],"usage":%s}\n\n' % (self._head, _json(_usage(self._usage))))
+            frames.append(b"data: [DONE]\n\n")
+            return b"".join(frames)
+        return b""
+
+
+class CompletionBuilder:
+    """Folds a run's events into one ``chat.completion`` (the non-streaming response)."""
+
+    def __init__(self, ctx: StreamContext, *, model: str, created: int | None = None) -> None:
+        self._id = completion_id(ctx.run_id)
+        self._model = model
+        self._created = created if created is not None else int(time.time())
+        self._text: list[str] = []
+        self._reasoning: list[str] = []
+        self._calls: dict[str, tuple[str, list[str]]] = {}
+        self._usage: UsageEvent | None = None
+        self.error: ErrorEvent | None = None
+        self.reason: FinishReason | None = None
+
+    def add(self, event: Event) -> None:
+        if type(event) is TextDelta:
+            self._text.append(event.text)
+        elif isinstance(event, ReasoningDelta):
+            self._reasoning.append(event.text)
+        elif isinstance(event, ToolCallStart):
+            self._calls[event.call_id] = (event.name, [])
+        elif isinstance(event, ToolCallArgsDelta):
+            if event.call_id in self._calls:
+                self._calls[event.call_id][1].append(event.delta)
+        elif isinstance(event, UsageEvent):
+            self._usage = event
+        elif isinstance(event, ErrorEvent):
+            self.error = self.error or event
+        elif isinstance(event, FinishEvent):
+            self.reason = event.reason
+
+    def completion(self) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": "".join(self._text) or None, "refusal": None}
+        if self._reasoning:
+            message["reasoning_content"] = "".join(self._reasoning)
+        if self._calls:
+            message["tool_calls"] = [
+                {"id": call_id, "type": "function", "function": {"name": name, "arguments": "".join(args)}}
+                for call_id, (name, args) in self._calls.items()
+            ]
+        return {
+            "id": self._id,
+            "object": "chat.completion",
+            "created": self._created,
+            "model": self._model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": message,
+                    "logprobs": None,
+                    "finish_reason": finish_reason(self.reason or "stop"),
+                }
+            ],
+            "usage": _usage(self._usage),
+        }
+
+
+class OpenAIChatProtocol:
+    """``?protocol=openai``: Chat Completions chunks (without usage; ``/v1/chat/completions`` decides that)."""
+
+    name: ClassVar[str] = "openai"
+    media_type: ClassVar[str] = "text/event-stream"
+    headers: ClassVar[dict[str, str]] = {}
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+
+    def encoder(self, ctx: StreamContext) -> OpenAIChatEncoder:
+        return OpenAIChatEncoder(ctx, model=self.model)
