@@ -124,7 +124,9 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Server]]:
         server.stop()
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: while sync_playwright() is open it keeps an event loop running in this thread, and
+# pytest-asyncio cannot run async tests from other modules until it has exited.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not CHROMIUM.exists():
         _unavailable(f"{CHROMIUM} is missing: install Debian's chromium (make browser)")
