@@ -63,6 +63,19 @@ def to_backend_error(exc: BaseException, provider: str) -> BackendError | None:
         if isinstance(exc, sdk.APIError):
             # An error event inside a 200 stream (OpenAI's ``{"error": {...}}`` data): no status, only a type.
             return in_stream_error(provider, _error_type(exc), _detail(exc))
+    for http_name in ("httpx2", "httpx"):
+        # Some SDKs let a transport error out of a stream unwrapped (a connection cut mid-body).
+        http: Any = sys.modules.get(http_name)
+        if http is None:
+            continue
+        if isinstance(exc, http.TimeoutException):
+            return BackendError("timeout", f"{provider}: the upstream server stopped answering", retryable=True)
+        if isinstance(exc, http.TransportError):
+            return BackendError(
+                "connection_error",
+                f"{provider}: the connection to {_host(exc)} failed or was cut: {type(exc).__name__}: {exc}",
+                retryable=True,
+            )
     agents: Any = sys.modules.get("agents")
     if agents is not None and isinstance(exc, agents.AgentsException):
         return _from_agents(exc, agents, provider)
@@ -175,7 +188,10 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
 
 
 def _host(exc: Any) -> str:
-    request = getattr(exc, "request", None)
+    try:
+        request = getattr(exc, "request", None)
+    except RuntimeError:  # httpx: "The .request property has not been set."
+        request = None
     url = getattr(request, "url", None)
     host = getattr(url, "host", None)
     return str(host) if host else "the upstream server"

@@ -227,14 +227,17 @@ class AgentsBackend:
         from agents import Agent, ModelSettings
 
         temperature = self.temperature if options.temperature is None else options.temperature
+        # A handoff agent without a model of its own talks to the same server as this one.
+        model = self.model()
+        handoffs = [h.clone(model=model) if isinstance(h, Agent) and h.model is None else h for h in self.handoffs]
         return Agent(
             name=self.agent_name,
             instructions=self.instructions,
-            model=self.model(),
+            model=model,
             model_settings=ModelSettings(temperature=temperature, max_tokens=options.max_tokens or self.max_tokens),
             mcp_servers=servers,
             tools=list(self.tools),
-            handoffs=list(self.handoffs),
+            handoffs=handoffs,
         )
 
     async def stream(self, messages: Sequence[Message], options: GenerateOptions) -> AsyncIterator[Event]:

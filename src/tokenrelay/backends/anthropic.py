@@ -10,6 +10,8 @@ at busy times) can come instead of the rest; the SDK raises it and it is mapped 
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import json
 import os
 from collections.abc import AsyncIterator, Sequence
@@ -112,6 +114,18 @@ def _input_tokens(usage: Any) -> int | None:
     ]
     known = [p for p in parts if isinstance(p, int)]
     return sum(known) if known else None
+
+
+@functools.cache
+def _takes_temperature() -> bool:
+    """Whether the installed SDK (and so the API it was generated from) still has sampling parameters.
+
+    Newer Messages APIs dropped ``temperature``; sending it there would be refused, so it is sent only to an API
+    that knows it.
+    """
+    from anthropic.resources.messages import AsyncMessages
+
+    return "temperature" in inspect.signature(AsyncMessages.create).parameters
 
 
 def anthropic_messages(messages: Sequence[Message]) -> tuple[list[str], list[dict[str, str]]]:
@@ -221,7 +235,7 @@ class AnthropicBackend:
             params["thinking"] = {"type": "enabled", "budget_tokens": self.thinking_budget}
         else:
             temperature = self.temperature if options.temperature is None else options.temperature
-            if temperature is not None:
+            if temperature is not None and _takes_temperature():
                 params["temperature"] = min(temperature, 1.0)  # Anthropic's range is 0..1
         return params
 
