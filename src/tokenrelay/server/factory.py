@@ -11,6 +11,10 @@ __all__ = ["build_backend"]
 
 
 def build_backend(settings: Settings) -> Backend:
+    if settings.backend == "synthetic" and settings.synthetic_script is not None:
+        from tokenrelay.backends.script_file import ScriptFileBackend
+
+        return ScriptFileBackend.from_file(settings.synthetic_script)
     if settings.backend == "synthetic":
         from tokenrelay.backends.synthetic import SyntheticBackend
 

@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     synthetic_text: str | None = Field(None, description="stream this text, word by word, once")
     synthetic_fail_after: int | None = Field(None, ge=0, description="fail with an error after this many deltas")
     synthetic_initial_delay_ms: float = Field(0.0, ge=0, description="silence before the first delta")
+    synthetic_script: Path | None = Field(
+        None, description="replay scripted events from this JSON file, chosen by the user's message (tests)"
+    )
 
     # --- remote backends: openai, anthropic, agents (README "Backends"; docs/backends.md) ---
     # They also use max_tokens, temperature and system_prompt above.

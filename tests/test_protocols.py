@@ -1,0 +1,277 @@
+"""The AI SDK and OpenAI encoders, as pure functions of a run's events."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from tokenrelay.events import (
+    ErrorEvent,
+    Event,
+    FinishEvent,
+    MetadataEvent,
+    ReasoningDelta,
+    TextDelta,
+    ToolCallArgsDelta,
+    ToolCallResult,
+    ToolCallStart,
+    UsageEvent,
+)
+from tokenrelay.protocols import AISDKEncoder, OpenAIChatEncoder, PrimedEncoder, StreamContext
+from tokenrelay.protocols.openai_chat import CompletionBuilder, model_id
+from tokenrelay.runs import coalesce
+from tokenrelay.sse import ServerSentEvent, SSEDecoder
+from tokenrelay.stores.base import StoredEvent
+
+CTX = StreamContext(run_id="run1", conversation_id="conv1", user_id="u1")
+
+AGENT_RUN: list[Event] = [
+    MetadataEvent({"queue_position": 0}),
+    ReasoningDelta("Look"),
+    ReasoningDelta(" it up."),
+    TextDelta("Let me "),
+    TextDelta("check."),
+    ToolCallStart("call_1", "get_weather"),
+    ToolCallArgsDelta("call_1", '{"city": '),
+    ToolCallArgsDelta("call_1", '"Paris"}'),
+    ToolCallResult("call_1", "sunny, 21C"),
+    TextDelta("It is "),
+    TextDelta("sunny."),
+    UsageEvent(12, 7),
+    FinishEvent("stop"),
+]
+
+
+def numbered(events: list[Event], start: int = 1) -> list[StoredEvent]:
+    return [StoredEvent(start + i, e) for i, e in enumerate(events)]
+
+
+def frames(data: bytes) -> list[ServerSentEvent]:
+    return [e for e in SSEDecoder().feed(data) if isinstance(e, ServerSentEvent)]
+
+
+def chunks(data: bytes) -> list[Any]:
+    return [json.loads(f.data) if f.data != "[DONE]" else "[DONE]" for f in frames(data)]
+
+
+def aisdk(events: list[Event], *, batch: bool = False) -> bytes:
+    encoder = AISDKEncoder(CTX)
+    stored = numbered(events)
+    body = [encoder.encode(coalesce(stored))] if batch else [encoder.encode([item]) for item in stored]
+    return encoder.open() + b"".join(body)
+
+
+def test_aisdk_run_is_the_ui_message_stream_useChat_reads() -> None:
+    out = chunks(aisdk(AGENT_RUN))
+    assert out[0] == {
+        "type": "start",
+        "messageId": "run1",
+        "messageMetadata": {"runId": "run1", "conversationId": "conv1"},
+    }
+    assert out[1:] == [
+        {"type": "start-step"},
+        {"type": "data-metadata", "data": {"queue_position": 0}, "transient": True},
+        {"type": "reasoning-start", "id": "reasoning-1"},
+        {"type": "reasoning-delta", "id": "reasoning-1", "delta": "Look"},
+        {"type": "reasoning-delta", "id": "reasoning-1", "delta": " it up."},
+        {"type": "reasoning-end", "id": "reasoning-1"},
+        {"type": "text-start", "id": "text-2"},
+        {"type": "text-delta", "id": "text-2", "delta": "Let me "},
+        {"type": "text-delta", "id": "text-2", "delta": "check."},
+        {"type": "text-end", "id": "text-2"},
+        {"type": "tool-input-start", "toolCallId": "call_1", "toolName": "get_weather", "providerExecuted": True},
+        {"type": "tool-input-delta", "toolCallId": "call_1", "inputTextDelta": '{"city": '},
+        {"type": "tool-input-delta", "toolCallId": "call_1", "inputTextDelta": '"Paris"}'},
+        {
+            "type": "tool-input-available",
+            "toolCallId": "call_1",
+            "toolName": "get_weather",
+            "input": {"city": "Paris"},
+            "providerExecuted": True,
+        },
+        {"type": "tool-output-available", "toolCallId": "call_1", "output": "sunny, 21C", "providerExecuted": True},
+        {"type": "finish-step"},
+        {"type": "start-step"},
+        {"type": "text-start", "id": "text-3"},
+        {"type": "text-delta", "id": "text-3", "delta": "It is "},
+        {"type": "text-delta", "id": "text-3", "delta": "sunny."},
+        {"type": "text-end", "id": "text-3"},
+        {"type": "finish-step"},
+        {
+            "type": "finish",
+            "finishReason": "stop",
+            "messageMetadata": {"usage": {"inputTokens": 12, "outputTokens": 7}},
+        },
+        "[DONE]",
+    ]
+
+
+def test_aisdk_last_frame_of_each_event_carries_its_sequence_id() -> None:
+    sse = frames(aisdk([TextDelta("a"), TextDelta("b"), FinishEvent("stop")]))
+    # open: start, start-step (no id yet); 1: text-start + text-delta; 2: text-delta; 3: text-end ... [DONE]
+    raw = aisdk([TextDelta("a"), TextDelta("b"), FinishEvent("stop")])
+    assert b'data: {"type":"text-start","id":"text-1"}\n\nid: 1\ndata: {"type":"text-delta"' in raw
+    assert raw.endswith(b"id: 3\ndata: [DONE]\n\n")
+    assert [f.id for f in sse][-1] == "3"
+
+
+def test_aisdk_part_ids_do_not_depend_on_coalescing() -> None:
+    one_by_one = chunks(aisdk(AGENT_RUN))
+    coalesced = chunks(aisdk(AGENT_RUN, batch=True))
+    ids = [c["id"] for c in one_by_one if isinstance(c, dict) and c["type"].endswith("-start") and "id" in c]
+    assert ids == [c["id"] for c in coalesced if isinstance(c, dict) and c["type"].endswith("-start") and "id" in c]
+    text = [c["delta"] for c in coalesced if isinstance(c, dict) and c["type"] == "text-delta"]
+    assert text == ["Let me check.", "It is sunny."]
+
+
+def blocks(data: bytes) -> list[tuple[int | None, bytes]]:
+    """Each frame with the id written on it (``None`` when it has no ``id:`` line of its own)."""
+    out: list[tuple[int | None, bytes]] = []
+    for block in data.split(b"\n\n")[:-1]:
+        lines = block.split(b"\n")
+        ids = [int(line[4:]) for line in lines if line.startswith(b"id: ")]
+        out.append((ids[0] if ids else None, lines[-1]))
+    return out
+
+
+@pytest.mark.parametrize("after", range(1, len(AGENT_RUN)))
+def test_aisdk_resume_after_any_event_continues_exactly(after: int) -> None:
+    full = blocks(aisdk(AGENT_RUN))
+    # A client that resumes after ``after`` had every frame up to the last one carrying an id <= after.
+    seen = max(i for i, (seq, _) in enumerate(full) if seq is not None and seq <= after)
+    encoder = AISDKEncoder(CTX)
+    assert isinstance(encoder, PrimedEncoder)
+    stored = numbered(AGENT_RUN)
+    encoder.prime(stored[:after])
+    resumed = encoder.open() + b"".join(encoder.encode([item]) for item in stored[after:])
+    assert blocks(resumed) == full[seen + 1 :]
+
+
+def test_aisdk_error_then_finish_reports_the_error_and_ends() -> None:
+    out = chunks(aisdk([TextDelta("Hm"), ErrorEvent("model_error", "it broke"), FinishEvent("error")]))
+    assert {"type": "error", "errorText": "it broke"} in out
+    assert out[-3:] == [{"type": "finish-step"}, {"type": "finish", "finishReason": "error"}, "[DONE]"]
+
+
+def test_aisdk_cancelled_run_ends_with_abort() -> None:
+    out = chunks(aisdk([TextDelta("Hel"), FinishEvent("cancelled")]))
+    assert out[-3:] == [{"type": "text-end", "id": "text-1"}, {"type": "abort", "reason": "cancelled"}, "[DONE]"]
+    assert not any(isinstance(c, dict) and c["type"] == "finish" for c in out)
+
+
+def test_aisdk_tool_error_and_bad_arguments() -> None:
+    events: list[Event] = [
+        ToolCallStart("c1", "search"),
+        ToolCallArgsDelta("c1", "{not json"),
+        ToolCallResult("c1", "search is down", is_error=True),
+        ToolCallStart("c2", "clock"),
+        FinishEvent("tool_calls"),
+    ]
+    out = [c for c in chunks(aisdk(events)) if isinstance(c, dict)]
+    bad_input = next(c for c in out if c["type"] == "tool-input-error")
+    assert bad_input["input"] == "{not json"
+    assert bad_input["toolName"] == "search"
+    assert {
+        "type": "tool-output-error",
+        "toolCallId": "c1",
+        "errorText": "search is down",
+        "providerExecuted": True,
+    } in out
+    # A call without arguments has the empty object as input once the run moves on.
+    clock = next(c for c in out if c["type"] == "tool-input-available")
+    assert clock["toolCallId"] == "c2"
+    assert clock["input"] == {}
+    assert out[-1] == {"type": "finish", "finishReason": "tool-calls"}
+
+
+def test_aisdk_frames_survive_text_orjson_refuses() -> None:
+    out = chunks(aisdk([TextDelta("a\ud800b"), FinishEvent("stop")]))
+    assert out[3] == {"type": "text-delta", "id": "text-1", "delta": "a\ud800b"}
+
+
+def openai(events: list[Event], *, include_usage: bool = False) -> list[Any]:
+    encoder = OpenAIChatEncoder(CTX, model="m", include_usage=include_usage, created=1)
+    data = encoder.open() + b"".join(encoder.encode([item]) for item in numbered(events))
+    assert all(e.id == "" for e in frames(data))  # OpenAI's frames have no ids
+    return chunks(data)
+
+
+def test_openai_chunks_have_the_chat_completion_chunk_shape() -> None:
+    out = openai(AGENT_RUN, include_usage=True)
+    assert out[0] == {
+        "id": "chatcmpl-run1",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "m",
+        "choices": [
+            {"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}
+        ],
+        "usage": None,
+    }
+    deltas = [c["choices"][0]["delta"] for c in out[1:-3]]
+    assert deltas == [
+        {"reasoning_content": "Look"},
+        {"reasoning_content": " it up."},
+        {"content": "Let me "},
+        {"content": "check."},
+        {
+            "tool_calls": [
+                {"index": 0, "id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": ""}}
+            ]
+        },
+        {"tool_calls": [{"index": 0, "function": {"arguments": '{"city": '}}]},
+        {"tool_calls": [{"index": 0, "function": {"arguments": '"Paris"}'}}]},
+        {"content": "It is "},
+        {"content": "sunny."},
+    ]
+    assert out[-3]["choices"] == [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}]
+    assert out[-2]["choices"] == []
+    assert out[-2]["usage"] == {"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19}
+    assert out[-1] == "[DONE]"
+
+
+def test_openai_without_usage_requested_has_no_usage_chunk() -> None:
+    out = openai([TextDelta("hi"), UsageEvent(1, 1), FinishEvent("length")])
+    assert all("usage" not in c for c in out[:-1])
+    assert out[-2]["choices"][0]["finish_reason"] == "length"
+    assert out[-1] == "[DONE]"
+
+
+def test_openai_error_mid_stream_is_one_error_object_then_nothing() -> None:
+    out = openai([TextDelta("Hm"), ErrorEvent("model_error", "it broke", retryable=True), FinishEvent("error")])
+    assert out[-1] == {"error": {"message": "it broke", "type": "server_error", "param": None, "code": "model_error"}}
+    assert "[DONE]" not in out
+
+
+def test_openai_resume_keeps_tool_call_indexes() -> None:
+    events: list[Event] = [ToolCallStart("a", "x"), ToolCallStart("b", "y"), ToolCallArgsDelta("b", "{}")]
+    encoder = OpenAIChatEncoder(CTX, model="m", created=1)
+    stored = numbered(events)
+    encoder.prime(stored[:2])
+    assert encoder.open() == b""
+    (chunk,) = chunks(encoder.encode(stored[2:]))
+    assert chunk["choices"][0]["delta"] == {"tool_calls": [{"index": 1, "function": {"arguments": "{}"}}]}
+
+
+def test_completion_builder_aggregates_a_run() -> None:
+    builder = CompletionBuilder(CTX, model="m", created=1)
+    for event in AGENT_RUN:
+        builder.add(event)
+    completion = builder.completion()
+    assert completion["object"] == "chat.completion"
+    message = completion["choices"][0]["message"]
+    assert message["content"] == "Let me check.It is sunny."
+    assert message["reasoning_content"] == "Look it up."
+    assert message["tool_calls"] == [
+        {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+    ]
+    assert completion["usage"] == {"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19}
+    assert builder.error is None
+
+
+def test_model_id_names_the_backend_model() -> None:
+    assert model_id({"model": "gpt-4o-mini"}, "openai") == "gpt-4o-mini"
+    assert model_id({"model": "/models/SmolLM2-135M-Instruct-Q4_1.gguf"}, "local") == "SmolLM2-135M-Instruct-Q4_1.gguf"
+    assert model_id({"tokens": 48}, "synthetic") == "synthetic"
