@@ -9,6 +9,7 @@ import socket
 from collections.abc import AsyncIterator
 
 import pytest
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tests.backends.conftest import CANCEL_BUDGET_S, cancel_mid_stream, run, texts
 from tests.backends.replay import ReplayServer
@@ -33,10 +34,11 @@ except ImportError:  # pragma: no cover - mcp 1.x
 
 
 class Orders:
-    """A real MCP server over Streamable HTTP with one tool, recording its calls."""
+    """A real MCP server over Streamable HTTP with one tool, recording its calls and the headers it was sent."""
 
     def __init__(self) -> None:
         self.calls: list[str] = []
+        self.headers: list[dict[str, str]] = []
         self.url = ""
         self.server = FastMCP("orders")
 
@@ -46,11 +48,21 @@ class Orders:
             self.calls.append(order_id)
             return f"Order {order_id}: shipped on 2025-06-12"
 
+    def app(self) -> ASGIApp:
+        inner = self.server.streamable_http_app()
+
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] == "http":
+                self.headers.append({k.decode(): v.decode() for k, v in scope["headers"]})
+            await inner(scope, receive, send)
+
+        return app
+
 
 @pytest.fixture
 async def orders() -> AsyncIterator[Orders]:
     orders = Orders()
-    async with running_server(orders.server.streamable_http_app()) as url:
+    async with running_server(orders.app()) as url:
         orders.url = f"{url}/mcp"
         yield orders
 
@@ -97,6 +109,22 @@ async def test_the_model_calls_an_mcp_tool_and_answers_with_its_result(replay: R
     tool_messages = [m for m in second["messages"] if m["role"] == "tool"]
     assert tool_messages[0]["tool_call_id"] == call_id
     assert "shipped on 2025-06-12" in json.dumps(tool_messages[0]["content"])
+
+
+async def test_mcp_headers_reach_the_mcp_server(replay: ReplayServer, orders: Orders) -> None:
+    replay.reply("openai_chat/text.sse")
+    events = await run(backend(replay, mcp_urls=[orders.url], mcp_headers={"Authorization": "Bearer mcp-token"}))
+    assert events[-1] == FinishEvent("stop")
+    assert orders.headers  # initialize, tools/list, ...
+    assert all(h.get("authorization") == "Bearer mcp-token" for h in orders.headers)
+
+
+async def test_responses_api_model(replay: ReplayServer) -> None:
+    replay.reply("openai_responses/text.sse")
+    events = await run(backend(replay, openai_api="responses"))
+    assert replay.requests[0].path == "/v1/responses"
+    assert texts(events) == "The capital of France is Paris."
+    assert events[-2:] == [UsageEvent(31, 8), FinishEvent("stop")]
 
 
 async def test_request_carries_model_and_settings(replay: ReplayServer) -> None:

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from agents.mcp import MCPServer
     from agents.models.interface import Model
     from agents.stream_events import StreamEvent
+    from openai import AsyncOpenAI
 
 __all__ = ["AgentTranslator", "AgentsBackend", "parse_headers"]
 
@@ -195,12 +196,16 @@ class AgentsBackend:
         self.tracing = self.config.has_openai_key
         self.stats = StreamStats()
         self._model: Model | None = None
+        self._client: AsyncOpenAI | None = None
 
     async def start(self) -> None:
         return None
 
     async def close(self) -> None:
         self._model = None
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -216,7 +221,7 @@ class AgentsBackend:
         if self._model is None:
             from agents import OpenAIChatCompletionsModel, OpenAIResponsesModel
 
-            client = self.config.client()
+            client = self._client = self.config.client()
             if self.openai_api == "responses":
                 self._model = OpenAIResponsesModel(model=self.config.model, openai_client=client)
             else:
