@@ -124,3 +124,18 @@ def test_serve_fails_with_one_line_naming_the_flag(capsys: pytest.CaptureFixture
 def test_api_key_is_secret_in_settings() -> None:
     settings = Settings(backend="openai", api_key="sk-secret")  # type: ignore[arg-type]
     assert "sk-secret" not in repr(settings)
+
+
+def test_describe_keeps_secrets_out_of_health() -> None:
+    backend = build(
+        backend="agents",
+        model="m",
+        base_url="http://user:pw@llm.internal:8000/v1?key=1",
+        api_key="sk-secret",
+        mcp_url=["https://mcp.example/mcp?token=abc"],
+    )
+    facts = repr(backend.describe())  # type: ignore[attr-defined]
+    for secret in ("sk-secret", "pw", "token=abc", "key=1"):
+        assert secret not in facts
+    assert "http://llm.internal:8000/v1" in facts
+    assert "https://mcp.example/mcp" in facts

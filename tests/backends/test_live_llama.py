@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import subprocess
@@ -17,12 +18,15 @@ import pytest
 
 from tests.backends.conftest import CANCEL_BUDGET_S, HELLO, collect, texts
 from tests.backends.replay import TcpProxy
+from tests.conftest import running_server
 from tokenrelay.backends.agents import AgentsBackend
 from tokenrelay.backends.base import Backend, Message
 from tokenrelay.backends.local import default_model_path
 from tokenrelay.backends.openai_chat import OpenAIChatBackend
 from tokenrelay.events import Event, FinishEvent, TextDelta
 from tokenrelay.runs import HEARTBEAT, RunManager
+from tokenrelay.server import Relay, Settings, create_app
+from tokenrelay.sse import ServerSentEvent, SSEDecoder
 from tokenrelay.stores import MemoryRunStore
 
 pytestmark = pytest.mark.slow
@@ -101,6 +105,20 @@ async def test_openai_backend_streams_real_tokens(llama_port: int) -> None:
     assert texts(events).strip()
     assert "Paris" in texts(events)
     assert events[-1] in (FinishEvent("stop"), FinishEvent("length"))
+
+
+async def test_tokenrelay_server_relays_the_real_server_end_to_end(llama_port: int) -> None:
+    relay = Relay(chat_backend(llama_port, max_tokens=32), Settings(backend="openai"))
+    async with running_server(create_app(relay=relay)) as url, httpx.AsyncClient(base_url=url, timeout=60) as client:
+        frames: list[dict[str, object]] = []
+        decoder = SSEDecoder()
+        async with client.stream("POST", "/api/chat/stream", json={"message": "What is the capital of France?"}) as r:
+            assert r.status_code == 200
+            async for chunk in r.aiter_raw():
+                frames += [json.loads(e.data) for e in decoder.feed(chunk) if isinstance(e, ServerSentEvent)]
+    assert len([f for f in frames if "delta" in f]) >= 3
+    assert "Paris" in "".join(str(f.get("delta", "")) for f in frames)
+    assert frames[-1]["done"] is True
 
 
 async def test_openai_backend_max_tokens_reaches_the_server(llama_port: int) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
 from tokenrelay.backends._errors import missing_extra
 from tokenrelay.backends.base import BackendError, Message
@@ -13,7 +14,7 @@ from tokenrelay.events import FinishReason
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
 
-__all__ = ["OpenAIConfig", "chat_messages", "finish_reason"]
+__all__ = ["OpenAIConfig", "chat_messages", "finish_reason", "public_url"]
 
 # Servers that need no key (llama.cpp, Ollama, vLLM without --api-key) still get one: the SDK insists on it.
 _NO_KEY = "not-needed"
@@ -70,7 +71,15 @@ class OpenAIConfig:
         )
 
     def describe(self) -> dict[str, Any]:
-        return {"model": self.model, "base_url": self.base_url or "https://api.openai.com/v1"}
+        return {"model": self.model, "base_url": public_url(self.base_url or "https://api.openai.com/v1")}
+
+
+def public_url(url: str) -> str:
+    """``url`` fit for ``/api/health``: without credentials or a query string, where tokens hide."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def chat_messages(system_prompt: str | None, messages: Sequence[Message]) -> list[dict[str, str]]:

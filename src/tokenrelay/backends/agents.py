@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from tokenrelay.backends._errors import missing_extra, to_backend_error, upstream_errors
-from tokenrelay.backends._openai import OpenAIConfig
+from tokenrelay.backends._openai import OpenAIConfig, public_url
 from tokenrelay.backends._stats import StreamStats
 from tokenrelay.backends.base import BackendError, GenerateOptions, Message
 from tokenrelay.events import (
@@ -212,7 +212,7 @@ class AgentsBackend:
             "api": self.openai_api,
             **self.config.describe(),
             "agent": self.agent_name,
-            "mcp_servers": self.mcp_urls,
+            "mcp_servers": [public_url(url) for url in self.mcp_urls],
             "tracing": self.tracing,
             **self.stats.as_dict(),
         }

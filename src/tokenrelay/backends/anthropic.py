@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tokenrelay.backends._errors import missing_extra, upstream_errors
+from tokenrelay.backends._openai import public_url
 from tokenrelay.backends._stats import StreamStats
 from tokenrelay.backends.base import BackendError, GenerateOptions, Message
 from tokenrelay.events import (
@@ -217,7 +218,8 @@ class AnthropicBackend:
             self._client = None
 
     def describe(self) -> dict[str, Any]:
-        return {"model": self.model, "base_url": self.base_url or "https://api.anthropic.com", **self.stats.as_dict()}
+        base_url = public_url(self.base_url or "https://api.anthropic.com")
+        return {"model": self.model, "base_url": base_url, **self.stats.as_dict()}
 
     def params(self, messages: Sequence[Message], options: GenerateOptions) -> dict[str, Any]:
         system, turns = anthropic_messages(messages)
