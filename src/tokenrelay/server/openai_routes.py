@@ -24,7 +24,7 @@ from tokenrelay.events import FinishEvent
 from tokenrelay.protocols.base import StreamContext
 from tokenrelay.protocols.openai_chat import CompletionBuilder, OpenAIChatEncoder, OpenAIChatProtocol, error_body
 from tokenrelay.runs import HEARTBEAT, RunLimitError
-from tokenrelay.server.relay import Relay
+from tokenrelay.server.relay import EventStream, Relay
 from tokenrelay.server.routes import UserResolver, anonymous_or_claimed
 from tokenrelay.server.sse_response import SSEResponse
 from tokenrelay.stores.base import RunInfo
@@ -102,6 +102,16 @@ def create_openai_router(relay: Relay, *, resolve_user: UserResolver = anonymous
     settings = relay.settings
     body_limit = settings.max_message_bytes * TRANSCRIPT_FACTOR
 
+    async def identify(request: Request, claimed: str | None) -> str | JSONResponse:
+        """The user a request acts as, or its refusal in OpenAI's error shape (rather than the project's)."""
+        try:
+            return await resolve_user(request, claimed)
+        except HTTPException as exc:
+            detail = exc.detail if isinstance(exc.detail, dict) else {"message": str(exc.detail)}
+            response = openai_error(exc.status_code, str(detail.get("message")), code=detail.get("code"))
+            response.headers.update(exc.headers or {})
+            return response
+
     def model() -> str:
         protocol = relay.protocols.get("openai")
         return protocol.model if isinstance(protocol, OpenAIChatProtocol) else relay.backend.name
@@ -110,11 +120,15 @@ def create_openai_router(relay: Relay, *, resolve_user: UserResolver = anonymous
         return {"id": model(), "object": "model", "created": int(relay.started_at), "owned_by": "tokenrelay"}
 
     @router.get("/v1/models", summary="OpenAI-compatible: the model this server serves")
-    async def list_models() -> dict[str, Any]:
-        return {"object": "list", "data": [model_object()]}
+    async def list_models(request: Request) -> Response:
+        if isinstance(refused := await identify(request, None), JSONResponse):
+            return refused
+        return JSONResponse({"object": "list", "data": [model_object()]})
 
     @router.get("/v1/models/{model_name:path}", summary="OpenAI-compatible: one model")
-    async def get_model(model_name: str) -> Response:
+    async def get_model(request: Request, model_name: str) -> Response:
+        if isinstance(refused := await identify(request, None), JSONResponse):
+            return refused
         if model_name != model():
             return openai_error(404, f"The model '{model_name}' does not exist", code="model_not_found")
         return JSONResponse(model_object())
@@ -130,6 +144,10 @@ def create_openai_router(relay: Relay, *, resolve_user: UserResolver = anonymous
             return openai_error(400, f"body: not valid JSON ({exc})", code="invalid_json")
         if not isinstance(data, dict):
             return openai_error(400, "body: must be a JSON object")
+        claimed = data.get("user")
+        user_id = await identify(request, claimed if isinstance(claimed, str) and claimed else None)
+        if isinstance(user_id, JSONResponse):
+            return user_id
         try:
             req = ChatCompletionRequest.model_validate(data)
         except ValidationError as exc:
@@ -144,10 +162,6 @@ def create_openai_router(relay: Relay, *, resolve_user: UserResolver = anonymous
                     param=f"messages.{i}.content",
                 )
         try:
-            user_id = await resolve_user(request, req.user)
-        except HTTPException as exc:
-            return openai_error(exc.status_code, str(exc.detail))
-        try:
             info = await relay.start_completion(messages, user_id=user_id, options=req.options())
         except RunLimitError as exc:
             response = openai_error(503, str(exc), code="overloaded")
@@ -157,7 +171,8 @@ def create_openai_router(relay: Relay, *, resolve_user: UserResolver = anonymous
         if req.stream:
             include_usage = req.stream_options is not None and req.stream_options.include_usage
             encoder = OpenAIChatEncoder(ctx, model=model(), include_usage=include_usage)
-            stream = await relay.follow(info, encoder)
+            # No SSE "retry:" field: the openai client's decoder takes that block for an event with empty data.
+            stream = EventStream(await relay.runs.subscribe(info.run_id, 0), encoder)
             return SSEResponse(stream, headers={"x-run-id": info.run_id})
         builder = CompletionBuilder(ctx, model=model())
         if not await _collect(relay, info, builder, request.receive):
