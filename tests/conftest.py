@@ -2,15 +2,20 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
+import shutil
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
 import uvicorn
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+REDIS_URL = os.environ.get("TOKENRELAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+POSTGRES_URL = os.environ.get("TOKENRELAY_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 
 
 @asynccontextmanager
@@ -50,3 +55,82 @@ def wait_for(predicate: Callable[[], Any], *, timeout: float, what: str) -> None
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+def service_missing(name: str, why: object) -> None:
+    """A test that needs a real service: skipped on a developer's machine without it, a failure in CI."""
+    message = f"{name} is not available ({why})"
+    if IN_CI:
+        pytest.fail(f"{message}; CI must provide it", pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def _history_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tokenrelay.history.sql import SQLHistory
+
+    path = tmp_path_factory.mktemp("history") / "template.db"
+
+    async def migrate() -> None:
+        history = SQLHistory(f"sqlite+aiosqlite:///{path}")
+        await history.migrate()
+        await history.close()
+
+    asyncio.run(migrate())
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _history_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _history_template: Path) -> None:
+    """Servers a test starts (in process or not) keep their history in the test's own SQLite file, never in the
+    work tree; copied from a migrated template, so a test does not pay for the migrations."""
+    db = tmp_path / "tokenrelay.db"
+    shutil.copyfile(_history_template, db)
+    monkeypatch.setenv("TOKENRELAY_DATABASE_URL", f"sqlite+aiosqlite:///{db}")
+
+
+@pytest.fixture
+async def redis_prefix() -> AsyncIterator[str]:
+    """A key prefix of its own in the real Redis; every key under it is deleted afterwards."""
+    try:
+        import redis.asyncio as aioredis
+    except ImportError as exc:
+        service_missing("the redis package", exc)
+    client = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        await client.ping()
+    except Exception as exc:
+        await client.aclose()
+        service_missing(f"Redis at {REDIS_URL}", exc)
+    prefix = f"tokenrelay-test:{secrets.token_hex(6)}:"
+    try:
+        yield prefix
+    finally:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}*", count=1000)]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+
+
+@pytest.fixture
+async def postgres_schema() -> AsyncIterator[tuple[str, str]]:
+    """(url, schema): a schema of its own in the real PostgreSQL database ``test``, dropped afterwards."""
+    try:
+        from sqlalchemy import text
+        from sqlalchemy.ext.asyncio import create_async_engine
+    except ImportError as exc:
+        service_missing("SQLAlchemy", exc)
+    schema = f"tokenrelay_test_{secrets.token_hex(6)}"
+    engine = create_async_engine(POSTGRES_URL)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    except Exception as exc:
+        await engine.dispose()
+        service_missing(f"PostgreSQL at {POSTGRES_URL}", exc)
+    try:
+        yield POSTGRES_URL, schema
+    finally:
+        async with engine.begin() as conn:
+            await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        await engine.dispose()

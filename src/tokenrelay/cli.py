@@ -33,9 +33,23 @@ def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
             kwargs["choices"] = list(args)
         elif typing.get_origin(annotation) is list:
             kwargs["action"] = "append"
+        elif typing.get_origin(annotation) is dict:
+            kwargs["type"] = _json_object
         elif typing.get_origin(annotation) in (typing.Union, types.UnionType) and type(None) in args:
             help_text += " [optional]"
         parser.add_argument(_flag(name), help=help_text, **kwargs)
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    import json
+
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError('must be a JSON object, e.g. {"token": "alice"}')
+    return value
 
 
 def _die(message: str, code: int = 2) -> typing.NoReturn:

@@ -12,13 +12,13 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from tokenrelay.backends.base import Backend, BackendError, GenerateOptions, Message
 from tokenrelay.events import ErrorEvent, Event, FinishEvent, FinishReason, TextDelta, UsageEvent
-from tokenrelay.stores.base import RunInfo, RunStore, StoredEvent
+from tokenrelay.stores.base import RunClosedError, RunInfo, RunStore, StoredEvent
 
 __all__ = [
     "HEARTBEAT",
@@ -102,17 +102,22 @@ def coalesce(batch: Sequence[StoredEvent]) -> list[StoredEvent]:
 class Subscription:
     """An async iterator over a run's events for one viewer; ``aclose()`` it when the viewer leaves."""
 
-    __slots__ = ("_closed", "_gen", "_manager", "_run")
+    __slots__ = ("_closed", "_counted", "_gen", "_manager", "_run", "_run_id")
 
     def __init__(
         self,
         manager: RunManager,
+        run_id: str,
         run: _Run | None,
         gen: AsyncGenerator[list[StoredEvent] | Heartbeat, None],
+        *,
+        counted: bool,
     ) -> None:
         self._manager = manager
+        self._run_id = run_id
         self._run = run
         self._gen = gen
+        self._counted = counted  # whether it was counted as a viewer in the store (only while the run was running)
         self._closed = False
 
     def __aiter__(self) -> Subscription:
@@ -128,7 +133,7 @@ class Subscription:
         try:
             await self._gen.aclose()
         finally:
-            self._manager._unsubscribe(self._run)
+            await self._manager._unsubscribe(self._run_id, self._run, counted=self._counted)
 
 
 @dataclass(slots=True)
@@ -148,6 +153,12 @@ class RunManager:
     ``on_disconnect`` is what happens when a run's last subscriber leaves: ``"cancel"`` stops the backend at once;
     ``"detach"`` lets the run go on for ``detach_grace_s`` seconds so the client can resume, and cancels it if
     nobody has come back by then.
+
+    With a shared store (Redis) the manager of each instance drives only the runs it started, but viewers and
+    cancels count wherever they happen: viewers are counted in the store, and the store tells the owning manager
+    (as its ``StoreListener``) when another instance asks to cancel one of its runs or saw its last viewer leave.
+    The policy is always applied by the owner, against the global count, so a viewer who left instance B while
+    another still watches on C cancels nothing.
     """
 
     def __init__(
@@ -171,6 +182,8 @@ class RunManager:
         self.coalesce_window_s = coalesce_window_s
         self.on_finish = on_finish
         self._runs: dict[str, _Run] = {}
+        self._chores: set[asyncio.Task[None]] = set()  # small background checks, kept so they are not collected
+        store.attach(self)
 
     @property
     def active_runs(self) -> int:
@@ -205,14 +218,35 @@ class RunManager:
         )
         return info
 
-    async def cancel(self, run_id: str) -> bool:
-        """Stop a run; ``False`` if it is not running here. Returns once the backend has been closed."""
+    async def cancel(self, run_id: str, *, timeout: float = 10.0) -> bool:
+        """Stop a run, here or on the instance that drives it; ``False`` if it is not running anywhere.
+
+        Returns once the run's end is recorded (its backend closed, its finish event stored), or after ``timeout``.
+        """
         run = self._runs.get(run_id)
-        if run is None:
+        if run is not None:
+            self._cancel(run)
+            await run.done.wait()
+            return True
+        if not await self.store.request_cancel(run_id):
             return False
-        self._cancel(run)
-        await run.done.wait()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._wait_finished(run_id)
         return True
+
+    async def _wait_finished(self, run_id: str) -> None:
+        """Wait until a run driven elsewhere has its finish event in the store."""
+        info = await self.store.get(run_id)
+        cursor = info.last_seq if info is not None else 0
+        while info is not None and info.status == "running":
+            batch = await self.store.read(run_id, cursor, self.heartbeat_s)
+            if batch:
+                cursor = batch[-1].seq
+                if type(batch[-1].event) is FinishEvent:
+                    return
+            else:
+                info = await self.store.get(run_id)
 
     @staticmethod
     def _cancel(run: _Run) -> None:
@@ -250,13 +284,67 @@ class RunManager:
             if run.detach_timer is not None:
                 run.detach_timer.cancel()
                 run.detach_timer = None
-        return Subscription(self, run, self._follow(run_id, after))
+        counted = info.status == "running"
+        if counted:
+            await self.store.add_viewer(run_id)
+        return Subscription(self, run_id, run, self._follow(run_id, after), counted=counted)
 
-    def _unsubscribe(self, run: _Run | None) -> None:
-        if run is None:
+    async def _unsubscribe(self, run_id: str, run: _Run | None, *, counted: bool) -> None:
+        if run is not None:
+            run.subscribers -= 1
+        if not counted:
             return
-        run.subscribers -= 1
-        if run.subscribers == 0 and not run.done.is_set():
+        try:
+            remaining = await self.store.remove_viewer(run_id)
+        except Exception:
+            log.exception("run %s: could not count a viewer leaving", run_id)
+            return
+        # A run driven elsewhere: the store has told its owner, which applies the policy.
+        if remaining == 0 and run is not None and not run.done.is_set():
+            self._last_subscriber_left(run)
+
+    # StoreListener: what other instances ask of the runs this one drives.
+
+    def cancel_requested(self, run_id: str) -> None:
+        run = self._runs.get(run_id)
+        if run is not None:
+            log.debug("run %s: cancel requested by another instance", run_id)
+            self._cancel(run)
+
+    def viewers_gone(self, run_id: str) -> None:
+        run = self._runs.get(run_id)
+        if run is not None and not run.done.is_set():
+            self._chore(self._apply_policy_if_unwatched(run))
+
+    def run_interrupted(self, info: RunInfo, events: Sequence[StoredEvent]) -> None:
+        """This instance ended a run whose owner died: save what it had said, as the owner would have."""
+        if self.on_finish is None:
+            return
+        text = "".join(e.event.text for e in events if type(e.event) is TextDelta)
+        error = next((e.event for e in reversed(events) if isinstance(e.event, ErrorEvent)), None)
+        usage = next((e.event for e in reversed(events) if isinstance(e.event, UsageEvent)), None)
+        outcome = RunOutcome(info.run_id, info.user_id, info.conversation_id, text, "error", usage, error)
+        self._chore(self._report(outcome))
+
+    def _chore(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._chores.add(task)
+        task.add_done_callback(self._chores.discard)
+
+    async def _report(self, outcome: RunOutcome) -> None:
+        assert self.on_finish is not None
+        try:
+            await self.on_finish(outcome)
+        except Exception:
+            log.exception("run %s: saving the outcome failed", outcome.run_id)
+
+    async def _apply_policy_if_unwatched(self, run: _Run) -> None:
+        try:
+            watched = await self.store.viewers(run.info.run_id) > 0
+        except Exception:
+            log.exception("run %s: could not count its viewers", run.info.run_id)
+            return
+        if not watched and not run.done.is_set():
             self._last_subscriber_left(run)
 
     async def _follow(self, run_id: str, after: int) -> AsyncGenerator[list[StoredEvent] | Heartbeat, None]:
@@ -292,10 +380,19 @@ class RunManager:
             def expire() -> None:
                 run.detach_timer = None
                 if run.subscribers == 0 and not run.done.is_set():
-                    log.debug("run %s: nobody came back in %.0fs, cancelling", run.info.run_id, self.detach_grace_s)
-                    self._cancel(run)
+                    # Somebody may have come back on another instance: ask the store before cancelling.
+                    self._chore(self._cancel_if_unwatched(run))
 
             run.detach_timer = asyncio.get_running_loop().call_later(self.detach_grace_s, expire)
+
+    async def _cancel_if_unwatched(self, run: _Run) -> None:
+        try:
+            watched = await self.store.viewers(run.info.run_id) > 0
+        except Exception:
+            watched = False  # the store is unreachable: nobody can be reading the run anyway
+        if not watched and not run.done.is_set():
+            log.debug("run %s: nobody came back in %.0fs, cancelling", run.info.run_id, self.detach_grace_s)
+            self._cancel(run)
 
     async def _drive(self, run: _Run, messages: list[Message], options: GenerateOptions) -> None:
         run_id = run.info.run_id
@@ -304,6 +401,7 @@ class RunManager:
         error: ErrorEvent | None = None
         reason: FinishReason = "stop"
         finished = False
+        closed = False  # ended elsewhere: another instance wrote its end, so this one writes nothing more
         try:
             run.started = True
             if run.cancel_requested:
@@ -336,6 +434,9 @@ class RunManager:
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
+        except RunClosedError:
+            log.warning("run %s: ended by another instance (this one was taken for dead); stopping", run_id)
+            closed = True
         except BackendError as exc:
             error = ErrorEvent(exc.code, exc.message, exc.retryable)
             reason = "error"
@@ -348,7 +449,7 @@ class RunManager:
         finally:
             # History first, then the finish event: a client that saw "done" and sends a follow-up at once
             # must find this answer in the conversation.
-            if self.on_finish is not None:
+            if self.on_finish is not None and not closed:
                 outcome = RunOutcome(
                     run_id=run_id,
                     user_id=run.info.user_id,
@@ -362,7 +463,8 @@ class RunManager:
                     await self.on_finish(outcome)
                 except Exception:
                     log.exception("run %s: saving the outcome failed", run_id)
-            await self._append_quietly(run_id, FinishEvent(reason))
+            if not closed:
+                await self._append_quietly(run_id, FinishEvent(reason))
             with contextlib.suppress(Exception):
                 await self.store.finish(run_id)
             run.info.status = "finished"
@@ -374,5 +476,7 @@ class RunManager:
     async def _append_quietly(self, run_id: str, event: Event) -> None:
         try:
             await self.store.append(run_id, (event,))
+        except RunClosedError:
+            log.debug("run %s: already ended elsewhere, %s not recorded", run_id, event.type)
         except Exception:
             log.exception("run %s: could not record %s", run_id, event.type)

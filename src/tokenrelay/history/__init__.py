@@ -1,6 +1,9 @@
-"""Conversation history: what earlier turns a follow-up carries to the model."""
+"""Conversation history: what earlier turns a follow-up carries to the model.
 
-from tokenrelay.history.base import History, MessageStatus, StoredMessage
+``MemoryHistory`` keeps it in the process; ``tokenrelay.history.sql.SQLHistory`` in SQLite or PostgreSQL.
+"""
+
+from tokenrelay.history.base import Conversation, History, MessageStatus, StoredMessage
 from tokenrelay.history.memory import MemoryHistory
 
-__all__ = ["History", "MemoryHistory", "MessageStatus", "StoredMessage"]
+__all__ = ["Conversation", "History", "MemoryHistory", "MessageStatus", "StoredMessage"]

@@ -1,10 +1,19 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass, field
 
-from tokenrelay.history.base import StoredMessage
+from tokenrelay.history.base import Conversation, StoredMessage, title_for
 
 __all__ = ["MemoryHistory"]
+
+
+@dataclass(slots=True)
+class _Conversation:
+    title: str
+    created_at: float
+    updated_at: float
+    messages: list[StoredMessage] = field(default_factory=list)
 
 
 class MemoryHistory:
@@ -13,24 +22,43 @@ class MemoryHistory:
     def __init__(self, *, max_conversations: int = 10_000, max_messages: int = 200) -> None:
         self.max_conversations = max_conversations
         self.max_messages = max_messages
-        self._conversations: OrderedDict[tuple[str, str], list[StoredMessage]] = OrderedDict()
+        self._conversations: OrderedDict[tuple[str, str], _Conversation] = OrderedDict()
+
+    async def start(self) -> None:
+        return None
 
     async def load(self, user_id: str, conversation_id: str) -> list[StoredMessage]:
         key = (user_id, conversation_id)
-        messages = self._conversations.get(key)
-        if messages is None:
+        conversation = self._conversations.get(key)
+        if conversation is None:
             return []
         self._conversations.move_to_end(key)
-        return list(messages)
+        return list(conversation.messages)
 
     async def add(self, user_id: str, conversation_id: str, message: StoredMessage) -> None:
         key = (user_id, conversation_id)
-        messages = self._conversations.setdefault(key, [])
+        conversation = self._conversations.get(key)
+        if conversation is None:
+            title = title_for(message.content) if message.role == "user" else ""
+            conversation = self._conversations[key] = _Conversation(title, message.created_at, message.created_at)
         self._conversations.move_to_end(key)
-        messages.append(message)
-        del messages[: -self.max_messages]
+        conversation.updated_at = max(conversation.updated_at, message.created_at)
+        conversation.messages.append(message)
+        del conversation.messages[: -self.max_messages]
         while len(self._conversations) > self.max_conversations:
             self._conversations.popitem(last=False)
+
+    async def conversations(self, user_id: str, *, limit: int = 50) -> list[Conversation]:
+        mine = [
+            Conversation(cid, c.title, c.created_at, c.updated_at)
+            for (uid, cid), c in self._conversations.items()
+            if uid == user_id
+        ]
+        mine.sort(key=lambda c: c.updated_at, reverse=True)
+        return mine[:limit]
+
+    async def delete(self, user_id: str, conversation_id: str) -> bool:
+        return self._conversations.pop((user_id, conversation_id), None) is not None
 
     async def close(self) -> None:
         return None

@@ -7,13 +7,14 @@ from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from tokenrelay import __version__
 from tokenrelay.backends.base import Backend
+from tokenrelay.server.auth import AuthError
 from tokenrelay.server.relay import Relay
 from tokenrelay.server.routes import create_router
 from tokenrelay.server.settings import Settings
@@ -63,6 +64,11 @@ def create_app(
             expose_headers=["x-run-id", "x-conversation-id"],
         )
     app.include_router(create_router(relay))
+
+    @app.exception_handler(AuthError)
+    async def unauthorized(request: Request, exc: AuthError) -> JSONResponse:
+        # The project's error shape ({"error": {...}}) rather than FastAPI's {"detail": ...}.
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
     static = static_dir()
     if (static / "assets").is_dir():

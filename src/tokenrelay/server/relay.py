@@ -16,12 +16,39 @@ from tokenrelay.protocols.base import Encoder, PrimedEncoder, StreamContext, Wir
 from tokenrelay.protocols.openai_chat import OpenAIChatProtocol, model_id
 from tokenrelay.protocols.seed import SeedProtocol
 from tokenrelay.runs import HEARTBEAT, RunManager, RunOutcome, Subscription
+from tokenrelay.server.auth import BearerTokenAuth, UserResolver, anonymous_or_claimed, load_tokens
 from tokenrelay.server.chat_runs import ChatRunIndex, MemoryChatRunIndex
 from tokenrelay.server.settings import Settings
 from tokenrelay.stores.base import RunInfo, RunStore, StoredEvent
 from tokenrelay.stores.memory import MemoryRunStore
 
-__all__ = ["EventStream", "Relay"]
+__all__ = ["EventStream", "Relay", "build_history", "build_store", "build_user_resolver"]
+
+
+def build_store(settings: Settings) -> RunStore:
+    """The run store the settings describe (Redis is imported only when chosen)."""
+    if settings.store == "redis":
+        from tokenrelay.stores.redis import RedisRunStore
+
+        return RedisRunStore(
+            settings.redis_url, prefix=settings.redis_prefix, ttl_s=settings.run_ttl_s, liveness_s=settings.liveness_s
+        )
+    return MemoryRunStore(ttl_s=settings.run_ttl_s)
+
+
+def build_history(settings: Settings) -> History:
+    """The history the settings describe (SQLAlchemy is imported only when chosen)."""
+    if settings.history == "sql":
+        from tokenrelay.history.sql import SQLHistory
+
+        return SQLHistory(settings.database_url)
+    return MemoryHistory()
+
+
+def build_user_resolver(settings: Settings) -> UserResolver:
+    """Bearer tokens when some are configured; otherwise the client's own ``user_id``, as in the seed."""
+    tokens = load_tokens(settings.auth_tokens, settings.auth_tokens_file)
+    return BearerTokenAuth(tokens) if tokens else anonymous_or_claimed
 
 
 class EventStream:
@@ -31,12 +58,14 @@ class EventStream:
     never started iterating (a client that disconnects before the first byte still counts as leaving).
     """
 
-    __slots__ = ("_encoder", "_opened", "_subscription")
+    __slots__ = ("_encoder", "_opened", "_retry", "_subscription")
 
-    def __init__(self, subscription: Subscription, encoder: Encoder) -> None:
+    def __init__(self, subscription: Subscription, encoder: Encoder, *, retry_ms: int = 0) -> None:
         self._subscription = subscription
         self._encoder = encoder
         self._opened = False
+        # SSE "retry:" — how long a client should wait before reconnecting; EventSource honours it by itself.
+        self._retry = b"retry: %d\n\n" % retry_ms if retry_ms else b""
 
     def __aiter__(self) -> EventStream:
         return self
@@ -44,7 +73,7 @@ class EventStream:
     async def __anext__(self) -> bytes:
         if not self._opened:
             self._opened = True
-            prelude = self._encoder.open()
+            prelude = self._retry + self._encoder.open()
             if prelude:
                 return prelude
         item = await self._subscription.__anext__()
@@ -60,8 +89,9 @@ class EventStream:
 class Relay:
     """Everything a tokenrelay server needs, usable inside any FastAPI app.
 
-    ``async with relay.lifespan():`` starts the backend and, on the way out, cancels the runs still going (their
-    partial answers are saved) and closes the stores.
+    ``async with relay.lifespan():`` connects the run store and the history (migrating its schema), starts the
+    backend and, on the way out, cancels the runs still going (their partial answers are saved) and closes them.
+    Pass ``store``, ``history`` or ``resolve_user`` to use your own instead of the ones the settings describe.
     """
 
     def __init__(
@@ -71,11 +101,13 @@ class Relay:
         *,
         store: RunStore | None = None,
         history: History | None = None,
+        resolve_user: UserResolver | None = None,
     ) -> None:
         self.settings = settings or Settings()
         self.backend = backend
-        self.store: RunStore = store or MemoryRunStore(ttl_s=self.settings.run_ttl_s)
-        self.history: History = history or MemoryHistory()
+        self.store: RunStore = store or build_store(self.settings)
+        self.history: History = history or build_history(self.settings)
+        self.resolve_user: UserResolver = resolve_user or build_user_resolver(self.settings)
         self.protocols: dict[str, WireProtocol] = {
             "seed": SeedProtocol(),
             "ai-sdk": AISDKProtocol(),
@@ -98,14 +130,20 @@ class Relay:
 
     @asynccontextmanager
     async def lifespan(self) -> AsyncIterator[Relay]:
-        await self.backend.start()
+        await self.store.start()
         try:
-            yield self
+            await self.history.start()
+            try:
+                await self.backend.start()
+                try:
+                    yield self
+                finally:
+                    await self.runs.shutdown()
+                    await self.backend.close()
+            finally:
+                await self.history.close()
         finally:
-            await self.runs.shutdown()
             await self.store.close()
-            await self.history.close()
-            await self.backend.close()
 
     async def start_chat(
         self,
@@ -145,7 +183,7 @@ class Relay:
         if after > 0 and isinstance(encoder, PrimedEncoder):
             encoder.prime(await self._events_through(info.run_id, after))
         subscription = await self.runs.subscribe(info.run_id, after)
-        return EventStream(subscription, encoder)
+        return EventStream(subscription, encoder, retry_ms=self.settings.retry_ms)
 
     async def _events_through(self, run_id: str, last: int) -> list[StoredEvent]:
         out: list[StoredEvent] = []
@@ -172,8 +210,8 @@ class Relay:
         if outcome.conversation_id in self._stateless:
             self._stateless.discard(outcome.conversation_id)
             return
-        if outcome.reason == "error" and not outcome.text:
-            return
+        # Every ending is recorded, an empty one too: the conversation shows that the answer failed or was
+        # stopped (empty messages are left out of the model's context).
         status: MessageStatus = (
             "cancelled" if outcome.reason == "cancelled" else "failed" if outcome.reason == "error" else "complete"
         )
@@ -186,5 +224,7 @@ class Relay:
                 status=status,
                 run_id=outcome.run_id,
                 created_at=time.time(),
+                error_code=outcome.error.code if outcome.error is not None else None,
+                output_tokens=outcome.usage.output_tokens if outcome.usage is not None else None,
             ),
         )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
@@ -11,6 +10,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tokenrelay.runs import RunLimitError, RunNotFound
+from tokenrelay.server.auth import UserResolver, anonymous_or_claimed
 from tokenrelay.server.relay import Relay
 from tokenrelay.server.sse_response import SSEResponse
 from tokenrelay.stores.base import RunInfo
@@ -18,9 +18,6 @@ from tokenrelay.stores.base import RunInfo
 __all__ = ["ChatRequest", "UserResolver", "anonymous_or_claimed", "create_router", "error_response"]
 
 ID_PATTERN = r"^[A-Za-z0-9_.:@-]+$"
-
-# Given the request and the user id the client claims (body or query), return the user id to act as.
-UserResolver = Callable[[Request, str | None], Awaitable[str]]
 
 
 class ChatRequest(BaseModel):
@@ -30,11 +27,6 @@ class ChatRequest(BaseModel):
     message: str
     user_id: str | None = Field(None, min_length=1, max_length=256, pattern=ID_PATTERN)
     conversation_id: str | None = Field(None, min_length=1, max_length=256, pattern=ID_PATTERN)
-
-
-async def anonymous_or_claimed(request: Request, claimed: str | None) -> str:
-    """Without authentication the client names itself, as in the seed; ``anonymous`` when it does not."""
-    return claimed or "anonymous"
 
 
 def error_response(status: int, code: str, message: str, field: str | None = None) -> JSONResponse:
@@ -50,9 +42,15 @@ def _validation_error(exc: ValidationError) -> JSONResponse:
     return error_response(422, "invalid_request", f"{field}: {first['msg']}", field)
 
 
-def create_router(relay: Relay, *, resolve_user: UserResolver = anonymous_or_claimed) -> APIRouter:
-    """The API routes, bound to ``relay``. ``resolve_user`` decides who a request acts as."""
+def create_router(relay: Relay, *, resolve_user: UserResolver | None = None) -> APIRouter:
+    """The API routes, bound to ``relay``.
+
+    ``resolve_user`` decides who a request acts as (default: the relay's, from its settings: bearer tokens if
+    configured, else the client's own ``user_id``). It may raise ``server.auth.AuthError`` to refuse a request.
+    A run or conversation of another user is answered 404, as if it did not exist, on every route.
+    """
     router = APIRouter()
+    resolve_user = resolve_user or relay.resolve_user
     settings = relay.settings
     body_limit = settings.max_message_bytes * 6 + 4096  # JSON escaping can grow a message up to 6x
 
@@ -170,13 +168,71 @@ def create_router(relay: Relay, *, resolve_user: UserResolver = anonymous_or_cla
     ) -> Response:
         return await resume(request, run_id, last_event_id, last_event_id_query, user_id)
 
-    @router.post("/api/runs/{run_id}/cancel", summary="Stop a run")
+    @router.post("/api/runs/{run_id}/cancel", summary="Stop a run (on whichever instance runs it)")
     async def cancel_run(request: Request, run_id: str, user_id: Annotated[str | None, Query()] = None) -> Response:
+        user = await resolve_user(request, user_id)
         info = await relay.store.get(run_id)
-        if info is None or info.user_id != await resolve_user(request, user_id):
+        if info is None or info.user_id != user:
             return error_response(404, "run_not_found", f"run {run_id} is unknown or expired")
         cancelled = await relay.runs.cancel(run_id)
         return JSONResponse({"run_id": run_id, "cancelled": cancelled})
+
+    @router.get("/api/conversations", summary="The user's conversations, most recent first")
+    async def list_conversations(
+        request: Request,
+        user_id: Annotated[str | None, Query()] = None,
+        limit: Annotated[str | None, Query()] = None,
+    ) -> Response:
+        user = await resolve_user(request, user_id)
+        try:
+            count = int(limit) if limit is not None else 50
+        except ValueError:
+            count = 0
+        if not 1 <= count <= 500:
+            return error_response(422, "invalid_request", "limit: must be an integer from 1 to 500", "limit")
+        items = await relay.history.conversations(user, limit=count)
+        return JSONResponse(
+            {
+                "conversations": [
+                    {"id": c.id, "title": c.title, "created_at": c.created_at, "updated_at": c.updated_at}
+                    for c in items
+                ]
+            }
+        )
+
+    @router.get("/api/conversations/{conversation_id}/messages", summary="A conversation's messages, oldest first")
+    async def conversation_messages(
+        request: Request, conversation_id: str, user_id: Annotated[str | None, Query()] = None
+    ) -> Response:
+        user = await resolve_user(request, user_id)
+        stored = await relay.history.load(user, conversation_id)
+        if not stored:
+            return error_response(404, "conversation_not_found", f"conversation {conversation_id} is unknown")
+        return JSONResponse(
+            {
+                "conversation_id": conversation_id,
+                "messages": [
+                    {
+                        "role": m.role,
+                        "content": m.content,
+                        "status": m.status,
+                        "run_id": m.run_id,
+                        "error_code": m.error_code,
+                        "created_at": m.created_at,
+                    }
+                    for m in stored
+                ],
+            }
+        )
+
+    @router.delete("/api/conversations/{conversation_id}", summary="Delete a conversation and its messages")
+    async def delete_conversation(
+        request: Request, conversation_id: str, user_id: Annotated[str | None, Query()] = None
+    ) -> Response:
+        user = await resolve_user(request, user_id)
+        if not await relay.history.delete(user, conversation_id):
+            return error_response(404, "conversation_not_found", f"conversation {conversation_id} is unknown")
+        return Response(status_code=204)
 
     @router.get("/api/health", summary="Liveness and load")
     async def health() -> dict[str, Any]:

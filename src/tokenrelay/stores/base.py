@@ -8,7 +8,7 @@ from typing import Literal, Protocol
 
 from tokenrelay.events import Event
 
-__all__ = ["RunInfo", "RunStatus", "RunStore", "StoredEvent"]
+__all__ = ["RunClosedError", "RunInfo", "RunStatus", "RunStore", "StoreListener", "StoredEvent"]
 
 RunStatus = Literal["running", "finished"]
 
@@ -34,18 +34,48 @@ class RunInfo:
     extra: dict[str, str] = field(default_factory=dict)
 
 
+class RunClosedError(RuntimeError):
+    """The run was ended by someone else (its owner was declared dead): the owner must stop writing to it."""
+
+
+class StoreListener(Protocol):
+    """What a store tells the run manager of its own instance. Called on the event loop; must not block."""
+
+    def cancel_requested(self, run_id: str) -> None:
+        """Someone (on any instance) asked to stop a run this instance drives."""
+        ...
+
+    def viewers_gone(self, run_id: str) -> None:
+        """The last viewer of a run this instance drives left, on another instance."""
+        ...
+
+    def run_interrupted(self, info: RunInfo, events: Sequence[StoredEvent]) -> None:
+        """This instance found a run's owner dead and ended the run (``events`` is the whole log, ending included)."""
+        ...
+
+
 class RunStore(Protocol):
-    """Append-only event logs, one per run.
+    """Append-only event logs, one per run, and what instances sharing them need to coordinate.
 
     Sequence ids are assigned by the store, start at 1 and have no gaps. ``read`` returns the events after a cursor
     and, when there are none yet, waits for more up to ``timeout`` seconds (``[]`` when it passes, or at once when
     the run is finished). Finished runs expire after the store's TTL.
+
+    The instance that created a run *owns* it: only it appends. Viewer counts and cancel requests are global, so a
+    viewer or a cancel on another instance reaches the owner through the store (``StoreListener``). A store for a
+    single instance implements those trivially.
     """
+
+    async def start(self) -> None:
+        """Connect and start background work; called once before use."""
+        ...
+
+    def attach(self, listener: StoreListener) -> None: ...
 
     async def create(self, info: RunInfo) -> None: ...
 
     async def append(self, run_id: str, events: Sequence[Event]) -> int:
-        """Append and return the sequence id of the last appended event."""
+        """Append and return the sequence id of the last appended event; ``RunClosedError`` if ended elsewhere."""
         ...
 
     async def finish(self, run_id: str) -> None: ...
@@ -53,5 +83,19 @@ class RunStore(Protocol):
     async def get(self, run_id: str) -> RunInfo | None: ...
 
     async def read(self, run_id: str, after: int, timeout: float | None) -> list[StoredEvent]: ...
+
+    async def add_viewer(self, run_id: str) -> int:
+        """Count one more viewer of the run, on any instance; returns the new count."""
+        ...
+
+    async def remove_viewer(self, run_id: str) -> int:
+        """Count one viewer less and return how many remain. At 0 the owner is told, wherever it is."""
+        ...
+
+    async def viewers(self, run_id: str) -> int: ...
+
+    async def request_cancel(self, run_id: str) -> bool:
+        """Ask the instance that drives a running run to stop it; ``False`` when no other instance does."""
+        ...
 
     async def close(self) -> None: ...

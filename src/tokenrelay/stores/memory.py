@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from tokenrelay.events import Event
-from tokenrelay.stores.base import RunInfo, StoredEvent
+from tokenrelay.stores.base import RunInfo, StoredEvent, StoreListener
 
 __all__ = ["MemoryRunStore"]
 
@@ -18,6 +18,7 @@ __all__ = ["MemoryRunStore"]
 class _Log:
     info: RunInfo
     events: list[Event] = field(default_factory=list)
+    viewers: int = 0
     # Readers waiting for the next append. A bare future per waiter (with a call_later timeout) is much cheaper
     # than asyncio.wait_for, which wraps every wait in a task: this path runs once per event per subscriber.
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
@@ -47,6 +48,13 @@ class MemoryRunStore:
         self.max_finished = max_finished
         self._logs: dict[str, _Log] = {}
         self._finished: OrderedDict[str, float] = OrderedDict()  # run_id -> expiry, oldest first
+
+    async def start(self) -> None:
+        return None
+
+    def attach(self, listener: StoreListener) -> None:
+        # One instance: every run is driven here, so there is nobody else to hear from.
+        return None
 
     async def create(self, info: RunInfo) -> None:
         self._expire()
@@ -94,6 +102,27 @@ class MemoryRunStore:
                     handle.cancel()
         events = log.events
         return [StoredEvent(seq, events[seq - 1]) for seq in range(after + 1, len(events) + 1)]
+
+    async def add_viewer(self, run_id: str) -> int:
+        log = self._logs.get(run_id)
+        if log is None:
+            return 0
+        log.viewers += 1
+        return log.viewers
+
+    async def remove_viewer(self, run_id: str) -> int:
+        log = self._logs.get(run_id)
+        if log is None:
+            return 0
+        log.viewers = max(0, log.viewers - 1)
+        return log.viewers
+
+    async def viewers(self, run_id: str) -> int:
+        log = self._logs.get(run_id)
+        return log.viewers if log is not None else 0
+
+    async def request_cancel(self, run_id: str) -> bool:
+        return False  # every run of this store is driven by this instance's manager, which cancels it directly
 
     async def close(self) -> None:
         for log in self._logs.values():

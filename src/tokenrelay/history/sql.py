@@ -1,0 +1,246 @@
+"""History in SQL: SQLite by default (one file, nothing to run), PostgreSQL when instances share it.
+
+SQLAlchemy 2 async (aiosqlite / asyncpg), Core tables rather than the ORM: every query here is one statement.
+The schema is managed by Alembic; the migrations ship inside the package (``history/migrations``) and
+``start()`` applies the missing ones, so upgrading tokenrelay keeps existing conversations. On PostgreSQL the
+upgrade holds an advisory lock, so instances starting together do not race to migrate.
+
+Schema (``messages.user_id`` repeats the owner so that every query filters on the user, never on an id alone):
+
+- ``conversations(user_id, id, title, created_at, updated_at)``, primary key ``(user_id, id)``: conversation ids
+  are chosen by clients, so they are scoped per user.
+- ``messages(id, user_id, conversation_id, role, content, status, run_id, error_code, output_tokens,
+  created_at)``; ``status`` is ``complete``, ``cancelled`` (partial text) or ``failed`` (partial text, with
+  ``error_code``). Deleting a conversation deletes its messages.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+try:
+    from sqlalchemy import (
+        BigInteger,
+        Column,
+        DateTime,
+        ForeignKeyConstraint,
+        Index,
+        Integer,
+        MetaData,
+        String,
+        Table,
+        Text,
+        delete,
+        event,
+        select,
+    )
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+    from sqlalchemy.engine import Connection, make_url
+    from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise ImportError("the SQL history needs SQLAlchemy: pip install 'tokenrelay[sql]'") from exc
+
+from tokenrelay.history.base import Conversation, MessageStatus, StoredMessage, title_for
+
+__all__ = ["SQLHistory", "conversations", "messages", "metadata", "normalize_url"]
+
+metadata = MetaData()
+
+conversations = Table(
+    "conversations",
+    metadata,
+    Column("user_id", String(256), primary_key=True),
+    Column("id", String(256), primary_key=True),
+    Column("title", String(200), nullable=False, default=""),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index("ix_conversations_user_updated", "user_id", "updated_at"),
+)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("user_id", String(256), nullable=False),
+    Column("conversation_id", String(256), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("content", Text, nullable=False),
+    Column("status", String(16), nullable=False, default="complete"),
+    Column("run_id", String(64), nullable=True),
+    Column("error_code", String(64), nullable=True),
+    Column("output_tokens", Integer, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    ForeignKeyConstraint(
+        ["user_id", "conversation_id"],
+        ["conversations.user_id", "conversations.id"],
+        ondelete="CASCADE",
+        name="fk_messages_conversation",
+    ),
+    Index("ix_messages_conversation", "user_id", "conversation_id", "id"),
+)
+
+_MIGRATIONS = "tokenrelay.history:migrations"
+# A fixed key for pg_advisory_xact_lock: one migration at a time per database.
+MIGRATION_LOCK_ID = 0x746F6B72
+
+
+def normalize_url(url: str) -> str:
+    """Accept the plain forms people write (``sqlite:///x.db``, ``postgresql://...``) and pick the async driver."""
+    parsed = make_url(url)
+    driver = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg", "postgres": "postgresql+asyncpg"}
+    name = driver.get(parsed.drivername)
+    return parsed.set(drivername=name).render_as_string(hide_password=False) if name else url
+
+
+def _when(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+def _ts(value: datetime) -> float:
+    # SQLite hands back naive datetimes; everything stored here is UTC.
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")  # off by default in SQLite: needed for ON DELETE CASCADE
+    cursor.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+def run_migrations(connection: Connection, revision: str = "head") -> None:
+    """Upgrade the database on ``connection`` to ``revision`` (synchronous: call it through ``run_sync``)."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", _MIGRATIONS)
+    config.attributes["connection"] = connection
+    command.upgrade(config, revision)
+
+
+class SQLHistory:
+    """Conversations and messages in a SQL database, through SQLAlchemy's async engine.
+
+    ``url`` is any SQLAlchemy URL: ``sqlite+aiosqlite:///tokenrelay.db`` (a file, relative to the current
+    directory; its folder is created), ``postgresql+asyncpg://user@host/db``. ``schema`` (PostgreSQL) puts the
+    tables in that schema, which must exist. ``migrate=False`` leaves the schema to you (``alembic upgrade``).
+    """
+
+    def __init__(
+        self,
+        url: str = "sqlite+aiosqlite:///tokenrelay.db",
+        *,
+        max_messages: int = 200,
+        schema: str | None = None,
+        migrate: bool = True,
+        engine: AsyncEngine | None = None,
+    ) -> None:
+        self.url = normalize_url(url)
+        self.max_messages = max_messages
+        self.migrate_on_start = migrate
+        connect_args: dict[str, Any] = {}
+        parsed = make_url(self.url)
+        self.dialect = parsed.get_backend_name()
+        if schema is not None:
+            if self.dialect != "postgresql":
+                raise ValueError("a history schema needs PostgreSQL")
+            connect_args["server_settings"] = {"search_path": schema}
+        if self.dialect == "sqlite" and parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        self.engine = engine or create_async_engine(self.url, connect_args=connect_args, pool_pre_ping=True)
+        if self.dialect == "sqlite":
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+
+    async def start(self) -> None:
+        if self.migrate_on_start:
+            await self.migrate()
+
+    async def migrate(self, revision: str = "head") -> None:
+        async with self.engine.connect() as conn:
+            await conn.run_sync(run_migrations, revision)
+            await conn.commit()
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    async def load(self, user_id: str, conversation_id: str) -> list[StoredMessage]:
+        m = messages.c
+        query = (
+            select(m.role, m.content, m.status, m.run_id, m.created_at, m.error_code, m.output_tokens)
+            .where(m.user_id == user_id, m.conversation_id == conversation_id)
+            .order_by(m.id.desc())
+            .limit(self.max_messages)
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [
+            StoredMessage(
+                role=row.role,
+                content=row.content,
+                status=row.status,
+                run_id=row.run_id,
+                created_at=_ts(row.created_at),
+                error_code=row.error_code,
+                output_tokens=row.output_tokens,
+            )
+            for row in reversed(rows)
+        ]
+
+    async def add(self, user_id: str, conversation_id: str, message: StoredMessage) -> None:
+        when = _when(message.created_at)
+        insert = pg_insert if self.dialect == "postgresql" else sqlite_insert
+        upsert = insert(conversations).values(
+            user_id=user_id,
+            id=conversation_id,
+            title=title_for(message.content) if message.role == "user" else "",
+            created_at=when,
+            updated_at=when,
+        )
+        upsert = upsert.on_conflict_do_update(
+            index_elements=["user_id", "id"], set_={"updated_at": upsert.excluded.updated_at}
+        )
+        status: MessageStatus = message.status
+        async with self.engine.begin() as conn:
+            await conn.execute(upsert)
+            await conn.execute(
+                messages.insert().values(
+                    user_id=user_id,
+                    conversation_id=conversation_id,
+                    role=message.role,
+                    content=message.content,
+                    status=status,
+                    run_id=message.run_id,
+                    error_code=message.error_code,
+                    output_tokens=message.output_tokens,
+                    created_at=when,
+                )
+            )
+
+    async def conversations(self, user_id: str, *, limit: int = 50) -> list[Conversation]:
+        c = conversations.c
+        query = (
+            select(c.id, c.title, c.created_at, c.updated_at)
+            .where(c.user_id == user_id)
+            .order_by(c.updated_at.desc(), c.id)
+            .limit(limit)
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [Conversation(row.id, row.title, _ts(row.created_at), _ts(row.updated_at)) for row in rows]
+
+    async def delete(self, user_id: str, conversation_id: str) -> bool:
+        async with self.engine.begin() as conn:
+            # The foreign key cascades; deleting the messages first as well keeps that true on a database whose
+            # foreign keys are off (a SQLite file opened by another tool, for instance).
+            await conn.execute(
+                delete(messages).where(messages.c.user_id == user_id, messages.c.conversation_id == conversation_id)
+            )
+            result = await conn.execute(
+                delete(conversations).where(conversations.c.user_id == user_id, conversations.c.id == conversation_id)
+            )
+        return bool(result.rowcount)
