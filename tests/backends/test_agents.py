@@ -7,6 +7,7 @@ import contextlib
 import json
 import socket
 from collections.abc import AsyncIterator
+from typing import Literal
 
 import pytest
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -212,14 +213,25 @@ async def test_too_many_turns_is_an_error_event(replay: ReplayServer, orders: Or
 
 
 async def test_cancelling_the_run_cancels_the_sdk_run_and_closes_the_model_response(
-    replay: ReplayServer, orders: Orders
+    replay: ReplayServer, orders: Orders, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from agents.result import RunResultStreaming
+
+    modes: list[str] = []
+    cancel = RunResultStreaming.cancel
+
+    def spy(self: RunResultStreaming, mode: Literal["immediate", "after_turn"] = "immediate") -> None:
+        modes.append(mode)
+        cancel(self, mode)
+
+    monkeypatch.setattr(RunResultStreaming, "cancel", spy)
     reply = replay.reply("openai_chat/partial.sse", then="hold")
     b = backend(replay, mcp_urls=[orders.url])
     took, events = await cancel_mid_stream(b, reply)
     assert took < CANCEL_BUDGET_S, f"the upstream saw the client leave after {took * 1000:.0f} ms"
     assert texts(events) == "The capital of"
     assert b.stats.cancelled == 1
+    assert modes[0] == "immediate"  # the SDK's own cancel, not just a cancelled task
 
 
 def test_tracing_is_off_without_an_openai_key(monkeypatch: pytest.MonkeyPatch) -> None:
