@@ -12,12 +12,12 @@ ARGS   ?=
 STATIC := src/tokenrelay/server/static/index.html
 WEB_SOURCES := $(shell find web/src web/index.html web/vite.config.ts web/package.json -type f 2>/dev/null)
 
-.PHONY: run test install install-dev web web-deps browser lint typecheck pytest webtest bench clean
+.PHONY: run test install install-dev web web-deps browser lint typecheck pytest webtest compattest bench clean
 
 run: install web
 	$(BIN)/tokenrelay serve --host $(HOST) --port $(PORT) $(ARGS)
 
-test: install-dev web browser lint typecheck pytest webtest
+test: install-dev web browser lint typecheck pytest webtest compattest
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -68,8 +68,15 @@ pytest: install-dev
 webtest: web-deps
 	cd web && npm test
 
+compat/aisdk/node_modules/.package-lock.json: compat/aisdk/package-lock.json
+	cd compat/aisdk && npm ci --no-audit --no-fund
+
+# The real Vercel AI SDK (useChat, its UI message stream reader) against a real server from .venv.
+compattest: install-dev compat/aisdk/node_modules/.package-lock.json
+	cd compat/aisdk && npm test
+
 bench: install-dev
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) web/node_modules src/tokenrelay/server/static
+	rm -rf $(VENV) web/node_modules compat/aisdk/node_modules src/tokenrelay/server/static
