@@ -146,6 +146,24 @@ describe("createChatStore", () => {
     expect(store.getState().conversationId).toBe("conv-h");
   });
 
+  it("stop() also POSTs to cancelUrl when given, for servers that keep runs after a disconnect", async () => {
+    const { store, bodies, calls } = controlledFetch({
+      cancelUrl: (runId) => `/api/runs/${runId}/cancel`,
+      userId: "alice",
+    });
+    void store.sendMessage("q");
+    await settle();
+    bodies[0]!.push(deltaFrame(1, "a"));
+    await settle();
+    store.stop();
+    expect(calls[0]!.signal.aborted).toBe(true);
+    expect(calls).toHaveLength(2);
+    expect(calls[1]!.method).toBe("POST");
+    const url = new URL(calls[1]!.url);
+    expect(url.pathname).toBe("/api/runs/run-1/cancel");
+    expect(url.searchParams.get("user_id")).toBe("alice");
+  });
+
   it("stop() before the first token removes the empty answer", async () => {
     const { store, calls } = controlledFetch();
     void store.sendMessage("hi");

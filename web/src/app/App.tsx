@@ -11,6 +11,8 @@ export interface AppProps {
 const FOLLOW_THRESHOLD = 80;
 
 export function App({ apiUrl }: AppProps) {
+  // Stop closes the connection, which cancels the run under the server's default on_disconnect=cancel.
+  // (The store's `cancelUrl` option would also POST /api/runs/{id}/cancel; not used here yet.)
   const { messages, isLoading, status, error, sendMessage, stop, retry, regenerate, reset } = useStreamingChat(apiUrl);
   const [draft, setDraft] = useState("");
   const inputRef = useRef<HTMLTextAreaElement>(null);

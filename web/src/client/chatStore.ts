@@ -86,6 +86,14 @@ export interface ChatStoreOptions {
   /** Extra request headers, or a function returning them (e.g. a fresh auth token). */
   headers?: HeadersInit | (() => HeadersInit);
   fetch?: FetchLike;
+  /**
+   * Where to POST when the user stops an answer, e.g.
+   * `(runId) => \`/api/runs/${runId}/cancel\``. Stop always closes the
+   * connection, which cancels the run under the server's default
+   * `on_disconnect=cancel`; this also stops it when the server lets runs
+   * outlive their connection (`detach`). Failures are ignored.
+   */
+  cancelUrl?: (runId: string) => string | URL;
   /** How buffered deltas are flushed. Defaults to one flush per animation frame. */
   scheduleFlush?: FlushScheduler;
   generateId?: () => string;
@@ -328,6 +336,18 @@ export function createChatStore(initialOptions: ChatStoreOptions): ChatStore {
     run = null;
     // Aborting the fetch closes the connection; the server cancels the run.
     current.controller.abort();
+    const runId = current.stream?.runId;
+    if (options.cancelUrl !== undefined && runId !== undefined) {
+      let url: string | URL = options.cancelUrl(runId);
+      if (options.userId !== undefined) {
+        // The server only lets a user cancel their own runs.
+        url = new URL(url, globalThis.location?.href ?? "http://localhost/");
+        url.searchParams.set("user_id", options.userId);
+      }
+      const doFetch = options.fetch ?? ((input, init) => globalThis.fetch(input, init));
+      // keepalive: the request survives the page being closed right after Stop.
+      void doFetch(url, { method: "POST", headers: resolveHeaders(options.headers), keepalive: true }).catch(() => {});
+    }
     return current;
   }
 
