@@ -326,7 +326,7 @@ class AgentsBackend:
 
         server = MCPServerStreamableHttp(
             params={"url": url, "headers": self.mcp_headers, "timeout": self.mcp_timeout_s},
-            name=url,
+            name=public_url(url),
             cache_tools_list=True,
             client_session_timeout_seconds=self.mcp_timeout_s,
         )
