@@ -269,6 +269,9 @@ async def test_stream_routes_pick_the_protocol_per_request() -> None:
             chunks = await Frames(r).all()
         assert chunks[1]["choices"][0]["delta"] == {"content": "Hi"}
         assert chunks[-1] == "[DONE]"
+        # No "retry:" hint before OpenAI's frames: the openai client would take it for an empty event.
+        assert (await client.get("/api/chat/stream", params=params)).content.startswith(b"data: {")
+        assert (await client.get("/api/chat/stream", params={"message": "x"})).content.startswith(b"retry: ")
         # A resume in the AI SDK protocol after event 1 continues the text part and the tool call it knew.
         r = await client.get(f"/api/runs/{run_id}/stream", params={"protocol": "ai-sdk", "last_event_id": "2"})
         tail = [json.loads(e.data) if e.data != "[DONE]" else e.data for e in SSEDecoder().feed(r.content)]
@@ -277,7 +280,7 @@ async def test_stream_routes_pick_the_protocol_per_request() -> None:
         bad = await client.post("/api/chat/stream?protocol=smoke-signals", json={"message": "x"})
         assert bad.status_code == 422
         assert bad.json()["error"]["field"] == "protocol"
-        assert len(backend.calls) == 2  # the refused request never started a run
+        assert len(backend.calls) == 4  # the refused request never started a run
 
 
 def test_script_file_backend_picks_the_script_by_message(tmp_path: Path) -> None:

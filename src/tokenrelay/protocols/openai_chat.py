@@ -94,6 +94,10 @@ def _usage(event: UsageEvent | None) -> dict[str, int]:
 class OpenAIChatEncoder:
     """One connection's ``chat.completion.chunk`` stream."""
 
+    # No SSE "retry:" hint on these streams: the openai client's decoder takes that lone field for an event with
+    # empty data, and fails to parse it as JSON.
+    sse_retry: ClassVar[bool] = False
+
     def __init__(
         self, ctx: StreamContext, *, model: str, include_usage: bool = False, created: int | None = None
     ) -> None:

@@ -25,8 +25,9 @@ from tokenrelay.backends.base import Role
 from tokenrelay.history.base import StoredMessage
 from tokenrelay.protocols.aisdk import AISDK_HEADERS
 from tokenrelay.runs import RunLimitError, RunNotFound
+from tokenrelay.server.auth import UserResolver
 from tokenrelay.server.relay import Relay
-from tokenrelay.server.routes import ID_PATTERN, UserResolver, anonymous_or_claimed, error_response
+from tokenrelay.server.routes import ID_PATTERN, error_response
 from tokenrelay.server.sse_response import SSEResponse
 from tokenrelay.stores.base import RunInfo
 
@@ -64,9 +65,10 @@ def _validation_error(exc: ValidationError) -> JSONResponse:
     return error_response(422, "invalid_request", f"{field}: {first['msg']}", field)
 
 
-def create_aisdk_router(relay: Relay, *, resolve_user: UserResolver = anonymous_or_claimed) -> APIRouter:
-    """useChat's two endpoints, bound to ``relay``; users are resolved as the rest of the API resolves them."""
+def create_aisdk_router(relay: Relay, *, resolve_user: UserResolver | None = None) -> APIRouter:
+    """useChat's two endpoints, bound to ``relay``; ``resolve_user`` defaults to the relay's, as for every route."""
     router = APIRouter()
+    resolve_user = resolve_user or relay.resolve_user
     settings = relay.settings
     body_limit = settings.max_message_bytes * TRANSCRIPT_FACTOR
 

@@ -24,8 +24,8 @@ from tokenrelay.events import FinishEvent
 from tokenrelay.protocols.base import StreamContext
 from tokenrelay.protocols.openai_chat import CompletionBuilder, OpenAIChatEncoder, OpenAIChatProtocol, error_body
 from tokenrelay.runs import HEARTBEAT, RunLimitError
-from tokenrelay.server.relay import EventStream, Relay
-from tokenrelay.server.routes import UserResolver, anonymous_or_claimed
+from tokenrelay.server.auth import UserResolver
+from tokenrelay.server.relay import Relay
 from tokenrelay.server.sse_response import SSEResponse
 from tokenrelay.stores.base import RunInfo
 
@@ -96,9 +96,13 @@ def _validation_error(exc: ValidationError) -> JSONResponse:
     return openai_error(400, message, code="invalid_value" if param else None, param=param)
 
 
-def create_openai_router(relay: Relay, *, resolve_user: UserResolver = anonymous_or_claimed) -> APIRouter:
-    """The OpenAI-compatible routes, bound to ``relay``."""
+def create_openai_router(relay: Relay, *, resolve_user: UserResolver | None = None) -> APIRouter:
+    """The OpenAI-compatible routes, bound to ``relay``; ``resolve_user`` defaults to the relay's.
+
+    An authentication refusal (``HTTPException``, e.g. ``server.auth.AuthError``) is answered in OpenAI's error shape.
+    """
     router = APIRouter()
+    resolve_user = resolve_user or relay.resolve_user
     settings = relay.settings
     body_limit = settings.max_message_bytes * TRANSCRIPT_FACTOR
 
@@ -171,8 +175,7 @@ def create_openai_router(relay: Relay, *, resolve_user: UserResolver = anonymous
         if req.stream:
             include_usage = req.stream_options is not None and req.stream_options.include_usage
             encoder = OpenAIChatEncoder(ctx, model=model(), include_usage=include_usage)
-            # No SSE "retry:" field: the openai client's decoder takes that block for an event with empty data.
-            stream = EventStream(await relay.runs.subscribe(info.run_id, 0), encoder)
+            stream = await relay.follow(info, encoder)
             return SSEResponse(stream, headers={"x-run-id": info.run_id})
         builder = CompletionBuilder(ctx, model=model())
         if not await _collect(relay, info, builder, request.receive):

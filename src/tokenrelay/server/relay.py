@@ -183,7 +183,9 @@ class Relay:
         if after > 0 and isinstance(encoder, PrimedEncoder):
             encoder.prime(await self._events_through(info.run_id, after))
         subscription = await self.runs.subscribe(info.run_id, after)
-        return EventStream(subscription, encoder, retry_ms=self.settings.retry_ms)
+        # An encoder may refuse the "retry:" hint: OpenAI's clients take that lone field for an empty event.
+        retry_ms = self.settings.retry_ms if getattr(encoder, "sse_retry", True) else 0
+        return EventStream(subscription, encoder, retry_ms=retry_ms)
 
     async def _events_through(self, run_id: str, last: int) -> list[StoredEvent]:
         out: list[StoredEvent] = []
