@@ -95,6 +95,8 @@ describe("parseMarkdown", () => {
       "*a ".repeat(10_000) + "a* ".repeat(10_000),
       "[".repeat(20_000),
       "[a](".repeat(5000),
+      "[a](<".repeat(5000),
+      '[a](x "'.repeat(5000),
       "`a ".repeat(10_000),
       "> ".repeat(20_000) + "deep",
       "1. ".repeat(20_000) + "deep",

@@ -507,6 +507,15 @@ function findBracketClose(context: InlineContext, from: number, end: number): nu
   return -1;
 }
 
+/** `src.indexOf(char, from)`, but looking no further than `end`. */
+function indexWithin(src: string, char: string, from: number, end: number): number {
+  for (let index = from; index < end; index += 1) if (src.charAt(index) === char) return index;
+  return -1;
+}
+
+/** Longest link target (destination and title) considered. */
+const MAX_LINK_TARGET = 2048;
+
 interface LinkTarget {
   href: string;
   title: string | undefined;
@@ -519,13 +528,17 @@ interface LinkTarget {
  * Returns null if it is not a complete link target, "unfinished" if the
  * text ends before it could be completed.
  */
-function parseLinkTarget(src: string, open: number, end: number): LinkTarget | "unfinished" | null {
+function parseLinkTarget(src: string, open: number, textEnd: number): LinkTarget | "unfinished" | null {
+  // Scan at most MAX_LINK_TARGET characters: without a bound, text such as
+  // "[a](" repeated would scan to the end once per "[", quadratically.
+  const end = Math.min(textEnd, open + MAX_LINK_TARGET);
+  const cutShort = end < textEnd;
   let index = open + 1;
   while (index < end && (src.charAt(index) === " " || src.charAt(index) === "\n")) index += 1;
   let href = "";
   if (src.charAt(index) === "<") {
-    const close = src.indexOf(">", index + 1);
-    if (close === -1 || close >= end) return src.indexOf("\n", index) === -1 ? "unfinished" : null;
+    const close = indexWithin(src, ">", index + 1, end);
+    if (close === -1) return !cutShort && indexWithin(src, "\n", index, end) === -1 ? "unfinished" : null;
     href = src.slice(index + 1, close);
     index = close + 1;
   } else {
@@ -537,7 +550,7 @@ function parseLinkTarget(src: string, open: number, end: number): LinkTarget | "
         index += 2;
         continue;
       }
-      if (WHITESPACE.test(char)) break;
+      if (char === " " || char === "\n" || char === "\t" || char === "\r" || char === "\f" || char === "\v") break;
       if (char === "(") depth += 1;
       else if (char === ")") {
         if (depth === 0) break;
@@ -552,13 +565,13 @@ function parseLinkTarget(src: string, open: number, end: number): LinkTarget | "
   const quote = src.charAt(index);
   if (quote === '"' || quote === "'" || quote === "(") {
     const closing = quote === "(" ? ")" : quote;
-    const close = src.indexOf(closing, index + 1);
-    if (close === -1 || close >= end) return "unfinished";
+    const close = indexWithin(src, closing, index + 1, end);
+    if (close === -1) return cutShort ? null : "unfinished";
     title = src.slice(index + 1, close);
     index = close + 1;
     while (index < end && src.charAt(index) === " ") index += 1;
   }
-  if (index >= end) return "unfinished";
+  if (index >= end) return cutShort ? null : "unfinished";
   if (src.charAt(index) !== ")") return null;
   return { href, title, next: index + 1 };
 }
