@@ -264,3 +264,12 @@ async def test_no_traceback_logged_for_an_ordinary_disconnect(caplog: pytest.Log
                     break
         await wait_for_async(lambda: relay.runs.active_runs == 0, timeout=2, what="the run to end")
     assert not [rec for rec in caplog.records if rec.exc_info], [rec.getMessage() for rec in caplog.records]
+
+
+async def test_retry_after_from_the_backend_reaches_the_error_frame() -> None:
+    backend = ScriptedBackend([BackendError("rate_limited", "slow down", retryable=True, retry_after=2.5)])
+    async with serve_backend(backend) as (url, _), httpx.AsyncClient(base_url=url) as client:
+        async with client.stream("POST", "/api/chat/stream", json={"message": "hi"}) as r:
+            data = payloads(await read_stream(r))
+    assert data[0] == {"error": {"code": "rate_limited", "message": "slow down", "retryable": True, "retry_after": 2.5}}
+    assert data[1]["finish_reason"] == "error"

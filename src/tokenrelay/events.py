@@ -98,11 +98,13 @@ class MetadataEvent:
 
 @dataclass(frozen=True, slots=True)
 class ErrorEvent:
-    """The generation failed. ``retryable`` says whether trying again may succeed (rate limit, overload)."""
+    """The generation failed. ``retryable`` says whether trying again may succeed (rate limit, overload), and
+    ``retry_after`` how many seconds to wait first when the upstream said so."""
 
     code: str
     message: str
     retryable: bool = False
+    retry_after: float | None = None
     type: ClassVar[str] = "error"
 
 

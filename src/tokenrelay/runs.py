@@ -438,7 +438,7 @@ class RunManager:
             log.warning("run %s: ended by another instance (this one was taken for dead); stopping", run_id)
             closed = True
         except BackendError as exc:
-            error = ErrorEvent(exc.code, exc.message, exc.retryable)
+            error = ErrorEvent(exc.code, exc.message, exc.retryable, exc.retry_after)
             reason = "error"
             await self._append_quietly(run_id, error)
         except Exception as exc:

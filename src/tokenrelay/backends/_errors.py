@@ -134,7 +134,7 @@ def _from_status(
         message += f": {detail}"
     if retry_after is not None:
         message += f"; retry after {retry_after:g}s"
-    return BackendError(code, message, retryable=retryable)
+    return BackendError(code, message, retryable=retryable, retry_after=retry_after)
 
 
 def _from_agents(exc: BaseException, agents: Any, provider: str) -> BackendError:

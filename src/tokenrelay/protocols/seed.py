@@ -44,6 +44,12 @@ class SeedEncoder:
     def open(self) -> bytes:
         return b""
 
+    def prime(self, earlier: Sequence[StoredEvent]) -> None:
+        # A resume after the usage event must still carry the usage in its done frame.
+        for item in earlier:
+            if isinstance(item.event, UsageEvent):
+                self._usage = {"input_tokens": item.event.input_tokens, "output_tokens": item.event.output_tokens}
+
     def heartbeat(self) -> bytes:
         return HEARTBEAT
 
@@ -69,7 +75,9 @@ class SeedEncoder:
             elif isinstance(event, UsageEvent):
                 self._usage = {"input_tokens": event.input_tokens, "output_tokens": event.output_tokens}
             elif isinstance(event, ErrorEvent):
-                error = {"code": event.code, "message": event.message, "retryable": event.retryable}
+                error: dict[str, Any] = {"code": event.code, "message": event.message, "retryable": event.retryable}
+                if event.retry_after is not None:
+                    error["retry_after"] = event.retry_after
                 out.append(seed_frame(item.seq, {"error": error}))
             elif isinstance(event, ReasoningDelta):
                 out.append(seed_frame(item.seq, {"reasoning": event.text}))
