@@ -206,3 +206,26 @@ async def test_options_reach_the_backend() -> None:
     assert isinstance(events[-1].event, FinishEvent)
     assert events[-1].event.reason == "length"
     assert texts(events) == "You said: hello. "
+
+
+async def test_a_second_cancel_while_the_run_records_its_end_does_not_strand_it() -> None:
+    # An explicit cancel, then the last viewer leaving while the outcome is being saved: the second cancel must
+    # not interrupt the run's bookkeeping, or it would never finish (and cancel() would never return).
+    saving = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow_save(outcome: RunOutcome) -> None:
+        saving.set()
+        await release.wait()
+
+    backend = ScriptedBackend([TextDelta("a"), Pause(30)])
+    manager = RunManager(backend, MemoryRunStore(), on_finish=slow_save)
+    info = await manager.start(HELLO, user_id="u", conversation_id="c")
+    sub = await manager.subscribe(info.run_id)
+    await asyncio.wait_for(sub.__anext__(), 5)
+    cancel = asyncio.create_task(manager.cancel(info.run_id))
+    await asyncio.wait_for(saving.wait(), 2)
+    await sub.aclose()  # the last viewer leaves mid-save
+    release.set()
+    assert await asyncio.wait_for(cancel, 2) is True
+    assert manager.active_runs == 0

@@ -144,6 +144,7 @@ class _Run:
     detach_timer: asyncio.TimerHandle | None = None
     started: bool = False
     cancel_requested: bool = False
+    finishing: bool = False  # the backend is done; the run is recording its end and must not be interrupted
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -250,10 +251,14 @@ class RunManager:
 
     @staticmethod
     def _cancel(run: _Run) -> None:
+        # Cancel once, and only while the backend is running: a second cancel (an explicit one racing the last
+        # viewer leaving) landing while the run records its end would cut that short and leave it running forever.
+        if run.cancel_requested:
+            return
         run.cancel_requested = True
         # A task cancelled before its first step never enters its body, so it could not record its end:
         # an unstarted run sees the flag as soon as it starts instead.
-        if run.started and run.task is not None:
+        if run.started and not run.finishing and run.task is not None:
             run.task.cancel()
 
     async def wait(self, run_id: str) -> None:
@@ -430,23 +435,28 @@ class RunManager:
             if error is not None and not finished:
                 reason = "error"
         except asyncio.CancelledError:
+            run.finishing = True
             reason = "cancelled"
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
         except RunClosedError:
+            run.finishing = True
             log.warning("run %s: ended by another instance (this one was taken for dead); stopping", run_id)
             closed = True
         except BackendError as exc:
+            run.finishing = True
             error = ErrorEvent(exc.code, exc.message, exc.retryable, exc.retry_after)
             reason = "error"
             await self._append_quietly(run_id, error)
         except Exception as exc:
+            run.finishing = True
             log.exception("run %s: backend %s failed", run_id, self.backend.name)
             error = ErrorEvent("internal_error", f"{type(exc).__name__}: {exc}", False)
             reason = "error"
             await self._append_quietly(run_id, error)
         finally:
+            run.finishing = True
             # History first, then the finish event: a client that saw "done" and sends a follow-up at once
             # must find this answer in the conversation.
             if self.on_finish is not None and not closed:

@@ -31,9 +31,7 @@ class GenerateOptions:
 class BackendError(Exception):
     """A failure the backend can name. The run turns it into an :class:`~tokenrelay.events.ErrorEvent`."""
 
-    def __init__(
-        self, code: str, message: str, *, retryable: bool = False, retry_after: float | None = None
-    ) -> None:
+    def __init__(self, code: str, message: str, *, retryable: bool = False, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message

@@ -34,7 +34,9 @@ def build_backend(settings: Settings) -> Backend:
             n_ctx=settings.n_ctx,
             n_threads=settings.n_threads,
             max_tokens=settings.max_tokens,
-            temperature=settings.temperature,
+            # A model this small needs a low temperature to stay coherent; remote providers keep their own default
+            # (reasoning models refuse any other), so the setting is unset unless the user gives one.
+            temperature=0.6 if settings.temperature is None else settings.temperature,
             top_p=settings.top_p,
             top_k=settings.top_k,
             repeat_penalty=settings.repeat_penalty,

@@ -69,7 +69,12 @@ class Settings(BaseSettings):
     n_ctx: int = Field(2048, ge=256, description="context window in tokens")
     n_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, description="inference threads")
     max_tokens: int = Field(512, ge=1, description="largest answer, in tokens")
-    temperature: float = Field(0.6, ge=0, le=2, description="sampling temperature")
+    temperature: float | None = Field(
+        None,
+        ge=0,
+        le=2,
+        description="sampling temperature (default: 0.6 on the local model, the provider's own elsewhere)",
+    )
     top_p: float = Field(0.9, gt=0, le=1, description="nucleus sampling")
     top_k: int = Field(40, ge=0, description="top-k sampling (0: off)")
     repeat_penalty: float = Field(1.2, ge=1, description="penalty for repeating tokens (small models loop without)")
