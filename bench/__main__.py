@@ -1,1 +1,52 @@
-raise SystemExit("the benchmark is not written yet")
+"""``python -m bench`` (``make bench``): tokenrelay against a bare ASGI loop and three SSE stacks, one table.
+
+Every measurement gets a fresh server process pinned to core 0 (uvicorn, uvloop, httptools, one process) and the
+load client (bench/client.py) in its own process on core 1. ``--quick`` is a short run for development.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+from bench.report import tables, targets_table
+from bench.servers import PEERS
+from bench.suite import FULL, QUICK, log, run
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a short run: fewer streams, 3 s windows")
+    parser.add_argument("--peers", help=f"comma-separated, from {', '.join(PEERS)} (default: all)")
+    parser.add_argument("--streams", help="comma-separated stream counts (default 1000,2000,5000,10000)")
+    parser.add_argument("--window", type=float, help="seconds of steady state measured per stream count")
+    parser.add_argument("--no-local", action="store_true", help="skip the local model")
+    parser.add_argument("--json", type=Path, help="also write the raw results here")
+    args = parser.parse_args()
+    plan = QUICK if args.quick else FULL
+    if args.peers:
+        unknown = set(args.peers.split(",")) - set(PEERS)
+        if unknown:
+            parser.error(f"unknown peers: {', '.join(sorted(unknown))}")
+        plan = dataclasses.replace(plan, peers=tuple(args.peers.split(",")))
+    if args.streams:
+        plan = dataclasses.replace(plan, streams=tuple(int(n) for n in args.streams.split(",")))
+    if args.window:
+        plan = dataclasses.replace(plan, window_s=args.window)
+    if args.no_local:
+        plan = dataclasses.replace(plan, local=False)
+    log(f"plan: {plan}")
+    results = run(plan)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+    print(tables(results))
+    print()
+    print(targets_table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

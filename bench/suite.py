@@ -1,0 +1,129 @@
+"""The benchmark's steps: every server under test, one fresh process per measurement."""
+
+from __future__ import annotations
+
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from bench.servers import BLAST, HOST, PEERS, Peer, Server, run_client
+
+RATE = 50  # tokens per second per stream
+INTERVAL_MS = 1000 / RATE
+
+
+@dataclass(frozen=True)
+class Plan:
+    peers: tuple[str, ...]
+    streams: tuple[int, ...]
+    window_s: float
+    single_s: float
+    repeats: int
+    ttft_count: int
+    local: bool
+    local_tokens: int
+    ramp_timeout_s: float = 30
+    first_token_timeout_s: float = 10
+
+    @property
+    def stream_tokens(self) -> int:
+        """Long enough to outlast the ramp, the wait for first tokens and the window; streams are closed after."""
+        return int(RATE * (self.ramp_timeout_s + self.first_token_timeout_s + 1 + self.window_s + 5))
+
+
+QUICK = Plan(("bare", "tokenrelay", "seed", "sse-starlette", "fastapi-sse"), (500, 2000), 3, 1, 2, 15, True, 48)
+FULL = Plan(
+    ("bare", "tokenrelay", "seed", "sse-starlette", "fastapi-sse"), (1000, 2000, 5000, 10000), 10, 2, 3, 30, True, 200
+)
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def single(peer: Peer, plan: Plan) -> dict[str, Any]:
+    with Server(peer, tokens=10**8, interval_ms=0) as server:
+        cfg = {"mode": "single", "host": HOST, "port": server.port, "path": server.path}
+        return run_client(cfg | {"duration_s": plan.single_s, "repeats": plan.repeats})
+
+
+def ttft(peer: Peer, plan: Plan, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    with Server(peer, tokens=5, interval_ms=INTERVAL_MS, extra=extra) as server:
+        cfg = {"mode": "ttft", "host": HOST, "port": server.port, "path": server.path}
+        run_client(cfg | {"count": 3})  # warm-up: imports, first-request caches
+        return run_client(cfg | {"count": plan.ttft_count})
+
+
+def load(peer: Peer, streams: int, plan: Plan) -> dict[str, Any]:
+    with Server(peer, tokens=plan.stream_tokens, interval_ms=INTERVAL_MS) as server:
+        cfg = {"mode": "ttft", "host": HOST, "port": server.port, "path": server.path}
+        run_client(cfg | {"count": 3})
+        time.sleep(0.2)
+        baseline = server.rss_kb()
+        with server.peak_rss() as peak:
+            result = run_client(
+                cfg
+                | {
+                    "mode": "load",
+                    "streams": streams,
+                    "rate": RATE,
+                    "window_s": plan.window_s,
+                    "ramp_timeout_s": plan.ramp_timeout_s,
+                    "first_token_timeout_s": plan.first_token_timeout_s,
+                },
+                timeout=plan.ramp_timeout_s + plan.first_token_timeout_s + plan.window_s + 60,
+            )
+        result["rss_kb_per_stream"] = (peak() - baseline) / streams
+        result["rss_baseline_mb"] = baseline / 1024
+        return result
+
+
+def run(plan: Plan) -> dict[str, Any]:
+    results: dict[str, Any] = {
+        "meta": {
+            "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "python": platform.python_version(),
+            "machine": f"{platform.machine()}, {_cores()} cores",
+            "window_s": plan.window_s,
+            "rate": RATE,
+        },
+        "peers": {},
+    }
+    log("client ceiling")
+    results["ceiling"] = single(BLAST, plan)
+    for name in plan.peers:
+        peer = PEERS[name]
+        entry: dict[str, Any] = {"label": peer.label, "load": {}}
+        results["peers"][name] = entry
+        log(f"{name}: single stream")
+        entry["single"] = single(peer, plan)
+        log(f"{name}: time to first token")
+        entry["ttft"] = ttft(peer, plan)
+        for count in plan.streams:
+            log(f"{name}: {count} streams x {RATE} tokens/s for {plan.window_s:g} s")
+            entry["load"][count] = load(peer, count, plan)
+            r = entry["load"][count]
+            log(f"  delivered {r['share']:.1%}, p99 gap {r['gap_p99_ms']} ms, {r['rss_kb_per_stream']:.1f} KB/stream")
+    if "tokenrelay" in plan.peers:
+        log("tokenrelay: time to first token with the default SQL history")
+        with tempfile.TemporaryDirectory() as tmp:
+            sql = ("--history", "sql", "--database-url", f"sqlite+aiosqlite:///{tmp}/bench.db")
+            results["ttft_sql"] = ttft(PEERS["tokenrelay"], plan, sql)
+    if plan.local:
+        log("local model: llama.cpp in-process, then through tokenrelay")
+        from bench.local_model import measure
+
+        try:
+            results["local"] = measure(plan.local_tokens, plan.repeats)
+        except Exception as exc:  # no model installed: the rest of the benchmark still stands
+            results["local"] = {"error": f"{type(exc).__name__}: {exc}"}
+    return results
+
+
+def _cores() -> int:
+    import os
+
+    return os.cpu_count() or 1
