@@ -88,6 +88,10 @@ class SyntheticBackend:
                     delay = start + i * self.interval_s - loop.time()
                     if delay > 0:
                         await asyncio.sleep(delay)
+                elif i:
+                    # As fast as possible, but yielding between deltas as a real upstream does: a backend that
+                    # never yields would hold the event loop (and every other stream) for its whole answer.
+                    await asyncio.sleep(0)
                 yield TextDelta(next(pieces))
             yield UsageEvent(input_tokens=sum(len(m.content.split()) for m in messages), output_tokens=limit)
             yield FinishEvent("length" if limit < total else "stop")
