@@ -145,6 +145,7 @@ class _Run:
     started: bool = False
     cancel_requested: bool = False
     finishing: bool = False  # the backend is done; the run is recording its end and must not be interrupted
+    lost: bool = False  # ended by another instance (this one was taken for dead): stop, record nothing
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -316,6 +317,13 @@ class RunManager:
             log.debug("run %s: cancel requested by another instance", run_id)
             self._cancel(run)
 
+    def run_lost(self, run_id: str) -> None:
+        run = self._runs.get(run_id)
+        if run is not None and not run.done.is_set():
+            log.warning("run %s: ended by another instance (this one was taken for dead); stopping", run_id)
+            run.lost = True
+            self._cancel(run)
+
     def viewers_gone(self, run_id: str) -> None:
         run = self._runs.get(run_id)
         if run is not None and not run.done.is_set():
@@ -457,6 +465,7 @@ class RunManager:
             await self._append_quietly(run_id, error)
         finally:
             run.finishing = True
+            closed = closed or run.lost
             # History first, then the finish event: a client that saw "done" and sends a follow-up at once
             # must find this answer in the conversation.
             if self.on_finish is not None and not closed:

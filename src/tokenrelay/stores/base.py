@@ -49,6 +49,10 @@ class StoreListener(Protocol):
         """The last viewer of a run this instance drives left, on another instance."""
         ...
 
+    def run_lost(self, run_id: str) -> None:
+        """Another instance ended a run this one drives (it took this one for dead): stop it, record nothing."""
+        ...
+
     def run_interrupted(self, info: RunInfo, events: Sequence[StoredEvent]) -> None:
         """This instance found a run's owner dead and ended the run (``events`` is the whole log, ending included)."""
         ...

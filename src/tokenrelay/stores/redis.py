@@ -194,6 +194,7 @@ class RedisRunStore:
         self.liveness_s = liveness_s
         self.running_ttl_s = running_ttl_s
         self.cache_s = cache_s
+        self.finish_timeout_s = 10.0
         self.instance_id = secrets.token_hex(8)
         self._redis: aioredis.Redis = client or aioredis.Redis.from_url(url, decode_responses=False)
         self._append_sha = ""  # loaded in start(); the flusher calls EVALSHA itself to keep one round trip
@@ -302,7 +303,11 @@ class RedisRunStore:
             lg.finishing = asyncio.get_running_loop().create_future()
             self._dirty[run_id] = lg
             self._wakeup.set()
-        await asyncio.shield(lg.finishing)
+        if not self._tasks:
+            return  # closed (or never started): nothing will write it; the run's keys expire by themselves
+        # Bounded: a run must be able to end (and its instance to shut down) while Redis is unreachable.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(lg.finishing), self.finish_timeout_s)
 
     async def _flusher(self) -> None:
         backoff = 0.05
@@ -387,6 +392,8 @@ class RedisRunStore:
         if lg.finishing is not None and not lg.finishing.done():
             lg.finishing.set_result(None)
         lg.wake()
+        if self._listener is not None:
+            self._listener.run_lost(lg.info.run_id)
 
     # reading (any instance)
 
@@ -603,4 +610,20 @@ class RedisRunStore:
             self._sweep()
 
     async def _refresh_liveness(self) -> None:
-        await self._redis.set(self._instance_key(self.instance_id), b"1", px=int(self.liveness_s * 1000))
+        key = self._instance_key(self.instance_id)
+        ttl = int(self.liveness_s * 1000)
+        if await self._redis.set(key, b"1", px=ttl, xx=True):
+            return
+        # The mark had expired (a first start, or this instance was silent too long and may have been taken for
+        # dead): set it again, then stop driving the runs that another instance has ended meanwhile.
+        await self._redis.set(key, b"1", px=ttl)
+        owned = [lg for lg in self._logs.values() if lg.owned and lg.info.status == "running"]
+        if not owned:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for lg in owned:
+                pipe.hget(self._meta_key(lg.info.run_id), "status")
+            statuses = await pipe.execute()
+        for lg, status in zip(owned, statuses, strict=True):
+            if status is None or _str(status) != "running":
+                self._close_log(lg)

@@ -1,0 +1,70 @@
+"""A TCP proxy that can cut connections: what a phone switching networks or a proxy's idle timeout does to a stream."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+
+class CuttingProxy:
+    """Forwards 127.0.0.1:<port> to ``target``; ``cut_next(n)`` makes the next connections drop after ``n`` bytes
+    from the server (headers included), abruptly, as a network does."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self._cuts: list[int] = []
+        self.connections = 0
+        self.cut = 0
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    def cut_next(self, after_bytes: int, times: int = 1) -> None:
+        self._cuts.extend([after_bytes] * times)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        limit = self._cuts.pop(0) if self._cuts else None
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.close()
+            return
+        self._writers |= {writer, up_writer}
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, counted: bool) -> None:
+            sent = 0
+            with contextlib.suppress(OSError, asyncio.CancelledError):
+                while data := await src.read(65536):
+                    if counted and limit is not None and sent + len(data) > limit:
+                        dst.write(data[: limit - sent])
+                        await dst.drain()
+                        self.cut += 1
+                        break
+                    sent += len(data)
+                    dst.write(data)
+                    await dst.drain()
+
+        tasks = [
+            asyncio.create_task(pump(reader, up_writer, False)),
+            asyncio.create_task(pump(up_reader, writer, True)),
+        ]
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in tasks:
+            task.cancel()
+        for w in (writer, up_writer):
+            # Abort rather than close: a cut network sends no orderly end.
+            w.transport.abort()
+            self._writers.discard(w)
+
+    @asynccontextmanager
+    async def serve(self) -> AsyncIterator[str]:
+        server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            server.close()
+            for w in list(self._writers):
+                w.transport.abort()
+            await server.wait_closed()

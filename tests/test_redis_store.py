@@ -1,0 +1,246 @@
+"""The Redis run store against the real Redis: two stores in one process stand for two instances."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+
+from tests.conftest import REDIS_URL, wait_for_async
+from tokenrelay.backends import Message, Pause, ScriptedBackend
+from tokenrelay.events import ErrorEvent, FinishEvent, TextDelta, UsageEvent
+from tokenrelay.runs import HEARTBEAT, RunManager, RunOutcome
+from tokenrelay.stores import RunInfo, StoredEvent
+from tokenrelay.stores.base import RunClosedError
+
+HELLO = [Message("user", "hello")]
+
+
+@asynccontextmanager
+async def instance(prefix: str, **options: float) -> AsyncIterator[object]:
+    from tokenrelay.stores.redis import RedisRunStore
+
+    store = RedisRunStore(REDIS_URL, prefix=prefix, **options)
+    await store.start()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def collect(manager: RunManager, run_id: str, after: int = 0) -> list[StoredEvent]:
+    out: list[StoredEvent] = []
+    sub = await manager.subscribe(run_id, after)
+    try:
+        async for item in sub:
+            if item is not HEARTBEAT:
+                assert isinstance(item, list)
+                out.extend(item)
+    finally:
+        await sub.aclose()
+    return out
+
+
+def texts(events: list[StoredEvent]) -> str:
+    return "".join(e.event.text for e in events if isinstance(e.event, TextDelta))
+
+
+def info(run_id: str) -> RunInfo:
+    return RunInfo(run_id, "u", "c", "test", 0.0)
+
+
+async def test_ids_are_the_stream_ids_and_reads_are_exact_on_every_instance(redis_prefix: str) -> None:
+    async with instance(redis_prefix) as a, instance(redis_prefix) as b:
+        await a.create(info("r1"))  # type: ignore[attr-defined]
+        assert await a.append("r1", [TextDelta("a"), TextDelta("b")]) == 2  # type: ignore[attr-defined]
+        assert await a.append("r1", [UsageEvent(1, 2)]) == 3  # type: ignore[attr-defined]
+        await a.append("r1", [FinishEvent("stop")])  # type: ignore[attr-defined]
+        await a.finish("r1")  # type: ignore[attr-defined]
+        for store in (a, b):
+            for after in range(5):
+                got = await store.read("r1", after, 1)  # type: ignore[attr-defined]
+                assert [e.seq for e in got] == list(range(after + 1, 5))
+        got = await b.read("r1", 0, 1)  # type: ignore[attr-defined]
+        assert [e.event for e in got] == [TextDelta("a"), TextDelta("b"), UsageEvent(1, 2), FinishEvent("stop")]
+        remote = await b.get("r1")  # type: ignore[attr-defined]
+        assert remote is not None
+        assert (remote.status, remote.last_seq, remote.user_id) == ("finished", 4, "u")
+        # The stream's own ids are the sequence ids: exact on any instance, with no mapping to keep.
+        import redis.asyncio as aioredis
+
+        client = aioredis.Redis.from_url(REDIS_URL)
+        entries = await client.xrange(f"{redis_prefix}run:{{r1}}:events")
+        assert [e[0] for e in entries] == [b"0-1", b"0-2", b"0-3", b"0-4"]
+        # A finished run expires.
+        ttl = await client.pttl(f"{redis_prefix}run:{{r1}}:events")
+        assert 0 < ttl <= 600_000
+        assert 0 < await client.pttl(f"{redis_prefix}run:{{r1}}:meta") <= 600_000
+        await client.aclose()
+        assert await b.get("nope") is None  # type: ignore[attr-defined]
+        assert await b.read("nope", 0, 0.05) == []  # type: ignore[attr-defined]
+
+
+async def test_a_finished_run_expires_after_its_ttl(redis_prefix: str) -> None:
+    async with instance(redis_prefix, ttl_s=0.2, cache_s=0.0) as a, instance(redis_prefix) as b:
+        await a.create(info("r1"))  # type: ignore[attr-defined]
+        await a.append("r1", [FinishEvent()])  # type: ignore[attr-defined]
+        await a.finish("r1")  # type: ignore[attr-defined]
+        assert await b.get("r1") is not None  # type: ignore[attr-defined]
+
+        async def gone() -> bool:
+            return await b.get("r1") is None  # type: ignore[attr-defined,no-any-return]
+
+        for _ in range(100):
+            if await gone():
+                break
+            await asyncio.sleep(0.02)
+        assert await gone()
+
+
+async def test_a_reader_elsewhere_follows_live_and_appends_are_batched_without_delaying_the_first(
+    redis_prefix: str,
+) -> None:
+    script = [TextDelta(str(i)) for i in range(300)]
+    async with instance(redis_prefix) as a, instance(redis_prefix) as b:
+        manager_a = RunManager(ScriptedBackend([TextDelta("first"), Pause(0.05), *script]), a)  # type: ignore[arg-type]
+        manager_b = RunManager(ScriptedBackend([]), b)  # type: ignore[arg-type]
+        started = asyncio.get_running_loop().time()
+        run = await manager_a.start(HELLO, user_id="u", conversation_id="c")
+        sub = await manager_b.subscribe(run.run_id)
+        first = await asyncio.wait_for(sub.__anext__(), 5)
+        assert isinstance(first, list)
+        assert first[0] == StoredEvent(1, TextDelta("first"))
+        assert asyncio.get_running_loop().time() - started < 0.05  # not held back by any batching timer
+        rest = []
+        async for item in sub:
+            if isinstance(item, list):
+                rest.extend(item)
+        await sub.aclose()
+        assert texts(rest) == "".join(str(i) for i in range(300))
+        assert rest[-1] == StoredEvent(302, FinishEvent("stop"))
+        # 300 events appended back to back went out in far fewer round trips than events.
+        import redis.asyncio as aioredis
+
+        client = aioredis.Redis.from_url(REDIS_URL)
+        assert await client.xlen(f"{redis_prefix}run:{{{run.run_id}}}:events") == 302
+        await client.aclose()
+
+
+async def test_cancel_from_another_instance_stops_the_run_where_it_runs(redis_prefix: str) -> None:
+    backend = ScriptedBackend([TextDelta("a"), Pause(60)])
+    async with instance(redis_prefix) as a, instance(redis_prefix) as b:
+        manager_a = RunManager(backend, a, on_disconnect="detach")  # type: ignore[arg-type]
+        manager_b = RunManager(ScriptedBackend([]), b)  # type: ignore[arg-type]
+        run = await manager_a.start(HELLO, user_id="u", conversation_id="c")
+        await wait_for_async(lambda: backend.stats.started == 1, timeout=5, what="the run to start")
+        assert await asyncio.wait_for(manager_b.cancel(run.run_id), 5) is True
+        assert backend.cancelled.is_set()
+        events = await collect(manager_b, run.run_id)
+        assert events[-1].event == FinishEvent("cancelled")
+        assert await manager_b.cancel(run.run_id) is False  # finished: nothing to cancel
+        assert await manager_b.cancel("unknown") is False
+
+
+@pytest.mark.parametrize("policy", ["cancel", "detach"])
+async def test_the_last_viewer_leaving_another_instance_applies_the_owners_policy(
+    redis_prefix: str, policy: str
+) -> None:
+    backend = ScriptedBackend([TextDelta("a"), Pause(60)])
+    async with instance(redis_prefix) as a, instance(redis_prefix) as b, instance(redis_prefix) as c:
+        manager_a = RunManager(backend, a, on_disconnect=policy, detach_grace_s=0.2)  # type: ignore[arg-type]
+        manager_b = RunManager(ScriptedBackend([]), b)  # type: ignore[arg-type]
+        manager_c = RunManager(ScriptedBackend([]), c)  # type: ignore[arg-type]
+        run = await manager_a.start(HELLO, user_id="u", conversation_id="c")
+        on_b = await manager_b.subscribe(run.run_id)
+        on_c = await manager_c.subscribe(run.run_id)
+        assert await a.viewers(run.run_id) == 2  # type: ignore[attr-defined]
+        await asyncio.wait_for(on_b.__anext__(), 5)
+        await on_b.aclose()  # someone still watches on C: nothing happens
+        await asyncio.sleep(0.3)
+        assert not backend.cancelled.is_set()
+        await on_c.aclose()
+        await asyncio.wait_for(backend.cancelled.wait(), 5)
+        assert await a.viewers(run.run_id) == 0  # type: ignore[attr-defined]
+
+
+async def test_a_viewer_back_on_another_instance_within_the_grace_keeps_a_detached_run(redis_prefix: str) -> None:
+    backend = ScriptedBackend([TextDelta("a"), Pause(0.6), TextDelta("b"), FinishEvent()])
+    async with instance(redis_prefix) as a, instance(redis_prefix) as b:
+        manager_a = RunManager(backend, a, on_disconnect="detach", detach_grace_s=0.2)  # type: ignore[arg-type]
+        manager_b = RunManager(ScriptedBackend([]), b)  # type: ignore[arg-type]
+        run = await manager_a.start(HELLO, user_id="u", conversation_id="c")
+        first = await manager_a.subscribe(run.run_id)
+        await asyncio.wait_for(first.__anext__(), 5)
+        await first.aclose()  # the grace starts on A...
+        events = await asyncio.wait_for(collect(manager_b, run.run_id, after=1), 5)  # ...and the client is on B
+        assert texts(events) == "b"
+        assert not backend.cancelled.is_set()
+
+
+async def test_a_dead_owner_is_noticed_and_every_reader_sees_the_same_ending(redis_prefix: str) -> None:
+    outcomes: list[RunOutcome] = []
+
+    async def record(outcome: RunOutcome) -> None:
+        outcomes.append(outcome)
+
+    backend = ScriptedBackend([TextDelta("part"), Pause(60)])
+    async with instance(redis_prefix, liveness_s=0.6) as b, instance(redis_prefix, liveness_s=0.6) as c:
+        from tokenrelay.stores.redis import RedisRunStore
+
+        a = RedisRunStore(REDIS_URL, prefix=redis_prefix, liveness_s=0.6)
+        await a.start()
+        manager_a = RunManager(backend, a, on_disconnect="detach", on_finish=record)
+        manager_b = RunManager(ScriptedBackend([]), b, on_finish=record)  # type: ignore[arg-type]
+        manager_c = RunManager(ScriptedBackend([]), c, on_finish=record)  # type: ignore[arg-type]
+        run = await manager_a.start(HELLO, user_id="u", conversation_id="conv")
+        readers = [asyncio.create_task(collect(m, run.run_id)) for m in (manager_b, manager_c)]
+        await wait_for_async(lambda: backend.stats.started == 1, timeout=5, what="the run to start")
+        await asyncio.sleep(0.05)
+        # A "dies" for the others: it stops refreshing its liveness mark (a partition, a long pause).
+        keep_alive = next(t for t in a._tasks if t.get_name().endswith("liveness"))
+        keep_alive.cancel()
+        started = asyncio.get_running_loop().time()
+        endings = await asyncio.wait_for(asyncio.gather(*readers), 5)
+        assert asyncio.get_running_loop().time() - started < 2.5
+        for events in endings:
+            assert texts(events) == "part"
+            error, finish = events[-2].event, events[-1].event
+            assert isinstance(error, ErrorEvent)
+            assert (error.code, error.retryable) == ("interrupted", True)
+            assert finish == FinishEvent("error")
+        assert [e.seq for e in endings[0]] == [e.seq for e in endings[1]]
+        # One instance ended it, and saved what had been said.
+        await wait_for_async(lambda: len(outcomes) == 1, timeout=2, what="the partial answer to be saved")
+        await asyncio.sleep(0.1)
+        assert len(outcomes) == 1
+        assert (outcomes[0].text, outcomes[0].reason, outcomes[0].conversation_id) == ("part", "error", "conv")
+        # A was only presumed dead. When it can refresh its mark again it finds its run ended elsewhere and stops
+        # it, without writing or saving anything.
+        await a._refresh_liveness()
+        await asyncio.wait_for(backend.cancelled.wait(), 2)
+        await asyncio.wait_for(manager_a.wait(run.run_id), 2)
+        with pytest.raises(RunClosedError):
+            await a.append(run.run_id, [TextDelta("late")])
+        assert len(outcomes) == 1
+        events = await collect(manager_b, run.run_id)
+        assert events[-1].event == FinishEvent("error")
+        await a.close()
+
+
+async def test_a_run_nobody_reads_is_ended_by_the_first_reader_to_come(redis_prefix: str) -> None:
+    async with instance(redis_prefix, liveness_s=0.6) as b:
+        from tokenrelay.stores.redis import RedisRunStore
+
+        a = RedisRunStore(REDIS_URL, prefix=redis_prefix, liveness_s=0.6)
+        await a.start()
+        await a.create(info("orphan"))
+        await a.append("orphan", [TextDelta("x")])
+        await wait_for_async(lambda: a._logs["orphan"].events, timeout=2, what="the append to reach Redis")
+        for task in a._tasks:
+            task.cancel()
+        await a._redis.delete(a._instance_key(a.instance_id))  # as if its mark had expired
+        events = await asyncio.wait_for(collect(RunManager(ScriptedBackend([]), b), "orphan"), 5)  # type: ignore[arg-type]
+        assert [e.event.type for e in events] == ["text-delta", "error", "finish"]
+        await a._redis.aclose()
