@@ -10,10 +10,14 @@ from contextlib import asynccontextmanager
 
 class CuttingProxy:
     """Forwards 127.0.0.1:<port> to ``target``; ``cut_next(n)`` makes the next connections drop after ``n`` bytes
-    from the server (headers included), abruptly, as a network does."""
+    from the server (headers included), abruptly, as a network does.
 
-    def __init__(self, target_host: str, target_port: int) -> None:
-        self.target = (target_host, target_port)
+    With ``also``, connections go round-robin to the targets, as behind a load balancer: connection 1 to the first,
+    connection 2 to the next...
+    """
+
+    def __init__(self, target_host: str, target_port: int, *, also: list[tuple[str, int]] | None = None) -> None:
+        self.targets = [(target_host, target_port), *(also or [])]
         self._cuts: list[int] = []
         self.connections = 0
         self.cut = 0
@@ -23,10 +27,11 @@ class CuttingProxy:
         self._cuts.extend([after_bytes] * times)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        target = self.targets[self.connections % len(self.targets)]
         self.connections += 1
         limit = self._cuts.pop(0) if self._cuts else None
         try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
+            up_reader, up_writer = await asyncio.open_connection(*target)
         except OSError:
             writer.close()
             return

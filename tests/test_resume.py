@@ -50,7 +50,8 @@ def text(data: list[dict[str, object]]) -> str:
 
 
 async def test_resume_after_every_event_id_gives_exactly_the_rest() -> None:
-    async with serve(paced(0)) as (url, _), httpx.AsyncClient(base_url=url) as client:
+    # Every integer cursor is tried, also ids that a coalesced frame would hide: stream one frame per event.
+    async with serve(paced(0), coalesce_max_ms=0) as (url, _), httpx.AsyncClient(base_url=url) as client:
         async with client.stream("POST", "/api/chat/stream", json={"message": "hi"}) as r:
             run_id = r.headers["x-run-id"]
             full = [e for e in await read_stream(r) if isinstance(e, ServerSentEvent)]
@@ -126,7 +127,8 @@ async def test_cancel_policy_a_resumed_viewer_keeps_the_run_alive_until_it_leave
     async with serve(backend) as (url, relay), httpx.AsyncClient(base_url=url) as client:
         async with client.stream("POST", "/api/chat/stream", json={"message": "hi"}) as r:
             run_id = r.headers["x-run-id"]
-            await anext(aiter_events(r))
+            reading = aiter_events(r)  # kept: a dropped generator closes its response, which is a disconnect
+            await anext(reading)
             async with client.stream("GET", f"/api/runs/{run_id}/stream", headers={"last-event-id": "1"}) as again:
                 assert again.status_code == 200
                 await wait_for_async(lambda: relay.runs.subscribers == 2, timeout=5, what="two viewers")
