@@ -16,6 +16,8 @@ Schema (``messages.user_id`` repeats the owner so that every query filters on th
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -95,6 +97,17 @@ def normalize_url(url: str) -> str:
     return parsed.set(drivername=name).render_as_string(hide_password=False) if name else url
 
 
+_MIGRATION_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+def _migration_lock() -> asyncio.Lock:
+    loop = asyncio.get_running_loop()
+    lock = _MIGRATION_LOCKS.get(loop)
+    if lock is None:
+        lock = _MIGRATION_LOCKS[loop] = asyncio.Lock()
+    return lock
+
+
 def _when(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
 
@@ -161,7 +174,9 @@ class SQLHistory:
             await self.migrate()
 
     async def migrate(self, revision: str = "head") -> None:
-        async with self.engine.connect() as conn:
+        # Alembic keeps its context in module globals, so one process migrates one database at a time; across
+        # processes, PostgreSQL's advisory lock (env.py) does the same.
+        async with _migration_lock(), self.engine.connect() as conn:
             await conn.run_sync(run_migrations, revision)
             await conn.commit()
 
