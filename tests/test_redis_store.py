@@ -244,3 +244,13 @@ async def test_a_run_nobody_reads_is_ended_by_the_first_reader_to_come(redis_pre
         events = await asyncio.wait_for(collect(RunManager(ScriptedBackend([]), b), "orphan"), 5)  # type: ignore[arg-type]
         assert [e.event.type for e in events] == ["text-delta", "error", "finish"]
         await a._redis.aclose()
+
+
+async def test_the_use_chat_index_is_shared_by_every_instance(redis_prefix: str) -> None:
+    async with instance(redis_prefix) as a, instance(redis_prefix) as b:
+        on_a, on_b = a.chat_run_index(), b.chat_run_index()  # type: ignore[attr-defined]
+        assert await on_b.get("ann", "chat") is None
+        await on_a.set("ann", "chat", "run-1")
+        assert await on_b.get("ann", "chat") == "run-1"
+        assert await on_b.get("ann:chat", "") is None  # ids cannot run into each other
+        assert await on_b.get("bob", "chat") is None

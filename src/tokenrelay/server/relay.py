@@ -114,7 +114,9 @@ class Relay:
             "openai": OpenAIChatProtocol(model_id(backend.describe(), backend.name)),
         }
         # useChat's resume asks for a chat's stream, not a run's: the latest run started for each chat.
-        self.chat_runs: ChatRunIndex = MemoryChatRunIndex()
+        # With a shared store the index is shared too (a useChat resume may reach any instance).
+        make_index = getattr(self.store, "chat_run_index", None)
+        self.chat_runs: ChatRunIndex = make_index() if make_index is not None else MemoryChatRunIndex()
         self._stateless: set[str] = set()  # conversations that are not history (OpenAI's stateless API)
         self.runs = RunManager(
             backend,

@@ -60,7 +60,7 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError("the Redis run store needs the 'redis' extra: pip install 'tokenrelay[redis]'") from exc
 
-__all__ = ["RedisRunStore"]
+__all__ = ["RedisChatRunIndex", "RedisRunStore"]
 
 log = logging.getLogger("tokenrelay.stores.redis")
 
@@ -239,6 +239,10 @@ class RedisRunStore:
 
     def attach(self, listener: StoreListener) -> None:
         self._listener = listener
+
+    def chat_run_index(self) -> RedisChatRunIndex:
+        """The useChat chat → run index, in the same Redis, so a resume works on any instance."""
+        return RedisChatRunIndex(self)
 
     async def close(self) -> None:
         self._closing = True
@@ -627,3 +631,25 @@ class RedisRunStore:
         for lg, status in zip(owned, statuses, strict=True):
             if status is None or _str(status) != "running":
                 self._close_log(lg)
+
+
+class RedisChatRunIndex:
+    """useChat's chat → latest run index, shared by every instance (``server.chat_runs.ChatRunIndex``).
+
+    One string key per (user, chat), expiring with the run it points to: after that there is nothing to resume.
+    """
+
+    def __init__(self, store: RedisRunStore) -> None:
+        self._store = store
+
+    def _key(self, user_id: str, chat_id: str) -> str:
+        # Lengths first, so that no pair of ids can collide with another once joined.
+        return f"{self._store.prefix}chat:{len(user_id)}:{user_id}:{chat_id}"
+
+    async def get(self, user_id: str, chat_id: str) -> str | None:
+        raw = await self._store._redis.get(self._key(user_id, chat_id))
+        return _str(raw) if raw is not None else None
+
+    async def set(self, user_id: str, chat_id: str, run_id: str) -> None:
+        ttl = int((self._store.running_ttl_s + self._store.ttl_s) * 1000)
+        await self._store._redis.set(self._key(user_id, chat_id), run_id, px=ttl)
