@@ -329,7 +329,7 @@ class RunManager:
         if run is not None and not run.done.is_set():
             self._chore(self._apply_policy_if_unwatched(run))
 
-    def run_interrupted(self, info: RunInfo, events: Sequence[StoredEvent]) -> None:
+    async def run_interrupted(self, info: RunInfo, events: Sequence[StoredEvent]) -> None:
         """This instance ended a run whose owner died: save what it had said, as the owner would have."""
         if self.on_finish is None:
             return
@@ -337,7 +337,7 @@ class RunManager:
         error = next((e.event for e in reversed(events) if isinstance(e.event, ErrorEvent)), None)
         usage = next((e.event for e in reversed(events) if isinstance(e.event, UsageEvent)), None)
         outcome = RunOutcome(info.run_id, info.user_id, info.conversation_id, text, "error", usage, error)
-        self._chore(self._report(outcome))
+        await self._report(outcome)
 
     def _chore(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)

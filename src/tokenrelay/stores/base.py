@@ -53,8 +53,11 @@ class StoreListener(Protocol):
         """Another instance ended a run this one drives (it took this one for dead): stop it, record nothing."""
         ...
 
-    def run_interrupted(self, info: RunInfo, events: Sequence[StoredEvent]) -> None:
-        """This instance found a run's owner dead and ended the run (``events`` is the whole log, ending included)."""
+    async def run_interrupted(self, info: RunInfo, events: Sequence[StoredEvent]) -> None:
+        """This instance found a run's owner dead and ended the run (``events`` is the whole log, ending included).
+
+        Awaited before this instance's readers see the ending, so history is written before "done", as by an owner.
+        """
         ...
 
 

@@ -535,7 +535,7 @@ class RedisRunStore:
             log.warning("run %s: its instance %s is gone; ended it as interrupted", run_id, lg.owner)
             events = [StoredEvent(i + 1, e) for i, e in enumerate(lg.events)]
             events += [StoredEvent(int(last) - 1, error), StoredEvent(int(last), FinishEvent("error"))]
-            self._listener.run_interrupted(lg.info, events)
+            await self._listener.run_interrupted(lg.info, events)
 
     def _sweep(self) -> None:
         """Forget local copies of finished runs that have had their time (Redis still has them until the TTL)."""
