@@ -153,6 +153,7 @@ async def test_failed_run_without_streaming_is_an_http_error() -> None:
         ({"model": "m", "messages": [{"role": "wizard", "content": "Hi"}]}, "messages.0.role"),
         ({"model": "m", "messages": [{"role": "user", "content": "Hi"}], "n": 2}, "n"),
         ({"model": "m", "messages": [{"role": "user", "content": "Hi"}], "temperature": 3}, "temperature"),
+        ({"model": "m", "messages": [{"role": "user", "content": "Hi"}], "user": "two words"}, "user"),
     ],
 )
 async def test_bad_requests_get_openais_error_shape(body: dict[str, Any], param: str) -> None:

@@ -26,6 +26,7 @@ from tokenrelay.protocols.openai_chat import CompletionBuilder, OpenAIChatEncode
 from tokenrelay.runs import HEARTBEAT, RunLimitError
 from tokenrelay.server.auth import UserResolver
 from tokenrelay.server.relay import Relay
+from tokenrelay.server.routes import ID_PATTERN
 from tokenrelay.server.sse_response import SSEResponse
 from tokenrelay.stores.base import RunInfo
 
@@ -67,7 +68,7 @@ class ChatCompletionRequest(BaseModel):
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
     n: Literal[1] | None = None
-    user: str | None = Field(None, min_length=1, max_length=256)
+    user: str | None = Field(None, min_length=1, max_length=256, pattern=ID_PATTERN)
 
     def conversation(self) -> list[Message]:
         out: list[Message] = []
