@@ -12,7 +12,7 @@ ARGS   ?=
 STATIC := src/tokenrelay/server/static/index.html
 WEB_SOURCES := $(shell find web/src web/index.html web/vite.config.ts web/package.json -type f 2>/dev/null)
 
-.PHONY: run test install install-dev web web-deps browser lint typecheck pytest webtest compattest bench clean
+.PHONY: run test install install-dev web web-deps browser services lint typecheck pytest webtest compattest bench clean
 
 run: install web
 	$(BIN)/tokenrelay serve --host $(HOST) --port $(PORT) $(ARGS)
@@ -62,7 +62,11 @@ lint: install-dev
 typecheck: install-dev
 	$(BIN)/mypy
 
-pytest: install-dev
+# Redis and PostgreSQL for the store and history tests (started, or installed from Debian, when missing).
+services:
+	@bash scripts/services.sh
+
+pytest: install-dev services
 	$(BIN)/pytest
 
 webtest: web-deps
