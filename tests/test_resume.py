@@ -155,7 +155,7 @@ def check_unbroken(events: list[object]) -> str:
 
 
 async def test_the_client_resumes_a_cut_stream_by_itself() -> None:
-    async with serve(paced(), on_disconnect="detach") as (url, _), behind_proxy(url) as (proxied, proxy):
+    async with serve(paced(), on_disconnect="detach", retry_ms=20) as (url, _), behind_proxy(url) as (proxied, proxy):
         proxy.cut_next(450, times=3)  # the POST and the first two resumes are each cut after a few frames
         async with AsyncClient(proxied, resume=Resume(backoff_s=0.01)) as client:
             events = [e async for e in client.stream_chat("hi")]
@@ -165,7 +165,7 @@ async def test_the_client_resumes_a_cut_stream_by_itself() -> None:
 
 
 async def test_the_sync_client_resumes_too() -> None:
-    async with serve(paced(), on_disconnect="detach") as (url, _), behind_proxy(url) as (proxied, proxy):
+    async with serve(paced(), on_disconnect="detach", retry_ms=20) as (url, _), behind_proxy(url) as (proxied, proxy):
         proxy.cut_next(450)
 
         def run() -> list[object]:
@@ -178,7 +178,10 @@ async def test_the_sync_client_resumes_too() -> None:
 
 
 async def test_the_client_gives_up_after_its_retries_with_what_it_had() -> None:
-    async with serve(paced(0.02), on_disconnect="detach") as (url, _), behind_proxy(url) as (proxied, proxy):
+    async with (
+        serve(paced(0.02), on_disconnect="detach", retry_ms=20) as (url, _),
+        behind_proxy(url) as (proxied, proxy),
+    ):
         proxy.cut_next(450)
         proxy.cut_next(0, times=10)  # every resume dies before a byte
         async with AsyncClient(proxied, resume=Resume(max_retries=2, backoff_s=0.01)) as client:
