@@ -86,7 +86,10 @@ def serve(overrides: dict[str, Any]) -> None:
         _die(exc.message, 1)
     except ValueError as exc:
         _die(str(exc), 1)
-    app = create_app(settings, backend)
+    try:
+        app = create_app(settings, backend)
+    except (ImportError, ValueError) as exc:
+        _die(str(exc), 1)  # a missing extra (--store redis without redis), a bad tokens file
     print(f"tokenrelay: {settings.backend} backend on http://{settings.host}:{settings.port}", file=sys.stderr)
     uvicorn.run(
         app,
