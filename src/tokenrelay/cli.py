@@ -86,6 +86,8 @@ def serve(overrides: dict[str, Any]) -> None:
         _die(exc.message, 1)
     except ValueError as exc:
         _die(str(exc), 1)
+    if settings.store == "redis":
+        _check_redis(settings.redis_url)
     try:
         app = create_app(settings, backend)
     except (ImportError, ValueError) as exc:
@@ -98,6 +100,21 @@ def serve(overrides: dict[str, Any]) -> None:
         log_level=settings.log_level,
         timeout_graceful_shutdown=3,
     )
+
+
+def _check_redis(url: str) -> None:
+    """Fail at start, with one line, when the Redis of --store redis cannot be reached."""
+    try:
+        import redis
+    except ImportError:
+        _die("--store redis needs the 'redis' extra: pip install 'tokenrelay[redis]'", 1)
+    client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        _die(f"--redis-url: cannot reach Redis: {exc}", 1)  # not the URL itself: it may hold a password
+    finally:
+        client.close()
 
 
 def chat(url: str, message: str | None, user_id: str | None, conversation_id: str | None) -> int:
