@@ -254,3 +254,21 @@ async def test_the_use_chat_index_is_shared_by_every_instance(redis_prefix: str)
         assert await on_b.get("ann", "chat") == "run-1"
         assert await on_b.get("ann:chat", "") is None  # ids cannot run into each other
         assert await on_b.get("bob", "chat") is None
+
+
+async def test_one_blocked_read_follows_many_runs_and_takes_new_ones_at_once(redis_prefix: str) -> None:
+    async with instance(redis_prefix) as a, instance(redis_prefix) as b:
+        manager_a = RunManager(ScriptedBackend([Pause(0.3), TextDelta("x"), FinishEvent()]), a)  # type: ignore[arg-type]
+        manager_b = RunManager(ScriptedBackend([]), b)  # type: ignore[arg-type]
+        first = await manager_a.start(HELLO, user_id="u", conversation_id="c")
+        following = asyncio.create_task(collect(manager_b, first.run_id))
+        await wait_for_async(lambda: b._readers, timeout=2, what="a tail reader")  # type: ignore[attr-defined]
+        await asyncio.sleep(0.05)  # its XREAD is blocked now, for a second at most
+        loop = asyncio.get_running_loop()
+        runs = [await manager_a.start(HELLO, user_id="u", conversation_id="c") for _ in range(299)]
+        started = loop.time()
+        results = await asyncio.wait_for(asyncio.gather(*(collect(manager_b, r.run_id) for r in runs)), 10)
+        assert loop.time() - started < 0.9  # not one poll interval per run: the wake-up stream cut the wait short
+        assert all(texts(events) == "x" for events in results)
+        assert texts(await following) == "x"
+        assert len(b._readers) <= 2  # type: ignore[attr-defined]

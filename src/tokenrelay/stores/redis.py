@@ -23,10 +23,12 @@ dropped connection neither loses nor duplicates events.
 
 Reads. Events become visible to this instance's readers only once Redis has them, so a client can never hold an
 id that another instance does not know about. Readers of a run this instance drives are served from memory and
-woken by the flusher. For a run driven elsewhere, one tail task per run and instance follows the stream with
-``XREAD BLOCK`` and fans out to every local reader, so a thousand viewers of a run cost one blocked read.
+woken by the flusher. Runs driven elsewhere are followed by this instance's tail readers, each one ``XREAD BLOCK``
+over up to 256 streams, which fans out to every local reader: a thousand viewers of a run cost one stream in one
+blocked read, and a thousand runs four connections, not a thousand.
 
-Death. Between two reads the tail checks the owner's liveness mark; when it has expired, the ``INTERRUPT`` script
+Death. When a followed stream has been quiet for a third of ``liveness_s``, the tail reader checks its owner's
+liveness mark (one ``EXISTS`` per owner for all its quiet streams); when it has expired, the ``INTERRUPT`` script
 appends ``ErrorEvent("interrupted", retryable=True)`` and ``FinishEvent("error")`` and marks the run finished,
 atomically and only if it is still running. So exactly one instance ends the run and every reader everywhere sees
 the same ending; that instance also saves the partial answer to the history (``StoreListener.run_interrupted``).
@@ -140,9 +142,12 @@ class _Log:
     inflight: int = 0
     finishing: asyncio.Future[None] | None = None
     closed: bool = False
-    # Runs driven elsewhere: the task following the stream, and when a reader last came by (for eviction).
-    tail: asyncio.Task[None] | None = None
+    # Runs driven elsewhere: the reader that follows the stream, when a reader last came by (for eviction), when
+    # the stream last moved and when its owner was last checked (monotonic).
+    tail: _Tails | None = None
     touched: float = 0.0
+    moved: float = 0.0
+    checked: float = 0.0
     expires: float = 0.0  # finished runs: when to drop this copy (monotonic)
 
     def wake(self) -> None:
@@ -150,6 +155,23 @@ class _Log:
         for fut in waiters:
             if not fut.done():
                 fut.set_result(None)
+
+
+@dataclass(slots=True, eq=False)
+class _Tails:
+    """One blocking ``XREAD`` following up to ``_TAILS_PER_READER`` runs driven elsewhere, for this instance.
+
+    A run added while the read is blocked would wait for it to time out; instead the adder appends to the reader's
+    own wake-up stream, which is among the keys read, so the read returns at once and starts again with the new run.
+    """
+
+    wake_key: str
+    logs: dict[str, _Log] = field(default_factory=dict)  # events key → log
+    wake_cursor: str = "0-0"
+    task: asyncio.Task[None] | None = None
+
+
+_TAILS_PER_READER = 256
 
 
 def _wake_one(fut: asyncio.Future[None]) -> None:
@@ -175,6 +197,7 @@ class RedisRunStore:
     ``liveness_s`` is how long an instance may go silent before other instances take it for dead and end its runs
     with an ``interrupted`` error; it refreshes its mark three times per period. ``ttl_s`` is how long a finished
     run stays readable. ``cache_s`` is how long a finished run's events stay in this instance's memory too.
+    ``max_connections`` bounds this instance's connections to Redis.
     """
 
     def __init__(
@@ -186,6 +209,7 @@ class RedisRunStore:
         liveness_s: float = 3.0,
         running_ttl_s: float = 24 * 3600.0,
         cache_s: float = 30.0,
+        max_connections: int = 200,
         client: aioredis.Redis | None = None,
     ) -> None:
         self.url = url
@@ -196,7 +220,12 @@ class RedisRunStore:
         self.cache_s = cache_s
         self.finish_timeout_s = 10.0
         self.instance_id = secrets.token_hex(8)
-        self._redis: aioredis.Redis = client or aioredis.Redis.from_url(url, decode_responses=False)
+        # A blocking pool: a burst of readers waits for a connection instead of failing. Few are held for long
+        # (one per tail reader, one for the inbox), so the bound is on bursts of short commands.
+        if client is None:
+            pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=30)
+            client = aioredis.Redis(connection_pool=pool)
+        self._redis: aioredis.Redis = client
         self._append_sha = ""  # loaded in start(); the flusher calls EVALSHA itself to keep one round trip
         self._interrupt_script = self._redis.register_script(_INTERRUPT)
         self._viewers_script = self._redis.register_script(_VIEWERS)
@@ -206,6 +235,7 @@ class RedisRunStore:
         self._dirty: dict[str, _Log] = {}
         self._wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._readers: list[_Tails] = []
         self._closing = False
 
     # keys
@@ -252,7 +282,7 @@ class RedisRunStore:
                 while self._dirty:
                     self._wakeup.set()
                     await asyncio.sleep(0.005)
-        tasks = self._tasks + [lg.tail for lg in self._logs.values() if lg.tail is not None]
+        tasks = self._tasks + [r.task for r in self._readers if r.task is not None]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -262,7 +292,7 @@ class RedisRunStore:
         for lg in self._logs.values():
             lg.wake()
         with contextlib.suppress(Exception):
-            await self._redis.delete(self._instance_key(self.instance_id))
+            await self._redis.delete(self._instance_key(self.instance_id), *(r.wake_key for r in self._readers))
         await self._redis.aclose()
 
     # writing (the owner)
@@ -473,59 +503,108 @@ class RedisRunStore:
         info, owner = self._info(run_id, raw)
         lg = _Log(info, owner, owned=False, events=[_load(fields[b"e"]) for _, fields in entries])
         lg.touched = time.monotonic()
+        self._sweep()
+        self._logs[run_id] = lg
         if info.status == "finished":
             lg.expires = time.monotonic() + self.cache_s
         else:
-            lg.tail = asyncio.create_task(self._tail(lg), name=f"tokenrelay-tail-{run_id}")
-        self._sweep()
-        self._logs[run_id] = lg
+            await self._follow(lg)
         return lg
 
-    async def _tail(self, lg: _Log) -> None:
-        """Follow a run driven elsewhere until it finishes, waking this instance's readers."""
-        run_id = lg.info.run_id
-        key = self._events_key(run_id)
-        poll_ms = max(10, int(self.liveness_s * 1000 / 3))
+    async def _follow(self, lg: _Log) -> None:
+        """Have one of this instance's blocking readers follow ``lg`` (a run driven elsewhere)."""
+        lg.moved = lg.checked = time.monotonic()
+        reader = next((r for r in self._readers if len(r.logs) < _TAILS_PER_READER), None)
+        if reader is None:
+            reader = _Tails(f"{self.prefix}wake:{self.instance_id}:{secrets.token_hex(4)}")
+            self._readers.append(reader)
+        reader.logs[self._events_key(lg.info.run_id)] = lg
+        lg.tail = reader
+        if reader.task is None or reader.task.done():
+            reader.task = asyncio.create_task(self._tail(reader), name="tokenrelay-redis-tail")
+        else:
+            with contextlib.suppress(RedisConnectionError, RedisTimeoutError, OSError):
+                # Cut the reader's blocked XREAD short, so that it starts reading this run at once.
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    pipe.xadd(reader.wake_key, {b"w": b"1"}, maxlen=16, approximate=False)
+                    pipe.pexpire(reader.wake_key, _INBOX_TTL_MS)
+                    await pipe.execute()
+
+    def _unfollow(self, reader: _Tails, key: str) -> None:
+        lg = reader.logs.pop(key)
+        lg.tail = None
+        if lg.info.status == "finished":
+            lg.expires = time.monotonic() + self.cache_s
+        else:
+            self._logs.pop(lg.info.run_id, None)  # nobody reads it here any more: forget it
+        lg.wake()
+
+    async def _tail(self, reader: _Tails) -> None:
+        """Follow some runs driven elsewhere until they finish, waking this instance's readers of them."""
+        poll_s = max(0.01, self.liveness_s / 3)
         try:
-            while lg.info.status == "running":
+            while reader.logs:
+                keys: dict[Any, Any] = {reader.wake_key: reader.wake_cursor}
+                keys.update((key, f"0-{len(lg.events)}") for key, lg in reader.logs.items())
                 try:
-                    reply: Any = await self._redis.xread({key: f"0-{len(lg.events)}"}, count=1000, block=poll_ms)
+                    reply: Any = await self._redis.xread(keys, count=1000, block=int(poll_s * 1000))
                 except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                    log.warning("run %s: cannot read from Redis: %s", run_id, exc)
-                    await asyncio.sleep(poll_ms / 1000)
+                    log.warning("cannot read runs from Redis: %s", exc)
+                    await asyncio.sleep(poll_s)
                     continue
-                if reply:
-                    for _, entries in reply:
-                        lg.events.extend(_load(fields[b"e"]) for _, fields in entries)
+                now = time.monotonic()
+                for raw_key, entries in reply or ():
+                    key = _str(raw_key)
+                    if key == reader.wake_key:
+                        reader.wake_cursor = _str(entries[-1][0])
+                        continue
+                    lg = reader.logs.get(key)
+                    if lg is None:
+                        continue
+                    lg.events.extend(_load(fields[b"e"]) for _, fields in entries)
                     lg.info.last_seq = len(lg.events)
+                    lg.moved = now
                     if lg.events and type(lg.events[-1]) is FinishEvent:
                         lg.info.status = "finished"
                         lg.info.finished_at = time.time()
                     lg.wake()
-                    continue
-                if not lg.waiters and time.monotonic() - lg.touched > self.cache_s:
-                    return  # nobody reads it here any more
-                await self._check_owner(lg)
+                for key, lg in list(reader.logs.items()):
+                    if lg.info.status == "finished" or (not lg.waiters and now - lg.touched > self.cache_s):
+                        self._unfollow(reader, key)
+                quiet = [lg for lg in reader.logs.values() if now - max(lg.moved, lg.checked) >= poll_s]
+                if quiet:
+                    await self._check_owners(quiet, now)
         finally:
-            lg.tail = None
-            lg.expires = time.monotonic() + (self.cache_s if lg.info.status == "finished" else 0)
-            if lg.info.status != "finished":
-                self._logs.pop(run_id, None)
-            lg.wake()
+            for key in list(reader.logs):
+                self._unfollow(reader, key)
+            if reader in self._readers:
+                self._readers.remove(reader)
 
-    async def _check_owner(self, lg: _Log) -> None:
-        """The stream was quiet: is its owner still alive? If not, end the run (once, whoever is first)."""
-        run_id = lg.info.run_id
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.exists(self._instance_key(lg.owner))
-            pipe.hget(self._meta_key(run_id), "status")
-            alive, status = await pipe.execute()
-        if status is None or _str(status) == "finished":
+    async def _check_owners(self, logs: list[_Log], now: float) -> None:
+        """These streams were quiet: are their owners still alive? End the runs of dead ones."""
+        owners = sorted({lg.owner for lg in logs})
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for owner in owners:
+                    pipe.exists(self._instance_key(owner))
+                for lg in logs:
+                    pipe.hget(self._meta_key(lg.info.run_id), "status")
+                replies = await pipe.execute()
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            log.warning("cannot check instances' liveness in Redis: %s", exc)
+            return
+        alive = dict(zip(owners, replies[: len(owners)], strict=True))
+        for lg, status in zip(logs, replies[len(owners) :], strict=True):
+            lg.checked = now
             if status is None:  # expired under us
                 lg.info.status = "finished"
-            return  # the next read picks up the finish event if there is one
-        if alive:
-            return
+                lg.wake()
+            elif _str(status) == "running" and not alive[lg.owner]:
+                await self._check_owner(lg)
+
+    async def _check_owner(self, lg: _Log) -> None:
+        """The run's owner is gone: end the run (once, whoever is first) and, if this instance did, save it."""
+        run_id = lg.info.run_id
         error = ErrorEvent("interrupted", "the instance running this answer stopped; ask again", retryable=True)
         last = await self._interrupt_script(
             keys=[self._meta_key(run_id), self._events_key(run_id)],
