@@ -177,3 +177,24 @@ def test_tokens_come_from_the_environment_flags_or_a_file(tmp_path: Path, monkey
     assert (args.auth_tokens, args.store, args.on_disconnect) == ({"t3": "cy"}, "redis", "detach")
     with pytest.raises(SystemExit):
         parser.parse_args(["--auth-tokens", "not json"])
+
+
+def test_the_chat_command_sends_a_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+    import sys
+
+    from tests.test_cli import start_server
+
+    monkeypatch.setenv("TOKENRELAY_AUTH_TOKENS", json.dumps(TOKENS))
+    proc, url = start_server("--synthetic-text", "Hello, alice.")
+    try:
+        command = [sys.executable, "-m", "tokenrelay", "chat", "--url", url, "hi"]
+        ok = subprocess.run([*command, "--token", "tok-alice"], capture_output=True, text=True, timeout=30)
+        refused = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout == "Hello, alice.\n"
+    assert refused.returncode == 1
+    assert "401" in refused.stderr

@@ -117,7 +117,9 @@ def _check_redis(url: str) -> None:
         client.close()
 
 
-def chat(url: str, message: str | None, user_id: str | None, conversation_id: str | None) -> int:
+def chat(
+    url: str, message: str | None, user_id: str | None, conversation_id: str | None, token: str | None = None
+) -> int:
     import httpx
 
     from tokenrelay.client import Client, Delta, Done, StreamError, TokenrelayError
@@ -143,7 +145,7 @@ def chat(url: str, message: str | None, user_id: str | None, conversation_id: st
             out.write("\n[stopped]\n")
         return new_conversation
 
-    with Client(url) as client:
+    with Client(url, token=token) as client:
         try:
             if message is not None:
                 ask(message)
@@ -175,12 +177,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     chat_parser.add_argument("--url", default=os.environ.get("TOKENRELAY_URL", "http://127.0.0.1:8000"))
     chat_parser.add_argument("--user-id", default=None)
     chat_parser.add_argument("--conversation-id", default=None)
+    chat_parser.add_argument(
+        "--token", default=os.environ.get("TOKENRELAY_TOKEN"), help="bearer token (env TOKENRELAY_TOKEN)"
+    )
     args = vars(parser.parse_args(argv))
     command = args.pop("command")
     if command == "serve":
         serve(args)
         return 0
-    return chat(args["url"], args["message"], args["user_id"], args["conversation_id"])
+    return chat(args["url"], args["message"], args["user_id"], args["conversation_id"], args["token"])
 
 
 if __name__ == "__main__":
