@@ -73,14 +73,22 @@ class EventStream:
     async def __anext__(self) -> bytes:
         if not self._opened:
             self._opened = True
-            prelude = self._retry + self._encoder.open()
+            prelude = self._encoder.open()
             if prelude:
-                return prelude
+                return self._with_retry(prelude)
         item = await self._subscription.__anext__()
         if item is HEARTBEAT:
-            return self._encoder.heartbeat()
-        assert isinstance(item, list)
-        return self._encoder.encode(item)
+            chunk = self._encoder.heartbeat()
+        else:
+            assert isinstance(item, list)
+            chunk = self._encoder.encode(item)
+        return self._with_retry(chunk) if self._retry else chunk
+
+    def _with_retry(self, chunk: bytes) -> bytes:
+        # The hint rides on the first write rather than going out alone before anything happened: the first thing
+        # a client receives is still the first event (or heartbeat).
+        retry, self._retry = self._retry, b""
+        return retry + chunk
 
     async def aclose(self) -> None:
         await self._subscription.aclose()
