@@ -92,6 +92,7 @@ def serve(overrides: dict[str, Any]) -> None:
         app = create_app(settings, backend)
     except (ImportError, ValueError) as exc:
         _die(str(exc), 1)  # a missing extra (--store redis without redis), a bad tokens file
+    _tune_gc()
     print(f"tokenrelay: {settings.backend} backend on http://{settings.host}:{settings.port}", file=sys.stderr)
     uvicorn.run(
         app,
@@ -100,6 +101,22 @@ def serve(overrides: dict[str, Any]) -> None:
         log_level=settings.log_level,
         timeout_graceful_shutdown=3,
     )
+
+
+def _tune_gc() -> None:
+    """Keep the cyclic garbage collector off the streaming path.
+
+    Thousands of open streams are hundreds of thousands of long-lived objects (tasks, frames, protocol state), and
+    with CPython's default thresholds the collector rescans them over and over: measured with 2,000 streams, it
+    took a third of the server's CPU. Everything loaded so far (modules, the app, the model) is frozen out of the
+    collector's sight, and collections run 30x less often. Reference counting still frees almost everything at once;
+    this only delays the collection of reference cycles.
+    """
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 10, 10)
 
 
 def _check_redis(url: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import secrets
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Sequence
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from tokenrelay.backends.base import Backend, BackendError, GenerateOptions, Message
+from tokenrelay.coalescing import Coalescer
 from tokenrelay.events import ErrorEvent, Event, FinishEvent, FinishReason, TextDelta, UsageEvent
 from tokenrelay.stores.base import RunClosedError, RunInfo, RunStore, StoredEvent
 
@@ -173,6 +175,7 @@ class RunManager:
         detach_grace_s: float = 30.0,
         max_active_runs: int = 10_000,
         coalesce_window_s: float = 0.0,
+        coalesce_max_s: float = 0.1,
         on_finish: Callable[[RunOutcome], Awaitable[None]] | None = None,
     ) -> None:
         self.backend = backend
@@ -182,6 +185,7 @@ class RunManager:
         self.detach_grace_s = detach_grace_s
         self.max_active_runs = max_active_runs
         self.coalesce_window_s = coalesce_window_s
+        self.coalescer = Coalescer(floor_s=coalesce_window_s, max_s=coalesce_max_s)
         self.on_finish = on_finish
         self._runs: dict[str, _Run] = {}
         self._chores: set[asyncio.Task[None]] = set()  # small background checks, kept so they are not collected
@@ -362,27 +366,35 @@ class RunManager:
 
     async def _follow(self, run_id: str, after: int) -> AsyncGenerator[list[StoredEvent] | Heartbeat, None]:
         loop = asyncio.get_running_loop()
-        window = self.coalesce_window_s
-        last_write = 0.0
+        store = self.store
+        read_coalesced = getattr(store, "read_coalesced", None)
+        coalescer = self.coalescer
+        last_write = -math.inf  # the first delta is never held
         cursor = after
-        while True:
-            if window:
-                # Optional floor between writes: after the first, wait out the window so more joins.
-                wait = last_write + window - loop.time()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-            batch = await self.store.read(run_id, cursor, self.heartbeat_s)
-            if not batch:
-                info = await self.store.get(run_id)
-                if info is None or info.status == "finished":
+        coalescer.stream_started()
+        try:
+            while True:
+                # Deltas that come within the window of the last write wait for its end and go out together.
+                until = last_write + coalescer.window_s
+                if until > loop.time():
+                    await coalescer.sleep_until(until)
+                if read_coalesced is not None:
+                    batch = await read_coalesced(run_id, cursor, self.heartbeat_s)
+                else:
+                    batch = coalesce(await store.read(run_id, cursor, self.heartbeat_s))
+                if not batch:
+                    info = await store.get(run_id)
+                    if info is None or info.status == "finished":
+                        return
+                    yield HEARTBEAT
+                    continue
+                cursor = batch[-1].seq
+                yield batch
+                last_write = loop.time()
+                if type(batch[-1].event) is FinishEvent:
                     return
-                yield HEARTBEAT
-                continue
-            cursor = batch[-1].seq
-            yield coalesce(batch)
-            last_write = loop.time()
-            if type(batch[-1].event) is FinishEvent:
-                return
+        finally:
+            coalescer.stream_ended()
 
     def _last_subscriber_left(self, run: _Run) -> None:
         if self.on_disconnect == "cancel":

@@ -134,6 +134,7 @@ class Relay:
             detach_grace_s=self.settings.detach_grace_s,
             max_active_runs=self.settings.max_active_runs,
             coalesce_window_s=self.settings.coalesce_ms / 1000,
+            coalesce_max_s=self.settings.coalesce_max_ms / 1000,
             on_finish=self._save_answer,
         )
         self.started_at = time.time()

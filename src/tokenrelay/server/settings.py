@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     detach_grace_s: float = Field(30.0, ge=0, description="with on_disconnect=detach: how long a run waits")
     run_ttl_s: float = Field(600.0, gt=0, description="how long a finished run's events stay readable")
     coalesce_ms: float = Field(0.0, ge=0, description="minimum gap between writes to one stream (0: adaptive)")
+    coalesce_max_ms: float = Field(
+        100.0, ge=0, description="longest gap the adaptive coalescing may put between writes to a stream (0: off)"
+    )
 
     # --- resume, many instances, history, authentication (README "Resume and many instances", "History",
     # "Authentication") ---

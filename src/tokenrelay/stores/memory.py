@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from tokenrelay.events import Event
+from tokenrelay.events import Event, TextDelta
 from tokenrelay.stores.base import RunInfo, StoredEvent, StoreListener
 
 __all__ = ["MemoryRunStore"]
@@ -17,22 +18,26 @@ __all__ = ["MemoryRunStore"]
 @dataclass(slots=True)
 class _Log:
     info: RunInfo
-    events: list[Event] = field(default_factory=list)
+    # A text delta is kept as its bare text: a run keeps all its events (for resumes) and text deltas are nearly all
+    # of them, so the 48-byte TextDelta wrapper would be most of what a long stream costs in memory. Reads rebuild it.
+    events: list[Event | str] = field(default_factory=list)
     viewers: int = 0
-    # Readers waiting for the next append. A bare future per waiter (with a call_later timeout) is much cheaper
-    # than asyncio.wait_for, which wraps every wait in a task: this path runs once per event per subscriber.
-    waiters: list[asyncio.Future[None]] = field(default_factory=list)
+    # Readers waiting for the next append, with their deadlines. A bare future per waiter is much cheaper than
+    # asyncio.wait_for (a task per wait), and the deadlines are enforced by one sweep timer per store rather than a
+    # timer per read: this path runs once per write per subscriber.
+    waiters: list[tuple[asyncio.Future[None], float]] = field(default_factory=list)
 
     def wake(self) -> None:
+        if not self.waiters:
+            return
         waiters, self.waiters = self.waiters, []
-        for fut in waiters:
+        for fut, _ in waiters:
             if not fut.done():
                 fut.set_result(None)
 
 
-def _wake_one(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
+def _stored(seq: int, item: Event | str) -> StoredEvent:
+    return StoredEvent(seq, TextDelta(item) if type(item) is str else item)  # type: ignore[arg-type]
 
 
 class MemoryRunStore:
@@ -48,6 +53,10 @@ class MemoryRunStore:
         self.max_finished = max_finished
         self._logs: dict[str, _Log] = {}
         self._finished: OrderedDict[str, float] = OrderedDict()  # run_id -> expiry, oldest first
+        self._waiting: dict[str, _Log] = {}  # logs that may have readers with a deadline
+        self._sweep: asyncio.TimerHandle | None = None
+        self._sweep_at = math.inf
+        self._slack = 0.25  # how late a deadline may be noticed: a tenth of the shortest timeout, at most 250 ms
 
     async def start(self) -> None:
         return None
@@ -66,8 +75,10 @@ class MemoryRunStore:
         log = self._logs[run_id]
         if log.info.status != "running":
             raise ValueError(f"run {run_id} is finished")
-        log.events.extend(events)
-        log.info.last_seq = len(log.events)
+        log_events = log.events
+        for event in events:
+            log_events.append(event.text if type(event) is TextDelta else event)
+        log.info.last_seq = len(log_events)
         log.wake()
         return log.info.last_seq
 
@@ -91,17 +102,83 @@ class MemoryRunStore:
         if log is None:
             return []
         if len(log.events) <= after and log.info.status == "running" and timeout != 0:
-            loop = asyncio.get_running_loop()
-            fut: asyncio.Future[None] = loop.create_future()
-            log.waiters.append(fut)
-            handle = loop.call_later(timeout, _wake_one, fut) if timeout is not None else None
-            try:
-                await fut
-            finally:
-                if handle is not None:
-                    handle.cancel()
+            await self._wait(run_id, log, timeout)
         events = log.events
-        return [StoredEvent(seq, events[seq - 1]) for seq in range(after + 1, len(events) + 1)]
+        return [_stored(seq, events[seq - 1]) for seq in range(after + 1, len(events) + 1)]
+
+    async def read_coalesced(self, run_id: str, after: int, timeout: float | None) -> list[StoredEvent]:
+        """``read``, with consecutive text deltas already joined as :func:`tokenrelay.runs.coalesce` joins them.
+
+        What subscribers use: it builds one event per run of text instead of one per delta and then a join.
+        """
+        log = self._logs.get(run_id)
+        if log is None:
+            return []
+        events = log.events
+        if len(events) <= after and log.info.status == "running" and timeout != 0:
+            await self._wait(run_id, log, timeout)
+        end = len(events)
+        if end - after == 1:
+            return [_stored(end, events[after])]
+        out: list[StoredEvent] = []
+        texts: list[str] = []
+        for seq in range(after + 1, end + 1):
+            item = events[seq - 1]
+            if type(item) is str:
+                texts.append(item)
+                continue
+            if texts:
+                out.append(StoredEvent(seq - 1, TextDelta("".join(texts))))
+                texts = []
+            out.append(StoredEvent(seq, item))  # type: ignore[arg-type]
+        if texts:
+            out.append(StoredEvent(end, TextDelta("".join(texts))))
+        return out
+
+    async def _wait(self, run_id: str, log: _Log, timeout: float | None) -> None:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        if timeout is None:
+            log.waiters.append((fut, math.inf))
+        else:
+            deadline = loop.time() + timeout
+            log.waiters.append((fut, deadline))
+            self._waiting[run_id] = log
+            if timeout < self._slack * 10:
+                self._slack = timeout / 10
+            if deadline + self._slack < self._sweep_at:
+                self._arm(loop, deadline)
+        await fut
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        if self._sweep is not None:
+            self._sweep.cancel()
+        self._sweep_at = when
+        self._sweep = loop.call_at(when, self._sweep_deadlines)
+
+    def _sweep_deadlines(self) -> None:
+        """Wake the readers whose deadline has passed; come back for the next one (batched within the slack)."""
+        self._sweep = None
+        self._sweep_at = math.inf
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        horizon = now + self._slack
+        earliest = math.inf
+        for run_id, log in list(self._waiting.items()):
+            keep: list[tuple[asyncio.Future[None], float]] = []
+            for fut, deadline in log.waiters:
+                if fut.done():
+                    continue
+                if deadline <= horizon:
+                    fut.set_result(None)
+                else:
+                    keep.append((fut, deadline))
+                    earliest = min(earliest, deadline)
+            log.waiters = keep
+            if not keep:
+                del self._waiting[run_id]
+        if earliest < math.inf:
+            self._arm(loop, max(earliest, now + self._slack))
 
     async def add_viewer(self, run_id: str) -> int:
         log = self._logs.get(run_id)
@@ -127,6 +204,10 @@ class MemoryRunStore:
     async def close(self) -> None:
         for log in self._logs.values():
             log.wake()
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
+            self._sweep_at = math.inf
 
     def __len__(self) -> int:
         return len(self._logs)
