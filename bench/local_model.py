@@ -71,12 +71,14 @@ class _LocalPeer:
     label = "tokenrelay (local model)"
     module = None
 
-    def command(self, port: int, *, tokens: int, interval_ms: float, extra: tuple[str, ...] = ()) -> list[str]:
+    def command(
+        self, port: int, *, tokens: int, interval_ms: float, delay_ms: float = 0, extra: tuple[str, ...] = ()
+    ) -> list[str]:
         import sys
 
         return [sys.executable, "-m", "tokenrelay", "serve", "--host", HOST, "--port", str(port), *extra]
 
-    def path(self, *, tokens: int, interval_ms: float) -> str:
+    def path(self, *, tokens: int, interval_ms: float, delay_ms: float = 0) -> str:
         return "/api/chat/stream"
 
 

@@ -32,24 +32,27 @@ class Peer:
     label: str
     module: str | None  # a bench.peers app for uvicorn; None for tokenrelay itself
 
-    def command(self, port: int, *, tokens: int, interval_ms: float, extra: tuple[str, ...] = ()) -> list[str]:
+    def command(
+        self, port: int, *, tokens: int, interval_ms: float, delay_ms: float = 0, extra: tuple[str, ...] = ()
+    ) -> list[str]:
         if self.module is None:
             return [
                 sys.executable,
                 *("-m", "tokenrelay", "serve", "--backend", "synthetic"),
                 *("--host", HOST, "--port", str(port), "--log-level", "warning"),
                 *("--synthetic-token", TOKEN, "--synthetic-tokens", str(tokens)),
-                *("--synthetic-interval-ms", str(interval_ms), "--max-active-runs", "100000"),
+                *("--synthetic-interval-ms", str(interval_ms), "--synthetic-initial-delay-ms", str(delay_ms)),
+                *("--max-active-runs", "100000"),
                 # The streaming path is what is measured here; the SQL history's cost is measured apart (TTFT).
                 *("--history", "memory"),
                 *extra,
             ]
         return [sys.executable, "-m", "uvicorn", self.module, "--host", HOST, "--port", str(port), *UVICORN]
 
-    def path(self, *, tokens: int, interval_ms: float) -> str:
+    def path(self, *, tokens: int, interval_ms: float, delay_ms: float = 0) -> str:
         if self.module is None:
             return "/api/chat/stream?message=hi"
-        return f"/stream?n={tokens}&interval_ms={interval_ms}&token={TOKEN}"
+        return f"/stream?n={tokens}&interval_ms={interval_ms}&token={TOKEN}&delay_ms={delay_ms}"
 
 
 PEERS = {
@@ -105,6 +108,7 @@ class Server:
         *,
         tokens: int,
         interval_ms: float,
+        delay_ms: float = 0,
         extra: tuple[str, ...] = (),
         cpus: set[int] | None = SERVER_CPU,
         ready_timeout: float = 60,
@@ -112,10 +116,10 @@ class Server:
         self.peer = peer
         self.ready_timeout = ready_timeout
         self.port = free_port()
-        self.path = peer.path(tokens=tokens, interval_ms=interval_ms)
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        self.path = peer.path(tokens=tokens, interval_ms=interval_ms, delay_ms=delay_ms)
+        env = {**os.environ, "PYTHONPATH": os.environ.get("BENCH_EXTRA_PATH", "") + str(ROOT)}
         self.proc = subprocess.Popen(
-            peer.command(self.port, tokens=tokens, interval_ms=interval_ms, extra=extra),
+            peer.command(self.port, tokens=tokens, interval_ms=interval_ms, delay_ms=delay_ms, extra=extra),
             cwd=ROOT,
             env=env,
             stdout=subprocess.DEVNULL,
@@ -141,16 +145,19 @@ class Server:
         return rss_kb(self.proc.pid)
 
     @contextlib.contextmanager
-    def peak_rss(self) -> Iterator[Callable[[], int]]:
-        """Sample RSS every 100 ms while the block runs; yields a function returning the peak so far (KB)."""
+    def sampled(self) -> Iterator[Callable[[], int]]:
+        """Sample RSS and CPU time every 50 ms while the block runs; yields a function returning the peak RSS (KB)."""
         self._peak = self.rss_kb()
         self._sampling = True
+        self.cpu_samples: list[tuple[float, float]] = []  # (wall clock, CPU seconds)
+        tick = os.sysconf("SC_CLK_TCK")
 
         def sample() -> None:
             while self._sampling:
                 with contextlib.suppress(OSError):
                     self._peak = max(self._peak, self.rss_kb())
-                time.sleep(0.1)
+                    self.cpu_samples.append((time.time(), cpu_ticks(self.proc.pid) / tick))
+                time.sleep(0.05)
 
         self._sampler = threading.Thread(target=sample, daemon=True)
         self._sampler.start()
@@ -159,6 +166,14 @@ class Server:
         finally:
             self._sampling = False
             self._sampler.join()
+
+    def cpu_share(self, start: float, end: float) -> float | None:
+        """The server's CPU use between two wall-clock times (1.0 = one core busy), from the samples."""
+        inside = [s for s in self.cpu_samples if start <= s[0] <= end]
+        if len(inside) < 2:
+            return None
+        (t0, c0), (t1, c1) = inside[0], inside[-1]
+        return (c1 - c0) / (t1 - t0) if t1 > t0 else None
 
     def stop(self) -> None:
         if self.proc.poll() is None:

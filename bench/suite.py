@@ -28,10 +28,18 @@ class Plan:
     ramp_timeout_s: float = 30
     first_token_timeout_s: float = 10
 
-    @property
-    def stream_tokens(self) -> int:
-        """Long enough to outlast the ramp, the wait for first tokens and the window; streams are closed after."""
-        return int(RATE * (self.ramp_timeout_s + self.first_token_timeout_s + 1 + self.window_s + 5))
+    def stream_tokens(self, delay_ms: float) -> int:
+        """Long enough to outlast the wait for first tokens and the window; the client closes the streams after."""
+        return int(RATE * (delay_ms / 1000 + self.first_token_timeout_s + 1 + self.window_s + 5))
+
+    @staticmethod
+    def start_delay_ms(streams: int) -> float:
+        """Silence before each stream's first token, so that every connection is accepted before the load starts.
+
+        A saturated uvicorn accepts new connections slowly (about one per turn of its event loop), so streams that
+        start while the others already flow would join seconds late; the same delay is asked of every server.
+        """
+        return 1000 + streams * 0.5
 
 
 QUICK = Plan(("bare", "tokenrelay", "seed", "sse-starlette", "fastapi-sse"), (500, 2000), 3, 1, 2, 15, True, 48)
@@ -58,12 +66,12 @@ def ttft(peer: Peer, plan: Plan, extra: tuple[str, ...] = ()) -> dict[str, Any]:
 
 
 def load(peer: Peer, streams: int, plan: Plan) -> dict[str, Any]:
-    with Server(peer, tokens=plan.stream_tokens, interval_ms=INTERVAL_MS) as server:
-        cfg = {"mode": "ttft", "host": HOST, "port": server.port, "path": server.path}
+    delay_ms = plan.start_delay_ms(streams)
+    with Server(peer, tokens=plan.stream_tokens(delay_ms), interval_ms=INTERVAL_MS, delay_ms=delay_ms) as server:
+        cfg = {"mode": "warm", "host": HOST, "port": server.port, "path": server.path}
         run_client(cfg | {"count": 3})
-        time.sleep(0.2)
         baseline = server.rss_kb()
-        with server.peak_rss() as peak:
+        with server.sampled() as peak:
             result = run_client(
                 cfg
                 | {
@@ -77,6 +85,7 @@ def load(peer: Peer, streams: int, plan: Plan) -> dict[str, Any]:
                 timeout=plan.ramp_timeout_s + plan.first_token_timeout_s + plan.window_s + 60,
             )
         result["rss_kb_per_stream"] = (peak() - baseline) / streams
+        result["server_cpu"] = server.cpu_share(*result["window_wall"])
         result["rss_baseline_mb"] = baseline / 1024
         return result
 

@@ -23,7 +23,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
                 return
-    n, interval_s, token = params(scope["query_string"])
+    n, interval_s, token, delay_s = params(scope["query_string"])
     left = False
 
     async def listen() -> None:
@@ -34,6 +34,8 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
     listener = asyncio.ensure_future(listen())
     await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+    if delay_s:
+        await asyncio.sleep(delay_s)
     loop = asyncio.get_running_loop()
     start = loop.time()
     for i in range(n):

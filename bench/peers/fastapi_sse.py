@@ -14,7 +14,9 @@ app = FastAPI()
 
 
 @app.get("/stream", response_class=EventSourceResponse)
-async def stream(n: int = 500, interval_ms: float = 20, token: str = "~") -> AsyncIterator[dict[str, Any]]:
-    async for delta in tokens(n, interval_ms / 1000, token):
+async def stream(
+    n: int = 500, interval_ms: float = 20, token: str = "~", delay_ms: float = 0
+) -> AsyncIterator[dict[str, Any]]:
+    async for delta in tokens(n, interval_ms / 1000, token, delay_ms / 1000):
         yield {"delta": delta}
     yield {"done": True}
