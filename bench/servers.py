@@ -117,7 +117,7 @@ class Server:
         self.ready_timeout = ready_timeout
         self.port = free_port()
         self.path = peer.path(tokens=tokens, interval_ms=interval_ms, delay_ms=delay_ms)
-        env = {**os.environ, "PYTHONPATH": os.environ.get("BENCH_EXTRA_PATH", "") + str(ROOT)}
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
         self.proc = subprocess.Popen(
             peer.command(self.port, tokens=tokens, interval_ms=interval_ms, delay_ms=delay_ms, extra=extra),
             cwd=ROOT,

@@ -186,6 +186,9 @@ class RunManager:
         self.max_active_runs = max_active_runs
         self.coalesce_window_s = coalesce_window_s
         self.coalescer = Coalescer(floor_s=coalesce_window_s, max_s=coalesce_max_s)
+        # For metrics, kept cheap: a count added to once per write, one call per new stream.
+        self.tokens_out = 0  # text deltas written to streams
+        self.first_token_observer: Callable[[float], None] | None = None  # seconds from a stream's start
         self.on_finish = on_finish
         self._runs: dict[str, _Run] = {}
         self._chores: set[asyncio.Task[None]] = set()  # small background checks, kept so they are not collected
@@ -371,6 +374,8 @@ class RunManager:
         coalescer = self.coalescer
         last_write = -math.inf  # the first delta is never held
         cursor = after
+        started = loop.time()
+        first_token = after == 0 and self.first_token_observer is not None
         coalescer.stream_started()
         try:
             while True:
@@ -388,9 +393,19 @@ class RunManager:
                         return
                     yield HEARTBEAT
                     continue
+                # Text deltas in the batch: every id it advances by, but for the events that are not text.
+                tokens = batch[-1].seq - cursor
+                for item in batch:
+                    if type(item.event) is not TextDelta:
+                        tokens -= 1
                 cursor = batch[-1].seq
                 yield batch
                 last_write = loop.time()
+                if tokens:
+                    self.tokens_out += tokens
+                    if first_token:
+                        first_token = False
+                        self.first_token_observer(last_write - started)  # type: ignore[misc]
                 if type(batch[-1].event) is FinishEvent:
                     return
         finally:

@@ -9,11 +9,12 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from tokenrelay import __version__
 from tokenrelay.backends.base import Backend
+from tokenrelay.metrics import CONTENT_TYPE
 from tokenrelay.server.auth import AuthError
 from tokenrelay.server.relay import Relay
 from tokenrelay.server.routes import create_router
@@ -64,6 +65,11 @@ def create_app(
             expose_headers=["x-run-id", "x-conversation-id"],
         )
     app.include_router(create_router(relay))
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        # Prometheus text format; rendered on request, nothing of it runs on the streaming path.
+        return Response(bound.metrics.render(), media_type=CONTENT_TYPE)
 
     @app.exception_handler(AuthError)
     async def unauthorized(request: Request, exc: AuthError) -> JSONResponse:
