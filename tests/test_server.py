@@ -273,3 +273,42 @@ async def test_retry_after_from_the_backend_reaches_the_error_frame() -> None:
             data = payloads(await read_stream(r))
     assert data[0] == {"error": {"code": "rate_limited", "message": "slow down", "retryable": True, "retry_after": 2.5}}
     assert data[1]["finish_reason"] == "error"
+
+
+async def test_regenerate_asks_again_instead_of_asking_twice() -> None:
+    backend = ScriptedBackend([TextDelta("an answer"), FinishEvent("stop")])
+    async with serve_backend(backend) as (url, relay), httpx.AsyncClient(base_url=url) as client:
+        body = {"message": "question", "user_id": "alice", "conversation_id": "conv-r"}
+        for extra in ({}, {"regenerate": True}, {"regenerate": True}):
+            async with client.stream("POST", "/api/chat/stream", json={**body, **extra}) as r:
+                await read_stream(r)
+        body["message"] = "follow-up"
+        async with client.stream("POST", "/api/chat/stream", json=body) as r:
+            await read_stream(r)
+        stored = await relay.history.load("alice", "conv-r")
+    # The model never sees the question twice, nor an answer that was replaced.
+    assert [(m.role, m.content) for m in backend.calls[1]] == [("user", "question")]
+    assert [(m.role, m.content) for m in backend.calls[2]] == [("user", "question")]
+    assert [(m.role, m.content) for m in backend.calls[3]] == [
+        ("user", "question"),
+        ("assistant", "an answer"),
+        ("user", "follow-up"),
+    ]
+    # The history is a log: one question, three answers, then the follow-up.
+    assert [m.role for m in stored] == ["user", "assistant", "assistant", "assistant", "user", "assistant"]
+
+
+async def test_regenerate_of_a_question_the_server_never_saw_keeps_the_earlier_answer() -> None:
+    backend = ScriptedBackend([TextDelta("first answer"), FinishEvent("stop")])
+    async with serve_backend(backend) as (url, _), httpx.AsyncClient(base_url=url) as client:
+        body = {"message": "one", "user_id": "alice", "conversation_id": "conv-n"}
+        async with client.stream("POST", "/api/chat/stream", json=body) as r:
+            await read_stream(r)
+        # A retry of "two" whose first attempt failed before reaching the server.
+        async with client.stream("POST", "/api/chat/stream", json={**body, "message": "two", "regenerate": True}) as r:
+            await read_stream(r)
+    assert [(m.role, m.content) for m in backend.calls[1]] == [
+        ("user", "one"),
+        ("assistant", "first answer"),
+        ("user", "two"),
+    ]

@@ -202,6 +202,7 @@ describe("createChatStore", () => {
     await store.retry();
     expect(calls).toHaveLength(2);
     expect(calls[1]!.body.message).toBe("hello");
+    expect(calls[1]!.body.regenerate).toBe(true);
     expect(store.getState().status).toBe("idle");
     expect(store.getState().error).toBeNull();
     expect(store.getState().messages.map(({ role, content }) => `${role}:${content}`)).toEqual(["user:hello", "assistant:recovered"]);
@@ -249,6 +250,8 @@ describe("createChatStore", () => {
     await store.sendMessage("q2");
     await store.regenerate();
     expect(calls.map((call) => call.body.message)).toEqual(["q1", "q2", "q2"]);
+    // Only the repeat says so: the server then neither stores q2 twice nor keeps answer 1 in the model's context.
+    expect(calls.map((call) => call.body.regenerate)).toEqual([undefined, undefined, true]);
     expect(store.getState().messages.map((message) => message.content)).toEqual(["q1", "answer 0", "q2", "answer 2"]);
   });
 

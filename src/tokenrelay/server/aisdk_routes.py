@@ -8,7 +8,8 @@
 
 The server keeps the conversation, so only the last user message is new: the client's earlier messages are used
 only when the server has no history for the chat yet (a first request, or a chat the client restored itself), and
-then they become that history. ``trigger: "regenerate-message"`` asks the same question again as a new turn.
+then they become that history. ``trigger: "regenerate-message"`` asks the same question again: the earlier answer
+leaves the model's context.
 """
 
 from __future__ import annotations
@@ -112,7 +113,9 @@ def create_aisdk_router(relay: Relay, *, resolve_user: UserResolver | None = Non
         if not await relay.history.load(user, req.id):
             await _adopt_transcript(relay, user, req.id, req.messages[:-1])
         try:
-            info = await relay.start_chat(text, user_id=user, conversation_id=req.id)
+            info = await relay.start_chat(
+                text, user_id=user, conversation_id=req.id, regenerate=req.trigger == "regenerate-message"
+            )
         except RunLimitError as exc:
             response = error_response(503, "overloaded", str(exc))
             response.headers["retry-after"] = "1"

@@ -165,13 +165,34 @@ class Relay:
         user_id: str,
         conversation_id: str | None,
         options: GenerateOptions | None = None,
+        regenerate: bool = False,
     ) -> RunInfo:
-        """Start a run that answers ``message`` in the conversation, with its earlier turns as context."""
+        """Start a run that answers ``message`` in the conversation, with its earlier turns as context.
+
+        ``regenerate`` asks again instead of asking twice: when the last question is this same message, it is not
+        stored a second time and the answers to it are left out of the model's context. The history keeps
+        every answer (it is a log); the context only ever carries the latest answer to each question.
+        """
         conversation_id = conversation_id or secrets.token_urlsafe(12)
         earlier = await self.history.load(user_id, conversation_id)
-        messages = [m.as_message() for m in earlier if m.content]
+        store_question = True
+        if regenerate:
+            last_question = len(earlier)
+            while last_question and earlier[last_question - 1].role == "assistant":
+                last_question -= 1
+            # Only when the last question is this one: a retry of a request that never reached the server must
+            # not drop the answer before it.
+            if (
+                last_question
+                and earlier[last_question - 1].role == "user"
+                and earlier[last_question - 1].content == message
+            ):
+                earlier = earlier[: last_question - 1]
+                store_question = False
+        messages = _context(earlier)
         messages.append(Message("user", message))
-        await self.history.add(user_id, conversation_id, StoredMessage("user", message, created_at=time.time()))
+        if store_question:
+            await self.history.add(user_id, conversation_id, StoredMessage("user", message, created_at=time.time()))
         return await self.runs.start(messages, user_id=user_id, conversation_id=conversation_id, options=options)
 
     async def start_completion(
@@ -249,3 +270,16 @@ class Relay:
                 output_tokens=outcome.usage.output_tokens if outcome.usage is not None else None,
             ),
         )
+
+
+def _context(earlier: Sequence[StoredMessage]) -> list[Message]:
+    """The turns a model sees: empty answers dropped, and of answers in a row (a regenerate) only the last."""
+    out: list[Message] = []
+    for m in earlier:
+        if not m.content:
+            continue
+        if m.role == "assistant" and out and out[-1].role == "assistant":
+            out[-1] = m.as_message()
+        else:
+            out.append(m.as_message())
+    return out

@@ -27,6 +27,8 @@ class ChatRequest(BaseModel):
     message: str
     user_id: str | None = Field(None, min_length=1, max_length=256, pattern=ID_PATTERN)
     conversation_id: str | None = Field(None, min_length=1, max_length=256, pattern=ID_PATTERN)
+    # Ask the last question again (retry, regenerate): the earlier answer leaves the model's context.
+    regenerate: bool = False
 
 
 def error_response(status: int, code: str, message: str, field: str | None = None) -> JSONResponse:
@@ -82,7 +84,9 @@ def create_router(relay: Relay, *, resolve_user: UserResolver | None = None) -> 
             return protocol
         user_id = await resolve_user(request, req.user_id)
         try:
-            info = await relay.start_chat(req.message, user_id=user_id, conversation_id=req.conversation_id)
+            info = await relay.start_chat(
+                req.message, user_id=user_id, conversation_id=req.conversation_id, regenerate=req.regenerate
+            )
         except RunLimitError as exc:
             response = error_response(503, "overloaded", str(exc))
             response.headers["retry-after"] = "1"

@@ -272,7 +272,9 @@ export function createChatStore(initialOptions: ChatStoreOptions): ChatStore {
     options.onError?.(error);
   }
 
-  async function start(text: string, baseMessages: readonly ChatMessage[]): Promise<void> {
+  // `again`: this asks the last question once more (retry, regenerate), so the server neither stores it twice nor
+  // keeps the replaced answer in the model's context.
+  async function start(text: string, baseMessages: readonly ChatMessage[], again = false): Promise<void> {
     const current: Run = {
       controller: new AbortController(),
       assistantId: newId(),
@@ -295,6 +297,7 @@ export function createChatStore(initialOptions: ChatStoreOptions): ChatStore {
       const body: Record<string, unknown> = { ...options.body, message: text };
       if (options.userId !== undefined) body.user_id = options.userId;
       if (state.conversationId !== undefined) body.conversation_id = state.conversationId;
+      if (again) body.regenerate = true;
       const stream = streamChat({
         url: options.api,
         body: body as { message: string },
@@ -378,7 +381,7 @@ export function createChatStore(initialOptions: ChatStoreOptions): ChatStore {
       const messages = state.messages;
       const last = messages[messages.length - 1];
       const base = last !== undefined && last.role === "assistant" && last.status === "error" ? messages.slice(0, -1) : messages;
-      await start(lastRequest, base);
+      await start(lastRequest, base, true);
     },
     async regenerate() {
       if (run !== null) return;
@@ -387,7 +390,7 @@ export function createChatStore(initialOptions: ChatStoreOptions): ChatStore {
       while (index >= 0 && messages[index]?.role !== "user") index -= 1;
       const user = messages[index];
       if (user === undefined) return;
-      await start(user.content, messages.slice(0, index + 1));
+      await start(user.content, messages.slice(0, index + 1), true);
     },
     reset() {
       stopRun();
