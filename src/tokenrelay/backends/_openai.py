@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
 from tokenrelay.backends._errors import missing_extra
+from tokenrelay.backends._stats import StreamStats
 from tokenrelay.backends.base import BackendError, Message
 from tokenrelay.events import FinishReason
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
 
-__all__ = ["OpenAIConfig", "chat_messages", "finish_reason", "public_url"]
+__all__ = ["OpenAIBackendBase", "OpenAIConfig", "chat_messages", "finish_reason", "public_url"]
 
 # Servers that need no key (llama.cpp, Ollama, vLLM without --api-key) still get one: the SDK insists on it.
 _NO_KEY = "not-needed"
@@ -109,3 +110,54 @@ _FINISH: dict[str, FinishReason] = {
 
 def finish_reason(value: str | None) -> FinishReason:
     return _FINISH.get(value or "stop", "stop")
+
+
+class OpenAIBackendBase:
+    """The configuration, client and lifecycle the Chat Completions and Responses backends share."""
+
+    name = "openai"
+    api: ClassVar[str]
+
+    def __init__(
+        self,
+        *,
+        model: str | None,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        system_prompt: str | None = None,
+        timeout_s: float = 60.0,
+        max_retries: int = 2,
+    ) -> None:
+        self.config = OpenAIConfig(
+            backend="openai",
+            extra="openai",
+            model=model,
+            base_url=base_url,
+            api_key=api_key,
+            timeout_s=timeout_s,
+            max_retries=max_retries,
+        )
+        self.max_tokens = max_tokens
+        self.temperature = temperature
+        self.system_prompt = system_prompt
+        self.stats = StreamStats()
+        self._client: AsyncOpenAI | None = None
+
+    @property
+    def client(self) -> AsyncOpenAI:
+        if self._client is None:
+            self._client = self.config.client()
+        return self._client
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    def describe(self) -> dict[str, Any]:
+        return {"api": self.api, **self.config.describe(), **self.stats.as_dict()}

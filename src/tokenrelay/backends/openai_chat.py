@@ -13,8 +13,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tokenrelay.backends._errors import upstream_errors
-from tokenrelay.backends._openai import OpenAIConfig, chat_messages, finish_reason
-from tokenrelay.backends._stats import StreamStats
+from tokenrelay.backends._openai import OpenAIBackendBase, chat_messages, finish_reason
 from tokenrelay.backends.base import BackendError, GenerateOptions, Message
 from tokenrelay.events import (
     Event,
@@ -28,7 +27,6 @@ from tokenrelay.events import (
 )
 
 if TYPE_CHECKING:
-    from openai import AsyncOpenAI
     from openai.types.chat import ChatCompletionChunk
 
 __all__ = ["ChatTranslator", "OpenAIChatBackend"]
@@ -76,10 +74,10 @@ class ChatTranslator:
         return FinishEvent(self.reason)
 
 
-class OpenAIChatBackend:
+class OpenAIChatBackend(OpenAIBackendBase):
     """Streams ``/chat/completions`` from ``base_url`` (default: OpenAI)."""
 
-    name = "openai"
+    api = "chat"
 
     def __init__(
         self,
@@ -94,38 +92,17 @@ class OpenAIChatBackend:
         max_retries: int = 2,
         include_usage: bool = True,
     ) -> None:
-        self.config = OpenAIConfig(
-            backend="openai",
-            extra="openai",
+        super().__init__(
             model=model,
             base_url=base_url,
             api_key=api_key,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            system_prompt=system_prompt,
             timeout_s=timeout_s,
             max_retries=max_retries,
         )
-        self.max_tokens = max_tokens
-        self.temperature = temperature
-        self.system_prompt = system_prompt
         self.include_usage = include_usage
-        self.stats = StreamStats()
-        self._client: AsyncOpenAI | None = None
-
-    @property
-    def client(self) -> AsyncOpenAI:
-        if self._client is None:
-            self._client = self.config.client()
-        return self._client
-
-    async def start(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
-
-    def describe(self) -> dict[str, Any]:
-        return {"api": "chat", **self.config.describe(), **self.stats.as_dict()}
 
     def params(self, messages: Sequence[Message], options: GenerateOptions) -> dict[str, Any]:
         """The request body (less ``stream``), for this conversation and these overrides."""

@@ -13,8 +13,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tokenrelay.backends._errors import in_stream_error, upstream_errors
-from tokenrelay.backends._openai import OpenAIConfig
-from tokenrelay.backends._stats import StreamStats
+from tokenrelay.backends._openai import OpenAIBackendBase
 from tokenrelay.backends.base import BackendError, GenerateOptions, Message
 from tokenrelay.events import (
     Event,
@@ -28,7 +27,6 @@ from tokenrelay.events import (
 )
 
 if TYPE_CHECKING:
-    from openai import AsyncOpenAI
     from openai.types.responses import Response, ResponseStreamEvent
 
 __all__ = ["OpenAIResponsesBackend", "ResponsesTranslator"]
@@ -97,54 +95,10 @@ def _input(messages: Sequence[Message]) -> list[dict[str, str]]:
     return out
 
 
-class OpenAIResponsesBackend:
+class OpenAIResponsesBackend(OpenAIBackendBase):
     """Streams ``/responses`` from ``base_url`` (default: OpenAI)."""
 
-    name = "openai"
-
-    def __init__(
-        self,
-        *,
-        model: str | None,
-        base_url: str | None = None,
-        api_key: str | None = None,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        system_prompt: str | None = None,
-        timeout_s: float = 60.0,
-        max_retries: int = 2,
-    ) -> None:
-        self.config = OpenAIConfig(
-            backend="openai",
-            extra="openai",
-            model=model,
-            base_url=base_url,
-            api_key=api_key,
-            timeout_s=timeout_s,
-            max_retries=max_retries,
-        )
-        self.max_tokens = max_tokens
-        self.temperature = temperature
-        self.system_prompt = system_prompt
-        self.stats = StreamStats()
-        self._client: AsyncOpenAI | None = None
-
-    @property
-    def client(self) -> AsyncOpenAI:
-        if self._client is None:
-            self._client = self.config.client()
-        return self._client
-
-    async def start(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
-
-    def describe(self) -> dict[str, Any]:
-        return {"api": "responses", **self.config.describe(), **self.stats.as_dict()}
+    api = "responses"
 
     def params(self, messages: Sequence[Message], options: GenerateOptions) -> dict[str, Any]:
         params: dict[str, Any] = {"model": self.config.model, "input": _input(messages)}
