@@ -82,7 +82,7 @@ def load(peer: Peer, streams: int, plan: Plan) -> dict[str, Any]:
                     "ramp_timeout_s": plan.ramp_timeout_s,
                     "first_token_timeout_s": plan.first_token_timeout_s,
                 },
-                timeout=plan.ramp_timeout_s + plan.first_token_timeout_s + plan.window_s + 60,
+                timeout=delay_ms / 1000 + plan.ramp_timeout_s + plan.first_token_timeout_s + plan.window_s + 60,
             )
         result["rss_kb_per_stream"] = (peak() - baseline) / streams
         result["server_cpu"] = server.cpu_share(*result["window_wall"])

@@ -27,6 +27,9 @@ SSE_HEADERS: dict[str, str] = {
 }
 
 
+_BASE_HEADERS = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in SSE_HEADERS.items()]
+
+
 class SSEResponse(Response):
     def __init__(
         self,
@@ -40,19 +43,40 @@ class SSEResponse(Response):
         self.frames = frames
         self.status_code = status_code
         self.background = None
-        raw = {**SSE_HEADERS, "content-type": f"{media_type}; charset=utf-8"}
-        if headers:
-            raw.update({k.lower(): v for k, v in headers.items()})
-        self.raw_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in raw.items()]
+        content_type = (b"content-type", f"{media_type}; charset=utf-8".encode("latin-1"))
+        extra = {k.lower(): v for k, v in headers.items()} if headers else {}
+        if extra.keys().isdisjoint(SSE_HEADERS) and "content-type" not in extra:
+            # The usual case: the fixed headers are shared, only the response's own are encoded.
+            own = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()]
+            self.raw_headers = [*_BASE_HEADERS, content_type, *own]
+        else:
+            raw = {**SSE_HEADERS, "content-type": content_type[1].decode("latin-1"), **extra}
+            self.raw_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in raw.items()]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # The writer runs on its own task; this one listens for the client leaving. Whichever ends first ends the
+        # other: a disconnect cancels the writer, the writer's end cancels this listener. One task per stream
+        # rather than two (and no asyncio.wait): thousands of streams are held open at once.
+        this = asyncio.current_task()
+        assert this is not None
         writer = asyncio.create_task(self._write(send))
-        listener = asyncio.create_task(_wait_for_disconnect(receive))
+        listening = True
+
+        def writer_done(_: object) -> None:
+            if listening:
+                this.cancel()
+
+        writer.add_done_callback(writer_done)
         try:
-            await asyncio.wait((writer, listener), return_when=asyncio.FIRST_COMPLETED)
+            while (await receive())["type"] != "http.disconnect":
+                pass
+        except asyncio.CancelledError:
+            # Cancelled by the writer's end: carry on. Cancelled from outside (shutdown): go on cancelling.
+            if not writer.done() or this.uncancel() > 0:
+                raise
         finally:
-            for task in (writer, listener):
-                task.cancel()
+            listening = False
+            writer.cancel()
             # The writer closes the frame iterator on its way out; wait for that, so the run has been told.
             with contextlib.suppress(asyncio.CancelledError):
                 await writer
@@ -72,8 +96,3 @@ class SSEResponse(Response):
             aclose: Any = getattr(self.frames, "aclose", None)
             if aclose is not None:
                 await aclose()
-
-
-async def _wait_for_disconnect(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
