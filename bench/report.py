@@ -45,8 +45,8 @@ def tables(results: dict[str, Any]) -> str:
         "",
         f"**Concurrent streams** at {meta['rate']} tokens/s each, measured over {meta['window_s']:g} s of steady state",
         "",
-        "| server | streams | delivered | vs bare | gap p50 | gap p99 | RSS/stream | client CPU |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|",
+        "| server | streams | delivered | vs bare | gap p50 | gap p99 | RSS/stream | server CPU | client CPU |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for name, entry in peers.items():
         for count, r in entry["load"].items():
@@ -56,7 +56,7 @@ def tables(results: dict[str, Any]) -> str:
                 f"| {entry['label']} | {int(count):,}{flag} | {_f(r['share'] * 100, 1)}% "
                 f"| {_ratio(r['share'], base) if name != 'bare' else ''} | {_f(r['gap_p50_ms'], 1, ' ms')} "
                 f"| {_f(r['gap_p99_ms'], 1, ' ms')} | {_f(r['rss_kb_per_stream'], 1, ' KB')} "
-                f"| {_f(r['client_cpu'] * 100)}% |"
+                f"| {_pct(r.get('server_cpu'))} | {_pct(r['client_cpu'])} |"
             )
     local = results.get("local")
     if local:
@@ -71,6 +71,10 @@ def tables(results: dict[str, Any]) -> str:
                 f"| {local['ratio']:.2f} |",
             ]
     return "\n".join(out)
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{value * 100:.0f}%"
 
 
 def _signed(value: float | None, base: float | None) -> str:

@@ -42,7 +42,7 @@ class Plan:
         return 1000 + streams * 0.5
 
 
-QUICK = Plan(("bare", "tokenrelay", "seed", "sse-starlette", "fastapi-sse"), (500, 2000), 3, 1, 2, 15, True, 48)
+QUICK = Plan(("bare", "tokenrelay", "seed", "sse-starlette", "fastapi-sse"), (500, 2000), 5, 1, 2, 15, True, 48)
 FULL = Plan(
     ("bare", "tokenrelay", "seed", "sse-starlette", "fastapi-sse"), (1000, 2000, 5000, 10000), 10, 2, 3, 30, True, 200
 )
