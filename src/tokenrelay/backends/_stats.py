@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -15,3 +18,18 @@ class StreamStats:
 
     def as_dict(self) -> dict[str, Any]:
         return {f"streams_{k}": v for k, v in asdict(self).items()}
+
+    @contextmanager
+    def track(self) -> Iterator[None]:
+        """Count one stream around its body: finished, cancelled (closed or cancelled mid-way) or failed."""
+        self.started += 1
+        try:
+            yield
+        except (asyncio.CancelledError, GeneratorExit):
+            self.cancelled += 1
+            raise
+        except BaseException:
+            self.failed += 1
+            raise
+        else:
+            self.finished += 1

@@ -246,26 +246,18 @@ class AgentsBackend:
         )
 
     async def stream(self, messages: Sequence[Message], options: GenerateOptions) -> AsyncIterator[Event]:
-        self.stats.started += 1
         queue: asyncio.Queue[object] = asyncio.Queue()
         work = _Work(emit=queue.put_nowait)
         worker = asyncio.create_task(self._run(list(messages), options, work), name="tokenrelay-agents-run")
         try:
-            while True:
-                item = await queue.get()
-                if item is _DONE:
-                    break
-                if isinstance(item, BaseException):
-                    raise item
-                yield cast(Event, item)
-        except (asyncio.CancelledError, GeneratorExit):
-            self.stats.cancelled += 1
-            raise
-        except BaseException:
-            self.stats.failed += 1
-            raise
-        else:
-            self.stats.finished += 1
+            with self.stats.track():
+                while True:
+                    item = await queue.get()
+                    if item is _DONE:
+                        break
+                    if isinstance(item, BaseException):
+                        raise item
+                    yield cast(Event, item)
         finally:
             await self._stop(worker, work)
 

@@ -9,7 +9,6 @@ at busy times) can come instead of the rest; the SDK raises it and it is mapped 
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 import json
@@ -242,9 +241,8 @@ class AnthropicBackend:
         return params
 
     async def stream(self, messages: Sequence[Message], options: GenerateOptions) -> AsyncIterator[Event]:
-        self.stats.started += 1
         translator = MessagesTranslator()
-        try:
+        with self.stats.track():
             with upstream_errors("anthropic"):
                 events = await self.client.messages.create(stream=True, **self.params(messages, options))
                 try:
@@ -255,11 +253,3 @@ class AnthropicBackend:
                     # Cancelled or closed mid-stream: drop the connection now, which is what stops generation.
                     await events.close()
             yield translator.finish()
-        except (asyncio.CancelledError, GeneratorExit):
-            self.stats.cancelled += 1
-            raise
-        except BaseException:
-            self.stats.failed += 1
-            raise
-        else:
-            self.stats.finished += 1

@@ -19,7 +19,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -191,20 +191,15 @@ class LocalBackend:
         finally:
             self._waiting -= 1
         try:
-            self.stats.started += 1
-            async for event in self._generate(messages, options):
-                yield event
-            self.stats.finished += 1
-        except (asyncio.CancelledError, GeneratorExit):
-            self.stats.cancelled += 1
-            raise
-        except BaseException:
-            self.stats.failed += 1
-            raise
+            # aclosing: a cancelled run stops the sampler now, before the next run is given its turn.
+            with self.stats.track():
+                async with contextlib.aclosing(self._generate(messages, options)) as events:
+                    async for event in events:
+                        yield event
         finally:
             turn.release()
 
-    async def _generate(self, messages: Sequence[Message], options: GenerateOptions) -> AsyncIterator[Event]:
+    async def _generate(self, messages: Sequence[Message], options: GenerateOptions) -> AsyncGenerator[Event, None]:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         stop = threading.Event()

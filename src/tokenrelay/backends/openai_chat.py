@@ -8,7 +8,6 @@ arguments arrive in fragments keyed by ``index``, the final chunk's ``usage`` (a
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -122,9 +121,8 @@ class OpenAIChatBackend(OpenAIBackendBase):
         return params
 
     async def stream(self, messages: Sequence[Message], options: GenerateOptions) -> AsyncIterator[Event]:
-        self.stats.started += 1
         translator = ChatTranslator()
-        try:
+        with self.stats.track():
             with upstream_errors("openai"):
                 chunks = await self.client.chat.completions.create(stream=True, **self.params(messages, options))
                 try:
@@ -135,11 +133,3 @@ class OpenAIChatBackend(OpenAIBackendBase):
                     # Cancelled or closed mid-stream: drop the connection now, which is what stops the server.
                     await chunks.close()
             yield translator.finish()
-        except (asyncio.CancelledError, GeneratorExit):
-            self.stats.cancelled += 1
-            raise
-        except BaseException:
-            self.stats.failed += 1
-            raise
-        else:
-            self.stats.finished += 1

@@ -8,7 +8,6 @@ and ``response.reasoning_text.delta`` reasoning, ``response.output_item.added`` 
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -113,9 +112,8 @@ class OpenAIResponsesBackend(OpenAIBackendBase):
         return params
 
     async def stream(self, messages: Sequence[Message], options: GenerateOptions) -> AsyncIterator[Event]:
-        self.stats.started += 1
         translator = ResponsesTranslator()
-        try:
+        with self.stats.track():
             with upstream_errors("openai"):
                 events = await self.client.responses.create(stream=True, **self.params(messages, options))
                 try:
@@ -125,11 +123,3 @@ class OpenAIResponsesBackend(OpenAIBackendBase):
                 finally:
                     await events.close()
             yield translator.finish()
-        except (asyncio.CancelledError, GeneratorExit):
-            self.stats.cancelled += 1
-            raise
-        except BaseException:
-            self.stats.failed += 1
-            raise
-        else:
-            self.stats.finished += 1

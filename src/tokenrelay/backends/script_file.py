@@ -107,8 +107,7 @@ class ScriptFileBackend:
         return script
 
     async def stream(self, messages: Sequence[Message], options: GenerateOptions) -> AsyncIterator[Event]:
-        self.stats.started += 1
-        try:
+        with self.stats.track():
             for step in self._script(messages):
                 if isinstance(step, Pause):
                     await asyncio.sleep(step.seconds)
@@ -119,11 +118,3 @@ class ScriptFileBackend:
                     raise step
                 else:
                     yield step
-        except (asyncio.CancelledError, GeneratorExit):
-            self.stats.cancelled += 1
-            raise
-        except BaseException:
-            self.stats.failed += 1
-            raise
-        else:
-            self.stats.finished += 1

@@ -52,21 +52,15 @@ class ScriptedBackend:
 
     async def stream(self, messages: Sequence[Message], options: GenerateOptions) -> AsyncIterator[Event]:
         self.calls.append(list(messages))
-        self.stats.started += 1
-        try:
-            for step in self.script:
-                if isinstance(step, Pause):
-                    await asyncio.sleep(step.seconds)
-                elif isinstance(step, BaseException):
-                    raise step
-                else:
-                    yield step
-        except (asyncio.CancelledError, GeneratorExit):
-            self.stats.cancelled += 1
-            self.cancelled.set()
-            raise
-        except BaseException:
-            self.stats.failed += 1
-            raise
-        else:
-            self.stats.finished += 1
+        with self.stats.track():
+            try:
+                for step in self.script:
+                    if isinstance(step, Pause):
+                        await asyncio.sleep(step.seconds)
+                    elif isinstance(step, BaseException):
+                        raise step
+                    else:
+                        yield step
+            except (asyncio.CancelledError, GeneratorExit):
+                self.cancelled.set()
+                raise

@@ -71,12 +71,11 @@ class SyntheticBackend:
         return itertools.cycle(words)
 
     async def stream(self, messages: Sequence[Message], options: GenerateOptions) -> AsyncIterator[Event]:
-        self.stats.started += 1
         total = len(_split_words(self.text)) if self.text is not None and self.token is None else self.tokens
         limit = total if options.max_tokens is None else min(total, options.max_tokens)
         pieces = self._pieces(messages)
         loop = asyncio.get_running_loop()
-        try:
+        with self.stats.track():
             if self.initial_delay_s:
                 await asyncio.sleep(self.initial_delay_s)
             # Sleep to an absolute schedule so that timing error does not accumulate over a long stream.
@@ -95,14 +94,6 @@ class SyntheticBackend:
                 yield TextDelta(next(pieces))
             yield UsageEvent(input_tokens=sum(len(m.content.split()) for m in messages), output_tokens=limit)
             yield FinishEvent("length" if limit < total else "stop")
-        except (asyncio.CancelledError, GeneratorExit):
-            self.stats.cancelled += 1
-            raise
-        except BaseException:
-            self.stats.failed += 1
-            raise
-        else:
-            self.stats.finished += 1
 
 
 def _split_words(text: str) -> list[str]:
