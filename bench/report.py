@@ -60,7 +60,12 @@ def tables(results: dict[str, Any]) -> str:
             )
     local = results.get("local")
     if local:
-        out += ["", "**Local model** (SmolLM2-135M, llama.cpp, greedy, same prompt; request to last token)", ""]
+        out += [
+            "",
+            f"**Local model** (SmolLM2-135M, llama.cpp, {local.get('n_threads', '?')} thread(s), greedy, same prompt; "
+            "request to last token; run in turns)",
+            "",
+        ]
         if "error" in local:
             out.append(f"not measured: {local['error']}")
         else:

@@ -2,9 +2,10 @@
 in one write.
 
 A write costs far more than the few bytes of a delta (a wake-up, the encoder, the ASGI ``send`` chain, a system
-call), so a server that writes once per token is capped by writes, not tokens. The window follows the load: the
-event loop's busy share is measured every ``period_s``; while the loop is busy (or late) the window grows, and
-while it idles the window shrinks back to nothing. A stream's first delta — and any delta after a pause longer
+call), so a server that writes once per token is capped by writes, not tokens. The window follows the load, measured
+every ``period_s``: while the event loop falls behind (its timers fire late) or never idles, the window grows; once
+the loop keeps up with time to spare, it shrinks back to nothing. So it settles at the smallest window the load
+allows, rather than at its cap. A stream's first delta — and any delta after a pause longer
 than the window — is never held: only deltas that come sooner than ``window`` after the stream's last write wait
 for it, and then go out together.
 """
@@ -50,9 +51,9 @@ class Coalescer:
         max_s: float = 0.1,
         tick_s: float = 0.001,
         period_s: float = 0.1,
-        busy_high: float = 0.85,
-        busy_low: float = 0.6,
-        lag_high_s: float = 0.02,
+        busy_high: float = 0.97,
+        busy_low: float = 0.9,
+        lag_high_s: float = 0.005,
     ) -> None:
         self.floor_s = floor_s
         self.max_s = max_s
@@ -118,7 +119,7 @@ class Coalescer:
         self._wall, self._cpu = wall, cpu
         if busy > self.busy_high or late > self.lag_high_s:
             self._adaptive = min(self.max_s, max(2 * self.tick_s, self._adaptive * 1.5))
-        elif busy < self.busy_low and late < self.lag_high_s / 4:
+        elif busy < self.busy_low and late < self.lag_high_s / 2:
             self._adaptive *= 0.7
             if self._adaptive < self.tick_s:
                 self._adaptive = 0.0
