@@ -123,7 +123,9 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
         ratio = tr["single"]["tokens_s"] / bare["single"]["tokens_s"]
         out.append(("single stream ≥ 0.8× the bare loop", f"{ratio:.2f}×", ratio >= 0.8))
     ttft = tr["ttft"]["ttft_p50_ms"]
-    out.append(("≤ 2 ms to first token at low load", f"{_f(ttft, 2)} ms (whole request → first token)", ttft <= 2))
+    sql = results.get("ttft_sql", {}).get("ttft_p50_ms")
+    also = f"; {_f(sql, 2)} ms with the default SQLite history" if sql is not None else ""
+    out.append(("≤ 2 ms to first token at low load", f"{_f(ttft, 2)} ms, whole request → first token{also}", ttft <= 2))
     local = results.get("local")
     if local and "ratio" in local:
         out.append(("local model ≥ 90% of llama.cpp in-process", f"{local['ratio']:.0%}", local["ratio"] >= 0.9))
@@ -136,4 +138,13 @@ def targets_table(results: dict[str, Any]) -> str:
     rows = ["| target (tokenrelay) | measured | |", "|---|---|---|"]
     for target, measured, ok in targets(results):
         rows.append(f"| {target} | {measured} | {'met' if ok else 'not measured' if ok is None else '**missed**'} |")
+    ceiling, bare = results.get("ceiling"), results["peers"].get("bare")
+    if ceiling and bare:
+        ratio = ceiling["tokens_s"] / bare["single"]["tokens_s"]
+        busiest = max((r["client_cpu"] for r in bare["load"].values()), default=0.0)
+        rows.append(
+            f"| the load client is not the bottleneck | counts {ratio:,.0f}× the bare loop's single-stream rate; "
+            f"at most {busiest:.0%} of its core against the bare loop "
+            f"| {'yes' if ratio > 2 and busiest < 0.9 else '**no**'} |"
+        )
     return "\n".join(rows)
