@@ -42,6 +42,8 @@ def main() -> int:
     results = run(plan)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
+    meta = results["meta"]
+    print(f"tokenrelay benchmark — {meta['started']}, {meta['machine']}, Python {meta['python']}\n")
     print(tables(results))
     print()
     print(targets_table(results))

@@ -7,6 +7,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from bench.servers import BLAST, HOST, PEERS, Peer, Server, run_client
@@ -90,7 +91,18 @@ def load(peer: Peer, streams: int, plan: Plan) -> dict[str, Any]:
         return result
 
 
+def check_ports(streams: int) -> None:
+    """Each stream takes an ephemeral port of the one client address (closed with RST, so none linger)."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        return
+    if high - low + 1 < streams + 1000:
+        log(f"warning: ip_local_port_range {low}-{high} is short for {streams:,} streams")
+
+
 def run(plan: Plan) -> dict[str, Any]:
+    check_ports(max(plan.streams, default=0))
     results: dict[str, Any] = {
         "meta": {
             "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
