@@ -8,6 +8,7 @@ import time
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import wait_for_async
 from tokenrelay.backends import Pause, ScriptedBackend
 from tokenrelay.coalescing import Coalescer
 from tokenrelay.events import Event, FinishEvent, TextDelta, UsageEvent
@@ -75,8 +76,7 @@ async def test_the_window_grows_while_the_loop_is_busy_and_goes_when_it_idles() 
                 pass
             await asyncio.sleep(0)
         assert coalescer.window_s > 0
-        await asyncio.sleep(0.5)
-        assert coalescer.window_s == 0
+        await wait_for_async(lambda: coalescer.window_s == 0, timeout=3, what="the window to close on an idle loop")
     finally:
         coalescer.stream_ended()
 
