@@ -13,6 +13,10 @@ from typing import Any
 import pytest
 import uvicorn
 
+from tokenrelay.events import TextDelta
+from tokenrelay.runs import HEARTBEAT, RunManager
+from tokenrelay.stores import StoredEvent
+
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 REDIS_URL = os.environ.get("TOKENRELAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 POSTGRES_URL = os.environ.get("TOKENRELAY_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
@@ -134,3 +138,21 @@ async def postgres_schema() -> AsyncIterator[tuple[str, str]]:
         async with engine.begin() as conn:
             await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         await engine.dispose()
+
+
+async def collect(manager: RunManager, run_id: str, after: int = 0) -> list[StoredEvent]:
+    """Every event of a run from ``after`` to its finish, read through a subscription (heartbeats skipped)."""
+    out: list[StoredEvent] = []
+    sub = await manager.subscribe(run_id, after)
+    try:
+        async for item in sub:
+            if item is not HEARTBEAT:
+                assert isinstance(item, list)
+                out.extend(item)
+    finally:
+        await sub.aclose()
+    return out
+
+
+def texts(events: list[StoredEvent]) -> str:
+    return "".join(e.event.text for e in events if isinstance(e.event, TextDelta))

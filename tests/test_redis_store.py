@@ -8,10 +8,10 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from tests.conftest import REDIS_URL, wait_for_async
+from tests.conftest import REDIS_URL, collect, texts, wait_for_async
 from tokenrelay.backends import Message, Pause, ScriptedBackend
 from tokenrelay.events import ErrorEvent, FinishEvent, TextDelta, UsageEvent
-from tokenrelay.runs import HEARTBEAT, RunManager, RunOutcome
+from tokenrelay.runs import RunManager, RunOutcome
 from tokenrelay.stores import RunInfo, StoredEvent
 from tokenrelay.stores.base import RunClosedError
 
@@ -28,23 +28,6 @@ async def instance(prefix: str, **options: float) -> AsyncIterator[object]:
         yield store
     finally:
         await store.close()
-
-
-async def collect(manager: RunManager, run_id: str, after: int = 0) -> list[StoredEvent]:
-    out: list[StoredEvent] = []
-    sub = await manager.subscribe(run_id, after)
-    try:
-        async for item in sub:
-            if item is not HEARTBEAT:
-                assert isinstance(item, list)
-                out.extend(item)
-    finally:
-        await sub.aclose()
-    return out
-
-
-def texts(events: list[StoredEvent]) -> str:
-    return "".join(e.event.text for e in events if isinstance(e.event, TextDelta))
 
 
 def info(run_id: str) -> RunInfo:

@@ -4,6 +4,7 @@ import asyncio
 
 import pytest
 
+from tests.conftest import collect, texts
 from tokenrelay.backends import GenerateOptions, Message, Pause, ScriptedBackend
 from tokenrelay.backends.base import BackendError
 from tokenrelay.events import ErrorEvent, FinishEvent, TextDelta, UsageEvent
@@ -11,23 +12,6 @@ from tokenrelay.runs import HEARTBEAT, RunManager, RunOutcome, coalesce
 from tokenrelay.stores import MemoryRunStore, StoredEvent
 
 HELLO = [Message("user", "hello")]
-
-
-async def collect(manager: RunManager, run_id: str, after: int = 0) -> list[StoredEvent]:
-    out: list[StoredEvent] = []
-    sub = await manager.subscribe(run_id, after)
-    try:
-        async for item in sub:
-            if item is not HEARTBEAT:
-                assert isinstance(item, list)
-                out.extend(item)
-    finally:
-        await sub.aclose()
-    return out
-
-
-def texts(events: list[StoredEvent]) -> str:
-    return "".join(e.event.text for e in events if isinstance(e.event, TextDelta))
 
 
 async def test_run_writes_numbered_events_and_a_finish() -> None:
