@@ -15,8 +15,37 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Sequence
 
-__all__ = ["Coalescer"]
+from tokenrelay.events import StoredEvent, TextDelta
+
+__all__ = ["Coalescer", "coalesce"]
+
+
+def coalesce(batch: Sequence[StoredEvent]) -> list[StoredEvent]:
+    """Join consecutive text deltas into one, keeping the last one's sequence id.
+
+    Resuming after the joined event's id is exactly right: every delta it carries has a smaller or equal id. The
+    batch is whatever accumulated while the subscriber was busy writing, so the amount of joining follows the load
+    and the first token is never held back.
+    """
+    if len(batch) < 2:
+        return list(batch)
+    out: list[StoredEvent] = []
+    run: list[str] = []
+    last_seq = 0
+    for item in batch:
+        if type(item.event) is TextDelta:
+            run.append(item.event.text)
+            last_seq = item.seq
+            continue
+        if run:
+            out.append(StoredEvent(last_seq, TextDelta("".join(run))))
+            run = []
+        out.append(item)
+    if run:
+        out.append(StoredEvent(last_seq, TextDelta("".join(run))))
+    return out
 
 
 class Coalescer:

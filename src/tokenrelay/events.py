@@ -11,16 +11,18 @@ the hot path should cost an allocation, not a validation.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 __all__ = [
     "EVENTS_VERSION",
     "ErrorEvent",
     "Event",
+    "EventType",
     "FinishEvent",
     "FinishReason",
     "MetadataEvent",
     "ReasoningDelta",
+    "StoredEvent",
     "TextDelta",
     "ToolCallArgsDelta",
     "ToolCallResult",
@@ -40,7 +42,7 @@ class TextDelta:
     """A piece of the answer's text."""
 
     text: str
-    type: ClassVar[str] = "text-delta"
+    type: Literal["text-delta"] = field(default="text-delta", init=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +50,7 @@ class ReasoningDelta:
     """A piece of the model's reasoning ("thinking"), shown apart from the answer."""
 
     text: str
-    type: ClassVar[str] = "reasoning-delta"
+    type: Literal["reasoning-delta"] = field(default="reasoning-delta", init=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +59,7 @@ class ToolCallStart:
 
     call_id: str
     name: str
-    type: ClassVar[str] = "tool-call-start"
+    type: Literal["tool-call-start"] = field(default="tool-call-start", init=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +68,7 @@ class ToolCallArgsDelta:
 
     call_id: str
     delta: str
-    type: ClassVar[str] = "tool-call-args-delta"
+    type: Literal["tool-call-args-delta"] = field(default="tool-call-args-delta", init=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +78,7 @@ class ToolCallResult:
     call_id: str
     output: str
     is_error: bool = False
-    type: ClassVar[str] = "tool-call-result"
+    type: Literal["tool-call-result"] = field(default="tool-call-result", init=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +87,7 @@ class UsageEvent:
 
     input_tokens: int | None = None
     output_tokens: int | None = None
-    type: ClassVar[str] = "usage"
+    type: Literal["usage"] = field(default="usage", init=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +95,7 @@ class MetadataEvent:
     """Out-of-band facts worth showing (an agent handoff, a queue position); never part of the answer."""
 
     data: dict[str, Any] = field(default_factory=dict)
-    type: ClassVar[str] = "metadata"
+    type: Literal["metadata"] = field(default="metadata", init=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +107,7 @@ class ErrorEvent:
     message: str
     retryable: bool = False
     retry_after: float | None = None
-    type: ClassVar[str] = "error"
+    type: Literal["error"] = field(default="error", init=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +115,7 @@ class FinishEvent:
     """The last event of every run."""
 
     reason: FinishReason = "stop"
-    type: ClassVar[str] = "finish"
+    type: Literal["finish"] = field(default="finish", init=False, repr=False)
 
 
 Event = (
@@ -128,19 +130,37 @@ Event = (
     | FinishEvent
 )
 
+EventType = Literal[
+    "text-delta",
+    "reasoning-delta",
+    "tool-call-start",
+    "tool-call-args-delta",
+    "tool-call-result",
+    "usage",
+    "metadata",
+    "error",
+    "finish",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An event with its sequence id: 1, 2, 3... within its run. The id is the SSE ``id:`` and the resume cursor."""
+
+    seq: int
+    event: Event
+
+
 _BY_TYPE: dict[str, type[Event]] = {
-    cls.type: cls
-    for cls in (
-        TextDelta,
-        ReasoningDelta,
-        ToolCallStart,
-        ToolCallArgsDelta,
-        ToolCallResult,
-        UsageEvent,
-        MetadataEvent,
-        ErrorEvent,
-        FinishEvent,
-    )
+    "text-delta": TextDelta,
+    "reasoning-delta": ReasoningDelta,
+    "tool-call-start": ToolCallStart,
+    "tool-call-args-delta": ToolCallArgsDelta,
+    "tool-call-result": ToolCallResult,
+    "usage": UsageEvent,
+    "metadata": MetadataEvent,
+    "error": ErrorEvent,
+    "finish": FinishEvent,
 }
 
 

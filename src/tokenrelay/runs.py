@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from tokenrelay.backends.base import Backend, BackendError, GenerateOptions, Message
-from tokenrelay.coalescing import Coalescer
+from tokenrelay.coalescing import Coalescer, coalesce
+from tokenrelay.errors import RunClosedError, RunLimitError, RunNotFound
 from tokenrelay.events import ErrorEvent, Event, FinishEvent, FinishReason, TextDelta, UsageEvent
-from tokenrelay.stores.base import RunClosedError, RunInfo, RunStore, StoredEvent
+from tokenrelay.stores.base import RunInfo, RunStore, StoredEvent
 
 __all__ = [
     "HEARTBEAT",
@@ -49,14 +50,6 @@ class Heartbeat:
 HEARTBEAT = Heartbeat()
 
 
-class RunNotFound(LookupError):
-    pass
-
-
-class RunLimitError(RuntimeError):
-    """The instance is already running its maximum number of runs."""
-
-
 @dataclass(slots=True)
 class RunOutcome:
     """What a run produced, handed to ``on_finish`` (to write history) when it ends for any reason."""
@@ -73,32 +66,6 @@ class RunOutcome:
 def new_run_id() -> str:
     """128 random bits, URL-safe: a run id is a capability to read the run, so it must not be guessable."""
     return secrets.token_urlsafe(16)
-
-
-def coalesce(batch: Sequence[StoredEvent]) -> list[StoredEvent]:
-    """Join consecutive text deltas into one, keeping the last one's sequence id.
-
-    Resuming after the joined event's id is exactly right: every delta it carries has a smaller or equal id. The
-    batch is whatever accumulated while the subscriber was busy writing, so the amount of joining follows the load
-    and the first token is never held back.
-    """
-    if len(batch) < 2:
-        return list(batch)
-    out: list[StoredEvent] = []
-    run: list[str] = []
-    last_seq = 0
-    for item in batch:
-        if type(item.event) is TextDelta:
-            run.append(item.event.text)
-            last_seq = item.seq
-            continue
-        if run:
-            out.append(StoredEvent(last_seq, TextDelta("".join(run))))
-            run = []
-        out.append(item)
-    if run:
-        out.append(StoredEvent(last_seq, TextDelta("".join(run))))
-    return out
 
 
 class Subscription:
@@ -370,7 +337,6 @@ class RunManager:
     async def _follow(self, run_id: str, after: int) -> AsyncGenerator[list[StoredEvent] | Heartbeat, None]:
         loop = asyncio.get_running_loop()
         store = self.store
-        read_coalesced = getattr(store, "read_coalesced", None)
         coalescer = self.coalescer
         last_write = -math.inf  # the first delta is never held
         cursor = after
@@ -383,10 +349,7 @@ class RunManager:
                 until = last_write + coalescer.window_s
                 if until > loop.time():
                     await coalescer.sleep_until(until)
-                if read_coalesced is not None:
-                    batch = await read_coalesced(run_id, cursor, self.heartbeat_s)
-                else:
-                    batch = coalesce(await store.read(run_id, cursor, self.heartbeat_s))
+                batch = await store.read_coalesced(run_id, cursor, self.heartbeat_s)
                 if not batch:
                     info = await store.get(run_id)
                     if info is None or info.status == "finished":
@@ -464,9 +427,7 @@ class RunManager:
                     await self.store.append(run_id, (event,))
             finally:
                 # Closing the backend's iterator is what stops its upstream work (HTTP response, sampler).
-                aclose = getattr(stream, "aclose", None)
-                if aclose is not None:
-                    await aclose()
+                await stream.aclose()
             if error is not None and not finished:
                 reason = "error"
         except asyncio.CancelledError:

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, cast
 
@@ -245,7 +245,7 @@ class AgentsBackend:
             handoffs=handoffs,
         )
 
-    async def stream(self, messages: Sequence[Message], options: GenerateOptions) -> AsyncIterator[Event]:
+    async def stream(self, messages: Sequence[Message], options: GenerateOptions) -> AsyncGenerator[Event, None]:
         queue: asyncio.Queue[object] = asyncio.Queue()
         work = _Work(emit=queue.put_nowait)
         worker = asyncio.create_task(self._run(list(messages), options, work), name="tokenrelay-agents-run")

@@ -13,7 +13,7 @@ import functools
 import inspect
 import json
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tokenrelay.backends._errors import missing_extra, upstream_errors
@@ -240,7 +240,7 @@ class AnthropicBackend:
                 params["temperature"] = min(temperature, 1.0)  # Anthropic's range is 0..1
         return params
 
-    async def stream(self, messages: Sequence[Message], options: GenerateOptions) -> AsyncIterator[Event]:
+    async def stream(self, messages: Sequence[Message], options: GenerateOptions) -> AsyncGenerator[Event, None]:
         translator = MessagesTranslator()
         with self.stats.track():
             with upstream_errors("anthropic"):

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
+from tokenrelay.errors import BackendError
 from tokenrelay.events import Event
+from tokenrelay.messages import Message, Role
 
 __all__ = ["Backend", "BackendError", "GenerateOptions", "Message", "Role"]
-
-Role = Literal["system", "user", "assistant", "tool"]
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    role: Role
-    content: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,17 +20,6 @@ class GenerateOptions:
     max_tokens: int | None = None
     temperature: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-class BackendError(Exception):
-    """A failure the backend can name. The run turns it into an :class:`~tokenrelay.events.ErrorEvent`."""
-
-    def __init__(self, code: str, message: str, *, retryable: bool = False, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.retryable = retryable
-        self.retry_after = retry_after
 
 
 @runtime_checkable
@@ -59,7 +42,7 @@ class Backend(Protocol):
 
     async def close(self) -> None: ...
 
-    def stream(self, messages: Sequence[Message], options: GenerateOptions) -> AsyncIterator[Event]: ...
+    def stream(self, messages: Sequence[Message], options: GenerateOptions) -> AsyncGenerator[Event, None]: ...
 
     def describe(self) -> dict[str, Any]:
         """Facts for ``/api/health`` (model name, queue length...)."""

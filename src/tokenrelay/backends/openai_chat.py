@@ -8,7 +8,7 @@ arguments arrive in fragments keyed by ``index``, the final chunk's ``usage`` (a
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tokenrelay.backends._errors import upstream_errors
@@ -120,7 +120,7 @@ class OpenAIChatBackend(OpenAIBackendBase):
             params["stream_options"] = {"include_usage": True}
         return params
 
-    async def stream(self, messages: Sequence[Message], options: GenerateOptions) -> AsyncIterator[Event]:
+    async def stream(self, messages: Sequence[Message], options: GenerateOptions) -> AsyncGenerator[Event, None]:
         translator = ChatTranslator()
         with self.stats.track():
             with upstream_errors("openai"):

@@ -8,7 +8,7 @@ and ``response.reasoning_text.delta`` reasoning, ``response.output_item.added`` 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tokenrelay.backends._errors import in_stream_error, upstream_errors
@@ -111,7 +111,7 @@ class OpenAIResponsesBackend(OpenAIBackendBase):
             params["temperature"] = temperature
         return params
 
-    async def stream(self, messages: Sequence[Message], options: GenerateOptions) -> AsyncIterator[Event]:
+    async def stream(self, messages: Sequence[Message], options: GenerateOptions) -> AsyncGenerator[Event, None]:
         translator = ResponsesTranslator()
         with self.stats.track():
             with upstream_errors("openai"):

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +106,7 @@ class ScriptFileBackend:
             raise BackendError("no_script", f"no script for the message {last[:80]!r}")
         return script
 
-    async def stream(self, messages: Sequence[Message], options: GenerateOptions) -> AsyncIterator[Event]:
+    async def stream(self, messages: Sequence[Message], options: GenerateOptions) -> AsyncGenerator[Event, None]:
         with self.stats.track():
             for step in self._script(messages):
                 if isinstance(step, Pause):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, Iterator, Sequence
 from typing import Any
 
 from tokenrelay.backends._stats import StreamStats
@@ -70,7 +70,7 @@ class SyntheticBackend:
         words = _split_words(f"You said: {last.strip()[:200]}. {_PASSAGE}")
         return itertools.cycle(words)
 
-    async def stream(self, messages: Sequence[Message], options: GenerateOptions) -> AsyncIterator[Event]:
+    async def stream(self, messages: Sequence[Message], options: GenerateOptions) -> AsyncGenerator[Event, None]:
         total = len(_split_words(self.text)) if self.text is not None and self.token is None else self.tokens
         limit = total if options.max_tokens is None else min(total, options.max_tokens)
         pieces = self._pieces(messages)

@@ -3,7 +3,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from tokenrelay.backends.base import Message, Role
+from tokenrelay.messages import Message, Role
 
 __all__ = ["Conversation", "History", "MessageStatus", "StoredMessage", "title_for"]
 

@@ -1,7 +1,7 @@
 """Wire protocols over the same events; the seed's frames are the default."""
 
 from tokenrelay.protocols.aisdk import AISDKEncoder, AISDKProtocol
-from tokenrelay.protocols.base import Encoder, PrimedEncoder, StreamContext, WireProtocol
+from tokenrelay.protocols.base import Encoder, StreamContext, WireProtocol
 from tokenrelay.protocols.openai_chat import OpenAIChatEncoder, OpenAIChatProtocol
 from tokenrelay.protocols.seed import SeedEncoder, SeedProtocol
 
@@ -11,7 +11,6 @@ __all__ = [
     "Encoder",
     "OpenAIChatEncoder",
     "OpenAIChatProtocol",
-    "PrimedEncoder",
     "SeedEncoder",
     "SeedProtocol",
     "StreamContext",

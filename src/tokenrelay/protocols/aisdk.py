@@ -34,6 +34,7 @@ from tokenrelay.events import (
     FinishReason,
     MetadataEvent,
     ReasoningDelta,
+    StoredEvent,
     TextDelta,
     ToolCallArgsDelta,
     ToolCallResult,
@@ -41,7 +42,6 @@ from tokenrelay.events import (
     UsageEvent,
 )
 from tokenrelay.protocols.base import StreamContext
-from tokenrelay.stores.base import StoredEvent
 
 __all__ = ["AISDK_HEADERS", "AISDKEncoder", "AISDKProtocol", "finish_reason"]
 
@@ -75,6 +75,8 @@ def _json(value: Any) -> bytes:
 
 class AISDKEncoder:
     """One connection's UI message stream. Stateful: it tracks the open text, reasoning and tool-call parts."""
+
+    sse_retry: ClassVar[bool] = True
 
     def __init__(self, ctx: StreamContext) -> None:
         self._ctx = ctx

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import ClassVar, Protocol
 
-from tokenrelay.stores.base import StoredEvent
+from tokenrelay.events import StoredEvent
 
-__all__ = ["Encoder", "PrimedEncoder", "StreamContext", "WireProtocol"]
+__all__ = ["Encoder", "StreamContext", "WireProtocol"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,7 +19,13 @@ class StreamContext:
 
 
 class Encoder(Protocol):
-    """Turns one connection's events into bytes. Stateful (one per connection), pure (no I/O)."""
+    """Turns one connection's events into bytes. Stateful (one per connection), pure (no I/O).
+
+    ``sse_retry`` says whether the stream's first write may carry an SSE ``retry:`` hint (clients that are not
+    EventSource-like, such as OpenAI's, reject fields they do not know).
+    """
+
+    sse_retry: ClassVar[bool]
 
     def open(self) -> bytes:
         """Bytes to send before the first event (may be empty)."""
@@ -31,16 +37,11 @@ class Encoder(Protocol):
 
     def heartbeat(self) -> bytes: ...
 
-
-@runtime_checkable
-class PrimedEncoder(Protocol):
-    """An encoder whose frames depend on earlier events (AI SDK part ids, OpenAI tool call indexes).
-
-    Before a resume after event ``n`` it is given events ``1..n`` to catch up with, and writes none of them (nor
-    its opening frames): the client already has them.
-    """
-
-    def prime(self, earlier: Sequence[StoredEvent]) -> None: ...
+    def prime(self, earlier: Sequence[StoredEvent]) -> None:
+        """Catch up with events ``1..n`` before a resume after event ``n``, writing none of them (nor the opening
+        frames): the client already has them. Encoders whose frames depend on earlier events (AI SDK part ids,
+        OpenAI tool call indexes, the seed's usage) keep what they need."""
+        ...
 
 
 class WireProtocol(Protocol):

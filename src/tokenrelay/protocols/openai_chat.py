@@ -26,13 +26,13 @@ from tokenrelay.events import (
     FinishEvent,
     FinishReason,
     ReasoningDelta,
+    StoredEvent,
     TextDelta,
     ToolCallArgsDelta,
     ToolCallStart,
     UsageEvent,
 )
 from tokenrelay.protocols.base import StreamContext
-from tokenrelay.stores.base import StoredEvent
 
 __all__ = [
     "CompletionBuilder",

@@ -16,6 +16,7 @@ from tokenrelay.events import (
     FinishEvent,
     MetadataEvent,
     ReasoningDelta,
+    StoredEvent,
     TextDelta,
     ToolCallArgsDelta,
     ToolCallResult,
@@ -23,7 +24,6 @@ from tokenrelay.events import (
     UsageEvent,
 )
 from tokenrelay.protocols.base import StreamContext
-from tokenrelay.stores.base import StoredEvent
 
 __all__ = ["SeedEncoder", "SeedProtocol", "seed_frame"]
 
@@ -36,6 +36,7 @@ def seed_frame(seq: int, payload: dict[str, Any]) -> bytes:
 
 class SeedEncoder:
     __slots__ = ("_ctx", "_usage")
+    sse_retry: ClassVar[bool] = True
 
     def __init__(self, ctx: StreamContext) -> None:
         self._ctx = ctx

@@ -13,14 +13,14 @@ from tokenrelay.history.base import History, MessageStatus, StoredMessage
 from tokenrelay.history.memory import MemoryHistory
 from tokenrelay.metrics import RelayMetrics
 from tokenrelay.protocols.aisdk import AISDKProtocol
-from tokenrelay.protocols.base import Encoder, PrimedEncoder, StreamContext, WireProtocol
+from tokenrelay.protocols.base import Encoder, StreamContext, WireProtocol
 from tokenrelay.protocols.openai_chat import OpenAIChatProtocol, model_id
 from tokenrelay.protocols.seed import SeedProtocol
 from tokenrelay.runs import HEARTBEAT, RunManager, RunOutcome, Subscription
 from tokenrelay.server.auth import BearerTokenAuth, UserResolver, anonymous_or_claimed, load_tokens
-from tokenrelay.server.chat_runs import ChatRunIndex, MemoryChatRunIndex
 from tokenrelay.server.settings import Settings
 from tokenrelay.stores.base import RunInfo, RunStore, StoredEvent
+from tokenrelay.stores.chat_runs import ChatRunIndex
 from tokenrelay.stores.memory import MemoryRunStore
 
 __all__ = ["EventStream", "Relay", "build_history", "build_store", "build_user_resolver"]
@@ -124,8 +124,7 @@ class Relay:
         }
         # useChat's resume asks for a chat's stream, not a run's: the latest run started for each chat.
         # With a shared store the index is shared too (a useChat resume may reach any instance).
-        make_index = getattr(self.store, "chat_run_index", None)
-        self.chat_runs: ChatRunIndex = make_index() if make_index is not None else MemoryChatRunIndex()
+        self.chat_runs: ChatRunIndex = self.store.chat_run_index()
         self._stateless: set[str] = set()  # conversations that are not history (OpenAI's stateless API)
         self.runs = RunManager(
             backend,
@@ -213,12 +212,12 @@ class Relay:
         return await self.follow(info, encoder, after=after)
 
     async def follow(self, info: RunInfo, encoder: Encoder, *, after: int = 0) -> EventStream:
-        """Subscribe ``encoder`` to a run from ``after``; an encoder that needs the earlier events is primed first."""
-        if after > 0 and isinstance(encoder, PrimedEncoder):
+        """Subscribe ``encoder`` to a run from ``after``, primed first with the events the client already has."""
+        if after > 0:
             encoder.prime(await self._events_through(info.run_id, after))
         subscription = await self.runs.subscribe(info.run_id, after)
         # An encoder may refuse the "retry:" hint: OpenAI's clients take that lone field for an empty event.
-        retry_ms = self.settings.retry_ms if getattr(encoder, "sse_retry", True) else 0
+        retry_ms = self.settings.retry_ms if encoder.sse_retry else 0
         return EventStream(subscription, encoder, retry_ms=retry_ms)
 
     async def _events_through(self, run_id: str, last: int) -> list[StoredEvent]:

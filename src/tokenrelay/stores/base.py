@@ -6,19 +6,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from tokenrelay.events import Event
+from tokenrelay.errors import RunClosedError
+from tokenrelay.events import Event, StoredEvent
+from tokenrelay.stores.chat_runs import ChatRunIndex
 
-__all__ = ["RunClosedError", "RunInfo", "RunStatus", "RunStore", "StoreListener", "StoredEvent"]
+__all__ = ["ChatRunIndex", "RunClosedError", "RunInfo", "RunStatus", "RunStore", "StoreListener", "StoredEvent"]
 
 RunStatus = Literal["running", "finished"]
-
-
-@dataclass(frozen=True, slots=True)
-class StoredEvent:
-    """An event with its sequence id: 1, 2, 3... within its run. The id is the SSE ``id:`` and the resume cursor."""
-
-    seq: int
-    event: Event
 
 
 @dataclass(slots=True)
@@ -32,10 +26,6 @@ class RunInfo:
     last_seq: int = 0
     finished_at: float | None = None
     extra: dict[str, str] = field(default_factory=dict)
-
-
-class RunClosedError(RuntimeError):
-    """The run was ended by someone else (its owner was declared dead): the owner must stop writing to it."""
 
 
 class StoreListener(Protocol):
@@ -79,6 +69,10 @@ class RunStore(Protocol):
 
     def attach(self, listener: StoreListener) -> None: ...
 
+    def chat_run_index(self) -> ChatRunIndex:
+        """Where useChat's chat id → latest run id lives: shared by every instance that shares this store."""
+        ...
+
     async def create(self, info: RunInfo) -> None: ...
 
     async def append(self, run_id: str, events: Sequence[Event]) -> int:
@@ -90,6 +84,11 @@ class RunStore(Protocol):
     async def get(self, run_id: str) -> RunInfo | None: ...
 
     async def read(self, run_id: str, after: int, timeout: float | None) -> list[StoredEvent]: ...
+
+    async def read_coalesced(self, run_id: str, after: int, timeout: float | None) -> list[StoredEvent]:
+        """``read``, with consecutive text deltas joined into one that keeps the last one's id
+        (:func:`tokenrelay.coalescing.coalesce`)."""
+        ...
 
     async def add_viewer(self, run_id: str) -> int:
         """Count one more viewer of the run, on any instance; returns the new count."""

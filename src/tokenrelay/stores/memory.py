@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from tokenrelay.events import Event, TextDelta
 from tokenrelay.stores.base import RunInfo, StoredEvent, StoreListener
+from tokenrelay.stores.chat_runs import MemoryChatRunIndex
 
 __all__ = ["MemoryRunStore"]
 
@@ -57,9 +58,13 @@ class MemoryRunStore:
         self._sweep: asyncio.TimerHandle | None = None
         self._sweep_at = math.inf
         self._slack = 0.25  # how late a deadline may be noticed: a tenth of the shortest timeout, at most 250 ms
+        self._chat_runs = MemoryChatRunIndex()
 
     async def start(self) -> None:
         return None
+
+    def chat_run_index(self) -> MemoryChatRunIndex:
+        return self._chat_runs
 
     def attach(self, listener: StoreListener) -> None:
         # One instance: every run is driven here, so there is nobody else to hear from.

@@ -51,6 +51,7 @@ from typing import Any
 
 import orjson
 
+from tokenrelay.coalescing import coalesce
 from tokenrelay.events import ErrorEvent, Event, FinishEvent, event_from_dict, event_to_dict
 from tokenrelay.stores.base import RunClosedError, RunInfo, StoredEvent, StoreListener
 
@@ -453,6 +454,9 @@ class RedisRunStore:
             extra=orjson.loads(meta.get("extra", "{}")),
         )
         return info, meta.get("owner", "")
+
+    async def read_coalesced(self, run_id: str, after: int, timeout: float | None) -> list[StoredEvent]:
+        return coalesce(await self.read(run_id, after, timeout))
 
     async def read(self, run_id: str, after: int, timeout: float | None) -> list[StoredEvent]:
         lg = await self._log(run_id)
