@@ -10,8 +10,9 @@ from hypothesis import strategies as st
 
 from tests.conftest import wait_for_async
 from tokenrelay.backends import Pause, ScriptedBackend
-from tokenrelay.coalescing import Coalescer
-from tokenrelay.events import Event, FinishEvent, TextDelta, UsageEvent
+from tokenrelay.backends.scripted import ScriptStep
+from tokenrelay.coalescing import Coalescer, join_texts
+from tokenrelay.events import Event, FinishEvent, StoredEvent, TextDelta, UsageEvent
 from tokenrelay.runs import RunManager, coalesce
 from tokenrelay.stores.base import RunInfo
 from tokenrelay.stores.memory import MemoryRunStore
@@ -19,6 +20,39 @@ from tokenrelay.stores.memory import MemoryRunStore
 
 def info(run_id: str) -> RunInfo:
     return RunInfo(run_id=run_id, user_id="u", conversation_id="c", backend="test", created_at=0.0)
+
+
+def test_coalesce_joins_runs_of_text_and_keeps_the_last_id() -> None:
+    batch = [
+        StoredEvent(1, TextDelta("a")),
+        StoredEvent(2, TextDelta("b")),
+        StoredEvent(3, UsageEvent(1, 2)),
+        StoredEvent(4, TextDelta("c")),
+        StoredEvent(5, FinishEvent()),
+    ]
+    assert coalesce(batch) == [
+        StoredEvent(2, TextDelta("ab")),
+        StoredEvent(3, UsageEvent(1, 2)),
+        StoredEvent(4, TextDelta("c")),
+        StoredEvent(5, FinishEvent()),
+    ]
+
+
+def test_coalesce_leaves_short_batches_and_lone_events_as_they_are() -> None:
+    assert coalesce([]) == []
+    assert coalesce([StoredEvent(7, TextDelta("a"))]) == [StoredEvent(7, TextDelta("a"))]
+    lone = [StoredEvent(1, UsageEvent(1, 1)), StoredEvent(2, FinishEvent())]
+    assert coalesce(lone) == lone
+
+
+def test_a_compact_log_joins_by_the_same_rule() -> None:
+    # A compact log keeps a text delta as its bare text; both forms join alike, and with each other.
+    items: list[tuple[int, Event | str]] = [(1, "a"), (2, TextDelta("b")), (3, UsageEvent(1, 2)), (4, "c"), (5, "d")]
+    assert join_texts(items) == [
+        StoredEvent(2, TextDelta("ab")),
+        StoredEvent(3, UsageEvent(1, 2)),
+        StoredEvent(5, TextDelta("cd")),
+    ]
 
 
 events = st.lists(
@@ -47,8 +81,8 @@ def test_joined_reads_are_the_coalesced_reads(batch: list[Event], cursor: int) -
 
 
 async def test_first_delta_is_not_held_and_a_burst_shares_one_write() -> None:
-    steps: list[object] = [TextDelta("a"), Pause(0.15), TextDelta("b"), TextDelta("c"), TextDelta("d")]
-    backend = ScriptedBackend([*steps, FinishEvent("stop")])  # type: ignore[list-item]
+    steps: list[ScriptStep] = [TextDelta("a"), Pause(0.15), TextDelta("b"), TextDelta("c"), TextDelta("d")]
+    backend = ScriptedBackend([*steps, FinishEvent("stop")])
     manager = RunManager(backend, MemoryRunStore(), coalesce_window_s=0.1, coalesce_max_s=0)
     run = await manager.start([], user_id="u", conversation_id="c")
     subscription = await manager.subscribe(run.run_id)
@@ -60,7 +94,8 @@ async def test_first_delta_is_not_held_and_a_burst_shares_one_write() -> None:
     rest = [item async for item in subscription]
     texts = [e.event for batch in rest if isinstance(batch, list) for e in batch]
     assert texts == [TextDelta("bcd"), FinishEvent("stop")]  # one frame, carrying the last delta's id
-    assert rest[0][0].seq == 4  # type: ignore[index]
+    assert isinstance(rest[0], list)
+    assert rest[0][0].seq == 4
     await subscription.aclose()
 
 
@@ -69,8 +104,9 @@ async def test_the_window_grows_while_the_loop_is_busy_and_goes_when_it_idles() 
     coalescer.stream_started()
     try:
         assert coalescer.window_s == 0
-        deadline = time.monotonic() + 0.3
-        while time.monotonic() < deadline:  # a loop that never idles: one busy callback after another
+        # A loop that never idles (one busy callback after another) until the window opens, or a deadline passes.
+        deadline = time.monotonic() + 3
+        while coalescer.window_s == 0 and time.monotonic() < deadline:
             spin = time.monotonic() + 0.002
             while time.monotonic() < spin:
                 pass

@@ -6,7 +6,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import running_server, wait_for_async
-from tests.test_server import payloads, read_stream
+from tests.server.helpers import payloads, read_stream
 from tokenrelay.backends import Pause, ScriptedBackend, SyntheticBackend
 from tokenrelay.backends.base import Backend
 from tokenrelay.events import FinishEvent, TextDelta

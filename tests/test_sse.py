@@ -1,10 +1,25 @@
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tokenrelay.sse import Comment, ServerSentEvent, SSEDecoder, encode, encode_comment, iter_sse
+from tokenrelay.sse import (
+    PING,
+    Comment,
+    ServerSentEvent,
+    SSEDecoder,
+    aiter_sse,
+    encode,
+    encode_comment,
+    frame,
+    frame_format,
+    iter_sse,
+    retry_hint,
+)
 
 
 def decode(*chunks: bytes | str, comments: bool = False) -> list[ServerSentEvent | Comment]:
@@ -118,6 +133,96 @@ def test_encoder_refuses_ids_a_decoder_would_mangle(bad: str) -> None:
 
 def test_iter_sse_over_chunks() -> None:
     assert list(iter_sse([b"data: a\n", b"\ndata: b\n\n"])) == [ServerSentEvent("a"), ServerSentEvent("b")]
+
+
+def test_iter_sse_drops_comments_and_the_unfinished_tail() -> None:
+    assert list(iter_sse([b": ping\n\ndata: a\n\n", b"data: tail"])) == [ServerSentEvent("a")]
+
+
+# --- aiter_sse: the same decoder over an async byte stream ----------------------------------------------------
+
+
+async def achunks(*chunks: bytes) -> AsyncIterator[bytes]:
+    for chunk in chunks:
+        yield chunk
+
+
+async def adecode(*chunks: bytes) -> list[ServerSentEvent]:
+    return [event async for event in aiter_sse(achunks(*chunks))]
+
+
+async def test_aiter_sse_joins_events_split_across_chunks() -> None:
+    assert await adecode(b"da", b"ta: a", b"\n", b"\ndata: b\n\n") == [ServerSentEvent("a"), ServerSentEvent("b")]
+
+
+async def test_aiter_sse_crlf_split_across_chunks_is_one_line_ending() -> None:
+    assert await adecode(b"data: a\r", b"\ndata: b\r", b"\n\r", b"\n") == [ServerSentEvent("a\nb")]
+
+
+async def test_aiter_sse_strips_a_bom_split_across_chunks() -> None:
+    assert await adecode(b"\xef", b"\xbb\xbfdata: x\n\n") == [ServerSentEvent("x")]
+
+
+async def test_aiter_sse_multibyte_characters_across_chunks() -> None:
+    raw = "data: 世界 🎉\n\n".encode()
+    assert await adecode(*(raw[i : i + 1] for i in range(len(raw)))) == [ServerSentEvent("世界 🎉")]
+
+
+async def test_aiter_sse_skips_comments_and_keeps_id_and_retry() -> None:
+    events = await adecode(b": ping\n\nid: 4\nretry: 250\nevent: e\ndata: x\n\n", b":\ndata: y\n\n")
+    assert events == [ServerSentEvent("x", event="e", id="4", retry=250), ServerSentEvent("y", id="4")]
+
+
+async def test_aiter_sse_ignores_an_id_with_nul() -> None:
+    events = await adecode(b"id: 1\ndata: a\n\n", b"id: 2\x00\ndata: b\n\n")
+    assert [e.id for e in events] == ["1", "1"]
+
+
+async def test_aiter_sse_discards_the_unfinished_event_at_the_end() -> None:
+    assert await adecode(b"data: done\n\ndata: part", b"ial\n") == [ServerSentEvent("done")]
+
+
+async def test_aiter_sse_yields_each_event_as_soon_as_its_blank_line_arrives() -> None:
+    # A live stream: the second chunk is not sent until the first event has been seen.
+    first_seen = asyncio.Event()
+
+    async def live() -> AsyncIterator[bytes]:
+        yield b"data: one\n\n"
+        await asyncio.wait_for(first_seen.wait(), 5)
+        yield b"data: two\n\n"
+
+    events = aiter_sse(live())
+    assert await anext(events) == ServerSentEvent("one")
+    first_seen.set()
+    assert [e async for e in events] == [ServerSentEvent("two")]
+
+
+# --- framing: the bytes every encoder and the response write --------------------------------------------------
+
+
+def test_frames_decode_to_the_event_they_frame() -> None:
+    assert frame(b'{"a":1}') == b'data: {"a":1}\n\n'
+    assert frame(b"x", 12) == b"id: 12\ndata: x\n\n"
+    assert decode(frame(b"x", 12) + frame(b"y")) == [ServerSentEvent("x", id="12"), ServerSentEvent("y", id="12")]
+
+
+def test_frame_format_builds_the_same_bytes_as_frame() -> None:
+    assert frame_format(b'{"delta": %s}') % (3, b'"hi"') == frame(b'{"delta": "hi"}', 3)
+    assert frame_format(b"[%s]", with_id=False) % b"1" == frame(b"[1]")
+    assert frame_format(b"100%%") % 1 == frame(b"100%", 1)
+    with pytest.raises(ValueError, match="single line"):
+        frame_format(b"a\nb")
+
+
+def test_ping_is_a_comment_and_retry_hint_dispatches_nothing() -> None:
+    assert PING == b": ping\n\n"
+    assert decode(PING, comments=True) == [Comment("ping")]
+    decoder = SSEDecoder()
+    assert decoder.feed(retry_hint(1500)) == []
+    assert decoder.retry == 1500
+    assert decoder.feed(frame(b"x")) == [ServerSentEvent("x", retry=1500)]
+    with pytest.raises(ValueError, match="retry"):
+        retry_hint(-1)
 
 
 # --- the property: any chunking of any stream decodes to the same events as the whole -------------------------

@@ -8,9 +8,12 @@ import sys
 import types
 import typing
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
+
+if TYPE_CHECKING:
+    from tokenrelay.client import Client
 
 __all__ = ["main"]
 
@@ -70,21 +73,20 @@ def _settings(overrides: dict[str, Any]) -> Any:
 
 
 def serve(overrides: dict[str, Any]) -> None:
+    """``tokenrelay serve``: check what can be checked before binding the port, then run the server."""
     import uvicorn
 
-    from tokenrelay.backends.base import BackendError
+    from tokenrelay.errors import BackendError, ConfigError
     from tokenrelay.server.app import create_app
     from tokenrelay.server.factory import build_backend
 
     settings = _settings(overrides)
     try:
         backend = build_backend(settings)
-        load = getattr(backend, "load", None)
-        if load is not None:
-            load()  # fail here, with one line, rather than in the server's startup with a traceback
+        backend.load()  # fail here, with one line, rather than in the server's startup with a traceback
     except BackendError as exc:
         _die(exc.message, 1)
-    except ValueError as exc:
+    except (ConfigError, ValueError) as exc:  # a setting that cannot work, an unknown backend
         _die(str(exc), 1)
     if settings.store == "redis":
         _check_redis(settings.redis_url)
@@ -137,44 +139,17 @@ def _check_redis(url: str) -> None:
 def chat(
     url: str, message: str | None, user_id: str | None, conversation_id: str | None, token: str | None = None
 ) -> int:
+    """``tokenrelay chat``: one message (``message``) or an interactive session; the exit status."""
     import httpx
 
-    from tokenrelay.client import Client, Delta, Done, StreamError, TokenrelayError
-
-    out = sys.stdout
-
-    def ask(text: str) -> str | None:
-        events = client.stream_chat(text, user_id=user_id, conversation_id=conversation_id)
-        new_conversation = conversation_id
-        try:
-            for event in events:
-                if isinstance(event, Delta):
-                    out.write(event.text)
-                    out.flush()
-                elif isinstance(event, StreamError):
-                    out.write(f"\n[error {event.code}: {event.message}]")
-                elif isinstance(event, Done):
-                    new_conversation = event.conversation_id or new_conversation
-            out.write("\n")
-        except KeyboardInterrupt:
-            # Ctrl-C stops the generation, not the program: closing the stream disconnects, which cancels the run.
-            events.close()
-            out.write("\n[stopped]\n")
-        return new_conversation
+    from tokenrelay.client import Client, TokenrelayError
 
     with Client(url, token=token) as client:
         try:
             if message is not None:
-                ask(message)
-                return 0
-            while True:
-                try:
-                    text = input("> ")
-                except (EOFError, KeyboardInterrupt):
-                    out.write("\n")
-                    return 0
-                if text.strip():
-                    conversation_id = ask(text)
+                _ask(client, message, user_id, conversation_id)
+            else:
+                _converse(client, user_id, conversation_id)
         except TokenrelayError as exc:
             print(f"tokenrelay: {exc}", file=sys.stderr)
             return 1
@@ -184,7 +159,43 @@ def chat(
     return 0
 
 
+def _converse(client: Client, user_id: str | None, conversation_id: str | None) -> None:
+    """One message per line, all in one conversation, until EOF (or Ctrl-C at the prompt)."""
+    while True:
+        try:
+            text = input("> ")
+        except (EOFError, KeyboardInterrupt):
+            sys.stdout.write("\n")
+            return
+        if text.strip():
+            conversation_id = _ask(client, text, user_id, conversation_id)
+
+
+def _ask(client: Client, text: str, user_id: str | None, conversation_id: str | None) -> str | None:
+    """Print one answer as it streams; returns the conversation id to send the next message in."""
+    from tokenrelay.client import Delta, Done, StreamError
+
+    out = sys.stdout
+    events = client.stream_chat(text, user_id=user_id, conversation_id=conversation_id)
+    try:
+        for event in events:
+            if isinstance(event, Delta):
+                out.write(event.text)
+                out.flush()
+            elif isinstance(event, StreamError):
+                out.write(f"\n[error {event.code}: {event.message}]")
+            elif isinstance(event, Done):
+                conversation_id = event.conversation_id or conversation_id
+        out.write("\n")
+    except KeyboardInterrupt:
+        # Ctrl-C stops the generation, not the program: closing the stream disconnects, which cancels the run.
+        events.close()
+        out.write("\n[stopped]\n")
+    return conversation_id
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """The ``tokenrelay`` command; the exit status."""
     parser = argparse.ArgumentParser(prog="tokenrelay", description="Stream AI responses in real time.")
     sub = parser.add_subparsers(dest="command", required=True)
     serve_parser = sub.add_parser("serve", help="run the server")

@@ -1,13 +1,16 @@
-"""Coalescing: how long a stream waits after a write before the next, so that deltas that come close together go out
-in one write.
+"""Coalescing: deltas that come close together go out in one write. Both halves of it live here.
 
-A write costs far more than the few bytes of a delta (a wake-up, the encoder, the ASGI ``send`` chain, a system
+*Joining* (:func:`coalesce`, :func:`join_texts`): consecutive text deltas read together become one delta carrying
+the last one's id. Every store's ``read_coalesced`` joins by these functions.
+
+*Pacing* (:class:`Coalescer`): how long a stream waits after a write before the next, so that there is something to
+join. A write costs far more than the few bytes of a delta (a wake-up, the encoder, the ASGI ``send`` chain, a system
 call), so a server that writes once per token is capped by writes, not tokens. The window follows the load, measured
 every ``period_s``: while the event loop falls behind (its timers fire late) or never idles, the window grows; once
 the loop keeps up with time to spare, it shrinks back to nothing. So it settles at the smallest window the load
-allows, rather than at its cap. A stream's first delta — and any delta after a pause longer
-than the window — is never held: only deltas that come sooner than ``window`` after the stream's last write wait
-for it, and then go out together.
+allows, rather than at its cap. A stream's first delta — and any delta after a pause longer than the window — is
+never held: only deltas that come sooner than ``window`` after the stream's last write wait for it, and then go out
+together.
 """
 
 from __future__ import annotations
@@ -15,11 +18,11 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
-from tokenrelay.events import StoredEvent, TextDelta
+from tokenrelay.events import Event, StoredEvent, TextDelta
 
-__all__ = ["Coalescer", "coalesce"]
+__all__ = ["Coalescer", "coalesce", "join_texts"]
 
 
 def coalesce(batch: Sequence[StoredEvent]) -> list[StoredEvent]:
@@ -31,20 +34,32 @@ def coalesce(batch: Sequence[StoredEvent]) -> list[StoredEvent]:
     """
     if len(batch) < 2:
         return list(batch)
+    return join_texts((item.seq, item.event) for item in batch)
+
+
+def join_texts(items: Iterable[tuple[int, Event | str]]) -> list[StoredEvent]:
+    """The joining rule of :func:`coalesce`, over ``(seq, event)`` pairs where a text delta may be its bare text.
+
+    The bare text is how a compact log keeps a text delta (see :class:`tokenrelay.stores.memory.MemoryRunStore`),
+    so such a log joins its deltas here without rebuilding an event per delta first.
+    """
     out: list[StoredEvent] = []
-    run: list[str] = []
-    last_seq = 0
-    for item in batch:
-        if type(item.event) is TextDelta:
-            run.append(item.event.text)
-            last_seq = item.seq
-            continue
-        if run:
-            out.append(StoredEvent(last_seq, TextDelta("".join(run))))
-            run = []
-        out.append(item)
-    if run:
-        out.append(StoredEvent(last_seq, TextDelta("".join(run))))
+    texts: list[str] = []
+    last_text = 0  # the id of the last delta in ``texts``
+    for seq, item in items:
+        if isinstance(item, str):
+            texts.append(item)
+            last_text = seq
+        elif type(item) is TextDelta:
+            texts.append(item.text)
+            last_text = seq
+        else:
+            if texts:
+                out.append(StoredEvent(last_text, TextDelta("".join(texts))))
+                texts = []
+            out.append(StoredEvent(seq, item))
+    if texts:
+        out.append(StoredEvent(last_text, TextDelta("".join(texts))))
     return out
 
 

@@ -12,5 +12,7 @@ Role = Literal["system", "user", "assistant", "tool"]
 
 @dataclass(frozen=True, slots=True)
 class Message:
+    """One turn of a conversation: who said it, and what."""
+
     role: Role
     content: str

@@ -8,7 +8,6 @@ import {
   jsonResponse,
   manualScheduler,
   seedStream,
-  settle,
   sseResponse,
   wire,
   type ControlledBody,
@@ -80,10 +79,10 @@ describe("createChatStore", () => {
     const context = controlledFetch();
     const { store, bodies, scheduler } = context;
     const sent = store.sendMessage("go");
-    await settle();
     const body = bodies[0]!;
+    await body.drained();
     body.push(deltaFrame(1, "first "));
-    await settle();
+    await body.drained();
     // The first token is shown at once (status becomes "streaming").
     expect(store.getState().status).toBe("streaming");
     const before = context.notifications;
@@ -92,7 +91,7 @@ describe("createChatStore", () => {
     for (let index = 2; index <= 1001; index += 1) frames += deltaFrame(index, "x");
     // Many frames spread over many network chunks.
     for (let offset = 0; offset < frames.length; offset += 997) body.push(frames.slice(offset, offset + 997));
-    await settle(20);
+    await body.drained(); // every chunk read
     expect(context.notifications).toBe(before); // nothing rendered yet: waiting for the frame
     expect(scheduler.size).toBe(1);
     scheduler.flush();
@@ -109,17 +108,15 @@ describe("createChatStore", () => {
   it("keeps finished messages' identity while another streams", async () => {
     const { store, bodies, scheduler } = controlledFetch();
     const first = store.sendMessage("one");
-    await settle();
     bodies[0]!.push(seedStream(["done answer"]));
     await first;
     const [user, answer] = store.getState().messages;
 
     void store.sendMessage("two");
-    await settle();
     bodies[1]!.push(deltaFrame(1, "a"));
-    await settle();
+    await bodies[1]!.drained();
     bodies[1]!.push(deltaFrame(2, "b"));
-    await settle();
+    await bodies[1]!.drained();
     scheduler.flush();
     const messages = store.getState().messages;
     expect(messages[0]).toBe(user);
@@ -131,9 +128,8 @@ describe("createChatStore", () => {
   it("stop() aborts the request, keeps the partial answer and marks it cancelled", async () => {
     const { store, bodies, calls } = controlledFetch();
     const sent = store.sendMessage("long one");
-    await settle();
     bodies[0]!.push(deltaFrame(1, "partial ") + deltaFrame(2, "answer"));
-    await settle();
+    await bodies[0]!.drained();
     expect(store.getState().status).toBe("streaming");
     store.stop();
     expect(calls[0]!.signal.aborted).toBe(true);
@@ -152,9 +148,8 @@ describe("createChatStore", () => {
       userId: "alice",
     });
     void store.sendMessage("q");
-    await settle();
     bodies[0]!.push(deltaFrame(1, "a"));
-    await settle();
+    await bodies[0]!.drained();
     store.stop();
     expect(calls[0]!.signal.aborted).toBe(true);
     expect(calls).toHaveLength(2);
@@ -165,9 +160,9 @@ describe("createChatStore", () => {
   });
 
   it("stop() before the first token removes the empty answer", async () => {
-    const { store, calls } = controlledFetch();
+    const { store, calls, bodies } = controlledFetch();
     void store.sendMessage("hi");
-    await settle();
+    await bodies[0]!.drained(); // the store is reading the answer
     store.stop();
     expect(calls[0]!.signal.aborted).toBe(true);
     expect(store.getState().messages.map((message) => message.role)).toEqual(["user"]);
@@ -176,7 +171,7 @@ describe("createChatStore", () => {
   it("ignores a send while an answer is in progress, and blank messages", async () => {
     const { store, calls, bodies } = controlledFetch();
     const first = store.sendMessage("one");
-    await settle();
+    await bodies[0]!.drained();
     await store.sendMessage("two");
     await store.sendMessage("   ");
     expect(calls).toHaveLength(1);
@@ -259,12 +254,11 @@ describe("createChatStore", () => {
     const { store, calls, bodies } = controlledFetch();
     await (async () => {
       const sent = store.sendMessage("a");
-      await settle();
       bodies[0]!.push(seedStream(["b"]));
       await sent;
     })();
     void store.sendMessage("c");
-    await settle();
+    await bodies[1]!.drained();
     store.reset();
     expect(calls[1]!.signal.aborted).toBe(true);
     expect(store.getState()).toEqual({ messages: [], status: "idle", error: null, conversationId: undefined });

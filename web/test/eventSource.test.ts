@@ -10,11 +10,14 @@ class FakeEventSource implements EventSourceLike {
   onerror: ((event: Event) => void) | null = null;
   closed = false;
 
+  static onCreate: (() => void) | undefined;
+
   constructor(
     readonly url: string,
     readonly init?: EventSourceInit,
   ) {
     FakeEventSource.instances.push(this);
+    FakeEventSource.onCreate?.();
   }
 
   emit(data: unknown, lastEventId = ""): void {
@@ -39,7 +42,19 @@ function latest(): FakeEventSource {
   return instance;
 }
 
-const tick = () => new Promise((resolve) => setTimeout(resolve, 0));
+/** The EventSource the stream opens once iterated: resolves when there is one more than `before`. */
+function opened(before: number): Promise<FakeEventSource> {
+  return new Promise((resolve) => {
+    const check = () => {
+      const source = FakeEventSource.instances[before];
+      if (source === undefined) return;
+      FakeEventSource.onCreate = undefined;
+      resolve(source);
+    };
+    FakeEventSource.onCreate = check;
+    check();
+  });
+}
 
 describe("chatStreamUrl", () => {
   it("puts the request in the query string", () => {
@@ -55,6 +70,7 @@ describe("chatStreamUrl", () => {
 
 describe("streamChatEventSource", () => {
   it("yields typed events and closes the EventSource at the done frame", async () => {
+    const before = FakeEventSource.instances.length;
     const stream = streamChatEventSource({
       url: "http://localhost:1/api/chat/stream",
       message: "hi",
@@ -64,8 +80,7 @@ describe("streamChatEventSource", () => {
     const done = (async () => {
       for await (const event of stream) events.push(event);
     })();
-    await tick();
-    const source = latest();
+    const source = await opened(before);
     expect(new URL(source.url).searchParams.get("message")).toBe("hi");
     source.emit({ delta: "Hel" }, "1");
     source.emit({ delta: "lo" }, "2");
@@ -79,11 +94,11 @@ describe("streamChatEventSource", () => {
   });
 
   it("does not let EventSource reconnect (and re-ask) when the connection drops", async () => {
+    const before = FakeEventSource.instances.length;
     const stream = streamChatEventSource({ url: "http://localhost:1/s", message: "hi", EventSource: FakeEventSource });
     const iterator = stream[Symbol.asyncIterator]();
     const first = iterator.next();
-    await tick();
-    const source = latest();
+    const source = await opened(before);
     source.emit({ delta: "a" }, "1");
     expect(await first).toEqual({ done: false, value: { type: "delta", id: "1", text: "a" } });
     source.fail(0); // CONNECTING: the browser would reconnect
@@ -92,15 +107,16 @@ describe("streamChatEventSource", () => {
   });
 
   it("reports a refused request", async () => {
+    const before = FakeEventSource.instances.length;
     const stream = streamChatEventSource({ url: "http://localhost:1/s", message: "", EventSource: FakeEventSource });
     const iterator = stream[Symbol.asyncIterator]();
     const next = iterator.next();
-    await tick();
-    latest().fail(2);
+    (await opened(before)).fail(2);
     await expect(next).rejects.toMatchObject({ kind: "http" });
   });
 
   it("aborting closes the EventSource and rejects with AbortError", async () => {
+    const before = FakeEventSource.instances.length;
     const controller = new AbortController();
     const stream = streamChatEventSource({
       url: "http://localhost:1/s",
@@ -110,7 +126,7 @@ describe("streamChatEventSource", () => {
     });
     const iterator = stream[Symbol.asyncIterator]();
     const next = iterator.next();
-    await tick();
+    await opened(before);
     controller.abort();
     await expect(next).rejects.toMatchObject({ name: "AbortError" });
     expect(latest().closed).toBe(true);

@@ -20,6 +20,8 @@ export interface ControlledBody {
   push(chunk: string | Uint8Array): void;
   close(): void;
   error(reason: unknown): void;
+  /** Resolves once the consumer has read everything pushed so far and is waiting for more. */
+  drained(): Promise<void>;
   /** Set when the consumer cancelled the body (closing the connection). */
   readonly cancelled: boolean;
 }
@@ -28,19 +30,33 @@ export function controlledBody(): ControlledBody {
   let controller!: ReadableStreamDefaultController<Uint8Array>;
   let cancelled = false;
   let closed = false;
-  const stream = new ReadableStream<Uint8Array>({
-    start(c) {
-      controller = c;
+  // A read is pending on an empty queue: with a high-water mark of 0 the
+  // stream pulls only then, so a pull is the consumer asking for more.
+  let waiting = false;
+  let onDrained: (() => void)[] = [];
+  const stream = new ReadableStream<Uint8Array>(
+    {
+      start(c) {
+        controller = c;
+      },
+      pull() {
+        waiting = true;
+        const resolve = onDrained;
+        onDrained = [];
+        for (const callback of resolve) callback();
+      },
+      cancel() {
+        cancelled = true;
+        closed = true;
+      },
     },
-    cancel() {
-      cancelled = true;
-      closed = true;
-    },
-  });
+    { highWaterMark: 0 },
+  );
   return {
     stream,
     push(chunk) {
       if (closed) return;
+      waiting = false;
       controller.enqueue(typeof chunk === "string" ? encoder.encode(chunk) : chunk);
     },
     close() {
@@ -52,6 +68,10 @@ export function controlledBody(): ControlledBody {
       if (closed) return;
       closed = true;
       controller.error(reason);
+    },
+    drained() {
+      if (waiting) return Promise.resolve();
+      return new Promise((resolve) => onDrained.push(resolve));
     },
     get cancelled() {
       return cancelled;
@@ -129,11 +149,6 @@ export function doneFrame(id: number, extra: Record<string, unknown> = {}): stri
 
 export function deltaFrame(id: number, delta: string): string {
   return `id: ${id}\ndata: ${JSON.stringify({ delta })}\n\n`;
-}
-
-/** Let pending promise callbacks and stream reads run. */
-export async function settle(rounds = 5): Promise<void> {
-  for (let round = 0; round < rounds; round += 1) await new Promise((resolve) => setTimeout(resolve, 0));
 }
 
 /** A scheduler the test flushes by hand, to observe batching exactly. */

@@ -9,7 +9,6 @@ import {
   fakeFetch,
   jsonResponse,
   seedStream,
-  settle,
   sseResponse,
   wire,
 } from "./helpers";
@@ -217,7 +216,7 @@ describe("streamChat", () => {
     const dropped = fakeFetch(() => sseResponse(body.stream));
     const promise = failure(collect(streamChat({ url: "/s", body: { message: "x" }, fetch: dropped.fetch })));
     body.push(deltaFrame(1, "a"));
-    await settle();
+    await body.drained();
     body.error(new TypeError("network error"));
     expect(await promise).toMatchObject({ kind: "network" });
   });
@@ -246,7 +245,7 @@ describe("streamChat", () => {
       })(),
     );
     body.push(deltaFrame(1, "a"));
-    await settle();
+    await body.drained();
     controller.abort();
     const error = await promise;
     expect((error as Error).name).toBe("AbortError");
@@ -260,7 +259,7 @@ describe("streamChat", () => {
     const controller = new AbortController();
     const promise = failure(collect(streamChat({ url: "/s", body: { message: "x" }, fetch, signal: controller.signal })));
     body.push(deltaFrame(1, "a"));
-    await settle();
+    await body.drained();
     controller.abort();
     expect((await promise as Error).name).toBe("AbortError");
     expect(body.cancelled).toBe(true);

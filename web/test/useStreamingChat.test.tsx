@@ -9,13 +9,24 @@ afterEach(() => {
   cleanup();
 });
 
-function Harness({ fetch, onRender }: { fetch: FetchLike; onRender?: (chat: UseStreamingChatResult) => void }) {
+interface HarnessProps {
+  fetch: FetchLike;
+  onRender?: (chat: UseStreamingChatResult) => void;
+  /** Receives each click's `sendMessage` promise (settled once that send is over, or at once if it was ignored). */
+  onSend?: (sent: Promise<void>) => void;
+}
+
+function Harness({ fetch, onRender, onSend }: HarnessProps) {
   const chat = useStreamingChat("/api/chat/stream", { fetch });
   onRender?.(chat);
   const answer = chat.messages.filter((message) => message.role === "assistant").at(-1);
+  const send = () => {
+    const sent = chat.sendMessage("go");
+    onSend?.(sent);
+  };
   return (
     <div>
-      <button onClick={() => void chat.sendMessage("go")}>send</button>
+      <button onClick={send}>send</button>
       <button onClick={chat.stop}>stop</button>
       <button onClick={() => void chat.retry()}>retry</button>
       <output data-testid="status">{chat.status}</output>
@@ -38,7 +49,8 @@ function streamingFetch() {
   return { ...fake, bodies };
 }
 
-const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+/** The next animation frame: when the store flushes what it buffered. */
+const nextFrame = () => new Promise<void>((resolve) => requestAnimationFrame(() => resolve()));
 
 describe("useStreamingChat", () => {
   it("renders a 20,000-token answer in a bounded number of renders (one per animation frame)", async () => {
@@ -59,9 +71,12 @@ describe("useStreamingChat", () => {
       let text = "";
       for (let index = 0; index < tokens / chunks; index += 1) text += deltaFrame(++id, "x");
       body.push(text);
-      // Let the network "deliver" this chunk before the next: one macrotask.
-      await pause(1);
+      // The store has read this chunk (it is waiting for the next) before the next arrives.
+      await body.drained();
+      // Several chunks per frame, as from a fast model: a frame passes every 10 chunks.
+      if (chunk % 10 === 9) await nextFrame();
     }
+    const rendersWhileStreaming = renders - rendersBefore;
     body.push(doneFrame(++id));
     await waitFor(() => expect(screen.getByTestId("status").textContent).toBe("idle"));
     const elapsedMs = performance.now() - started;
@@ -74,6 +89,8 @@ describe("useStreamingChat", () => {
     expect(streamingRenders).toBeLessThanOrEqual(frameBudget);
     expect(streamingRenders).toBeLessThan(tokens / 100);
     expect(streamingRenders).toBeGreaterThanOrEqual(2);
+    // The first token at once, then the frames' flushes: the text grew on screen before it was done.
+    expect(rendersWhileStreaming).toBeGreaterThanOrEqual(2);
   });
 
   it("shows text as it arrives, before the answer is finished", async () => {
@@ -118,12 +135,15 @@ describe("useStreamingChat", () => {
 
   it("does not start a second request while one is running", async () => {
     const { fetch, bodies, calls } = streamingFetch();
-    render(<Harness fetch={fetch} />);
+    const sends: Promise<void>[] = [];
+    render(<Harness fetch={fetch} onSend={(sent) => sends.push(sent)} />);
     fireEvent.click(screen.getByText("send"));
     fireEvent.click(screen.getByText("send"));
     await waitFor(() => expect(bodies).toHaveLength(1));
     fireEvent.click(screen.getByText("send"));
-    await act(() => pause(5));
+    // The later sends are over (ignored) while the first still streams.
+    await act(() => Promise.all(sends.slice(1)));
+    expect(sends).toHaveLength(3);
     expect(calls).toHaveLength(1);
     expect(screen.getByTestId("count").textContent).toBe("2");
   });

@@ -1,21 +1,35 @@
-"""What the OpenAI-speaking backends share: configuration checks, the client, the finish-reason vocabulary."""
+"""What the OpenAI-speaking backends share: configuration checks, the client, the finish-reason vocabulary and the
+reading of the Responses stream's text."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypedDict, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from tokenrelay.backends._errors import missing_extra
-from tokenrelay.backends._stats import StreamStats
+from tokenrelay.backends._remote import TranslatingBackend
+from tokenrelay.backends._tools import text_turns
 from tokenrelay.backends.base import BackendError, Message
-from tokenrelay.events import FinishReason
+from tokenrelay.events import Event, FinishReason, ReasoningDelta, TextDelta
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
+    from openai.types.responses import Response, ResponseStreamEvent
 
-__all__ = ["OpenAIBackendBase", "OpenAIConfig", "chat_messages", "finish_reason", "public_url"]
+__all__ = [
+    "OpenAIBackendBase",
+    "OpenAIConfig",
+    "OpenAIOptions",
+    "chat_messages",
+    "finish_reason",
+    "incomplete_reason",
+    "public_url",
+    "response_text",
+]
+
+_Item = TypeVar("_Item")
 
 # Servers that need no key (llama.cpp, Ollama, vLLM without --api-key) still get one: the SDK insists on it.
 _NO_KEY = "not-needed"
@@ -25,13 +39,13 @@ class OpenAIConfig:
     """Where and how to reach an OpenAI-compatible server; checked when the backend is built.
 
     Without ``base_url`` the server is OpenAI itself, which needs a key (``api_key`` or ``OPENAI_API_KEY``).
+    ``backend`` names the backend (and its extra) in the errors.
     """
 
     def __init__(
         self,
-        *,
         backend: str,
-        extra: str,
+        *,
         model: str | None,
         base_url: str | None,
         api_key: str | None,
@@ -41,7 +55,7 @@ class OpenAIConfig:
         try:
             import openai  # noqa: F401
         except ImportError:
-            raise missing_extra(backend, extra, "openai") from None
+            raise missing_extra(backend, backend, "openai") from None
         if not model:
             raise BackendError("bad_config", f"--backend {backend} needs a model name: --model NAME")
         if base_url is not None and not base_url.startswith(("http://", "https://")):
@@ -84,18 +98,9 @@ def public_url(url: str) -> str:
 
 
 def chat_messages(system_prompt: str | None, messages: Sequence[Message]) -> list[dict[str, str]]:
-    """The conversation as Chat Completions messages, the system prompt first.
-
-    A ``tool`` message has no call to answer here (tokenrelay's history keeps text only), so it is passed on as
-    user text rather than rejected by the server.
-    """
-    out = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    for m in messages:
-        if m.role == "tool":
-            out.append({"role": "user", "content": f"[tool output]\n{m.content}"})
-        else:
-            out.append({"role": m.role, "content": m.content})
-    return out
+    """The conversation as Chat Completions messages, the system prompt first (a tool's output as user text)."""
+    system = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    return system + text_turns(messages)
 
 
 _FINISH: dict[str, FinishReason] = {
@@ -112,7 +117,35 @@ def finish_reason(value: str | None) -> FinishReason:
     return _FINISH.get(value or "stop", "stop")
 
 
-class OpenAIBackendBase:
+def response_text(event: ResponseStreamEvent) -> list[Event] | None:
+    """The answer's or the reasoning's text that a Responses stream event carries (``[]`` for an empty delta), or
+    ``None`` when the event is of another kind."""
+    if event.type == "response.output_text.delta" or event.type == "response.refusal.delta":
+        return [TextDelta(event.delta)] if event.delta else []
+    if event.type == "response.reasoning_summary_text.delta" or event.type == "response.reasoning_text.delta":
+        return [ReasoningDelta(event.delta)] if event.delta else []
+    return None
+
+
+def incomplete_reason(response: Response) -> FinishReason:
+    """Why a Responses answer stopped short: its content filter, or else its length limit."""
+    details = response.incomplete_details
+    return "content_filter" if details and details.reason == "content_filter" else "length"
+
+
+class OpenAIOptions(TypedDict, total=False):
+    """:class:`OpenAIBackendBase`'s keyword arguments besides ``model``, for a subclass that adds its own."""
+
+    base_url: str | None
+    api_key: str | None
+    max_tokens: int | None
+    temperature: float | None
+    system_prompt: str | None
+    timeout_s: float
+    max_retries: int
+
+
+class OpenAIBackendBase(TranslatingBackend["AsyncOpenAI", _Item]):
     """The configuration, client and lifecycle the Chat Completions and Responses backends share."""
 
     name = "openai"
@@ -130,34 +163,16 @@ class OpenAIBackendBase:
         timeout_s: float = 60.0,
         max_retries: int = 2,
     ) -> None:
+        super().__init__()
         self.config = OpenAIConfig(
-            backend="openai",
-            extra="openai",
-            model=model,
-            base_url=base_url,
-            api_key=api_key,
-            timeout_s=timeout_s,
-            max_retries=max_retries,
+            "openai", model=model, base_url=base_url, api_key=api_key, timeout_s=timeout_s, max_retries=max_retries
         )
         self.max_tokens = max_tokens
         self.temperature = temperature
         self.system_prompt = system_prompt
-        self.stats = StreamStats()
-        self._client: AsyncOpenAI | None = None
 
-    @property
-    def client(self) -> AsyncOpenAI:
-        if self._client is None:
-            self._client = self.config.client()
-        return self._client
-
-    async def start(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
+    def new_client(self) -> AsyncOpenAI:
+        return self.config.client()
 
     def describe(self) -> dict[str, Any]:
         return {"api": self.api, **self.config.describe(), **self.stats.as_dict()}

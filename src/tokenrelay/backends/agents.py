@@ -23,16 +23,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from tokenrelay.backends._errors import missing_extra, to_backend_error, upstream_errors
-from tokenrelay.backends._openai import OpenAIConfig, public_url
-from tokenrelay.backends._stats import StreamStats
+from tokenrelay.backends._openai import OpenAIConfig, incomplete_reason, public_url, response_text
+from tokenrelay.backends._remote import RemoteBackend
+from tokenrelay.backends._tools import text_turn
 from tokenrelay.backends.base import BackendError, GenerateOptions, Message
 from tokenrelay.events import (
     Event,
     FinishEvent,
     FinishReason,
     MetadataEvent,
-    ReasoningDelta,
-    TextDelta,
     ToolCallArgsDelta,
     ToolCallResult,
     ToolCallStart,
@@ -41,7 +40,7 @@ from tokenrelay.events import (
 
 if TYPE_CHECKING:
     from agents import Agent, Handoff, RunResultStreaming, Tool
-    from agents.items import TResponseInputItem
+    from agents.items import TResponseInputItem, TResponseStreamEvent
     from agents.mcp import MCPServer
     from agents.models.interface import Model
     from agents.stream_events import StreamEvent
@@ -74,17 +73,7 @@ class AgentTranslator:
 
     def feed(self, event: StreamEvent) -> list[Event]:
         if event.type == "raw_response_event":
-            data = event.data
-            if data.type == "response.output_text.delta" or data.type == "response.refusal.delta":
-                return [TextDelta(data.delta)] if data.delta else []
-            if data.type == "response.reasoning_text.delta" or data.type == "response.reasoning_summary_text.delta":
-                return [ReasoningDelta(data.delta)] if data.delta else []
-            if data.type == "response.completed":
-                self.reason = "stop"
-            elif data.type == "response.incomplete":
-                details = data.response.incomplete_details
-                self.reason = "content_filter" if details and details.reason == "content_filter" else "length"
-            return []
+            return self._model_event(event.data)
         if event.type == "agent_updated_stream_event":
             name = event.new_agent.name
             if name == self.agent:
@@ -92,21 +81,36 @@ class AgentTranslator:
             previous, self.agent = self.agent, name
             return [MetadataEvent({"agent": name, "previous_agent": previous})]
         if event.name == "tool_called":
-            raw = event.item.raw_item
-            call_id = _field(raw, "call_id") or _field(raw, "id") or "call"
-            name = _field(raw, "name") or _field(raw, "type") or "tool"
-            arguments = _field(raw, "arguments")
-            out: list[Event] = [ToolCallStart(call_id, name)]
-            if arguments:
-                out.append(ToolCallArgsDelta(call_id, arguments))
-            return out
+            return _tool_called(event.item.raw_item)
         if event.name == "tool_output":
-            raw = event.item.raw_item
-            call_id = _field(raw, "call_id") or _field(raw, "id") or "call"
             output = getattr(event.item, "output", None)
             text = output if isinstance(output, str) else json.dumps(output, default=str)
-            return [ToolCallResult(call_id, text)]
+            return [ToolCallResult(_call_id(event.item.raw_item), text)]
         return []
+
+    def _model_event(self, data: TResponseStreamEvent) -> list[Event]:
+        """One of the model's own stream events: text and reasoning deltas, and how the response ended."""
+        said = response_text(data)
+        if said is not None:
+            return said
+        if data.type == "response.completed":
+            self.reason = "stop"
+        elif data.type == "response.incomplete":
+            self.reason = incomplete_reason(data.response)
+        return []
+
+
+def _tool_called(raw: Any) -> list[Event]:
+    call_id = _call_id(raw)
+    out: list[Event] = [ToolCallStart(call_id, _field(raw, "name") or _field(raw, "type") or "tool")]
+    arguments = _field(raw, "arguments")
+    if arguments:
+        out.append(ToolCallArgsDelta(call_id, arguments))
+    return out
+
+
+def _call_id(raw: Any) -> str:
+    return _field(raw, "call_id") or _field(raw, "id") or "call"
 
 
 def _field(raw: Any, name: str) -> str | None:
@@ -115,13 +119,7 @@ def _field(raw: Any, name: str) -> str | None:
 
 
 def _input(messages: Sequence[Message]) -> list[TResponseInputItem]:
-    items: list[TResponseInputItem] = []
-    for m in messages:
-        if m.role == "tool":
-            items.append({"role": "user", "content": f"[tool output]\n{m.content}"})
-        else:
-            items.append({"role": m.role, "content": m.content})
-    return items
+    return [{"role": role, "content": content} for role, content in map(text_turn, messages)]
 
 
 @dataclass(slots=True)
@@ -133,7 +131,7 @@ class _Work:
     stopping: bool = False
 
 
-class AgentsBackend:
+class AgentsBackend(RemoteBackend["AsyncOpenAI"]):
     """One ``Agent`` per run, with the configured model, instructions and MCP servers.
 
     From Python, ``tools`` (function tools) and ``handoffs`` (other agents) can be given too; a handoff shows in
@@ -168,14 +166,9 @@ class AgentsBackend:
             import mcp  # noqa: F401
         except ImportError:
             raise missing_extra("agents", "agents", "openai-agents and mcp") from None
+        super().__init__()
         self.config = OpenAIConfig(
-            backend="agents",
-            extra="agents",
-            model=model,
-            base_url=base_url,
-            api_key=api_key,
-            timeout_s=timeout_s,
-            max_retries=max_retries,
+            "agents", model=model, base_url=base_url, api_key=api_key, timeout_s=timeout_s, max_retries=max_retries
         )
         for url in mcp_urls:
             if not url.startswith(("http://", "https://")):
@@ -194,18 +187,14 @@ class AgentsBackend:
         self.handoffs = list(handoffs)
         # Traces go to OpenAI: only with an OpenAI key, or every run would log a failed export.
         self.tracing = self.config.has_openai_key
-        self.stats = StreamStats()
         self._model: Model | None = None
-        self._client: AsyncOpenAI | None = None
 
-    async def start(self) -> None:
-        return None
+    def new_client(self) -> AsyncOpenAI:
+        return self.config.client()
 
     async def close(self) -> None:
         self._model = None
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
+        await super().close()
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -221,7 +210,7 @@ class AgentsBackend:
         if self._model is None:
             from agents import OpenAIChatCompletionsModel, OpenAIResponsesModel
 
-            client = self._client = self.config.client()
+            client = self.client
             if self.openai_api == "responses":
                 self._model = OpenAIResponsesModel(model=self.config.model, openai_client=client)
             else:

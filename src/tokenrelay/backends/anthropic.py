@@ -13,12 +13,13 @@ import functools
 import inspect
 import json
 import os
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from tokenrelay.backends._errors import missing_extra, upstream_errors
+from tokenrelay.backends._errors import missing_extra
 from tokenrelay.backends._openai import public_url
-from tokenrelay.backends._stats import StreamStats
+from tokenrelay.backends._remote import TranslatingBackend, Upstream
+from tokenrelay.backends._tools import text_turn
 from tokenrelay.backends.base import BackendError, GenerateOptions, Message
 from tokenrelay.events import (
     Event,
@@ -33,8 +34,8 @@ from tokenrelay.events import (
 )
 
 if TYPE_CHECKING:
-    from anthropic import AsyncAnthropic
-    from anthropic.types import RawMessageStreamEvent
+    from anthropic import AsyncAnthropic, AsyncStream
+    from anthropic.types import RawContentBlockDeltaEvent, RawContentBlockStartEvent, RawMessageStreamEvent
 
 __all__ = ["AnthropicBackend", "MessagesTranslator"]
 
@@ -61,43 +62,48 @@ class MessagesTranslator:
     def feed(self, event: RawMessageStreamEvent) -> list[Event]:
         if event.type == "message_start":
             self._input_tokens = _input_tokens(event.message.usage)
-            return []
-        if event.type == "content_block_start":
-            block = event.content_block
-            if block.type in ("tool_use", "server_tool_use", "mcp_tool_use"):
-                call_id = getattr(block, "id", "") or f"toolu_{event.index}"
-                self._calls[event.index] = call_id
-                return [ToolCallStart(call_id, getattr(block, "name", ""))]
-            tool_use_id = getattr(block, "tool_use_id", None)
-            if isinstance(tool_use_id, str):  # a server tool's result, e.g. web_search_tool_result
-                content = getattr(block, "content", None)
-                dumped = [c.model_dump() for c in content] if isinstance(content, list) else content
-                output = json.dumps(dumped, default=str) if not isinstance(dumped, str) else dumped
-                return [ToolCallResult(tool_use_id, output, is_error=bool(getattr(block, "is_error", False)))]
-            if block.type == "text" and block.text:
-                return [TextDelta(block.text)]
-            if block.type == "thinking" and block.thinking:
-                return [ReasoningDelta(block.thinking)]
-            return []
-        if event.type == "content_block_delta":
-            delta = event.delta
-            if delta.type == "text_delta":
-                return [TextDelta(delta.text)] if delta.text else []
-            if delta.type == "thinking_delta":
-                return [ReasoningDelta(delta.thinking)] if delta.thinking else []
-            if delta.type == "input_json_delta":
-                call_id = self._calls.get(event.index, f"toolu_{event.index}")
-                return [ToolCallArgsDelta(call_id, delta.partial_json)] if delta.partial_json else []
-            return []  # signature_delta, citations_delta: nothing to show
-        if event.type == "message_delta":
+        elif event.type == "content_block_start":
+            return self._block_start(event)
+        elif event.type == "content_block_delta":
+            return self._block_delta(event)
+        elif event.type == "message_delta":
             if event.delta.stop_reason is not None:
                 self.reason = _STOP.get(event.delta.stop_reason, "stop")
             usage = event.usage
             inputs = _input_tokens(usage) if usage.input_tokens is not None else self._input_tokens
             return [UsageEvent(inputs, usage.output_tokens)]
-        if event.type == "message_stop":
+        elif event.type == "message_stop":
             self.stopped = True
         return []
+
+    def _block_start(self, event: RawContentBlockStartEvent) -> list[Event]:
+        block = event.content_block
+        if block.type in ("tool_use", "server_tool_use", "mcp_tool_use"):
+            call_id = getattr(block, "id", "") or f"toolu_{event.index}"
+            self._calls[event.index] = call_id
+            return [ToolCallStart(call_id, getattr(block, "name", ""))]
+        tool_use_id = getattr(block, "tool_use_id", None)
+        if isinstance(tool_use_id, str):  # a server tool's result, e.g. web_search_tool_result
+            content = getattr(block, "content", None)
+            dumped = [c.model_dump() for c in content] if isinstance(content, list) else content
+            output = json.dumps(dumped, default=str) if not isinstance(dumped, str) else dumped
+            return [ToolCallResult(tool_use_id, output, is_error=bool(getattr(block, "is_error", False)))]
+        if block.type == "text" and block.text:
+            return [TextDelta(block.text)]
+        if block.type == "thinking" and block.thinking:
+            return [ReasoningDelta(block.thinking)]
+        return []
+
+    def _block_delta(self, event: RawContentBlockDeltaEvent) -> list[Event]:
+        delta = event.delta
+        if delta.type == "text_delta":
+            return [TextDelta(delta.text)] if delta.text else []
+        if delta.type == "thinking_delta":
+            return [ReasoningDelta(delta.thinking)] if delta.thinking else []
+        if delta.type == "input_json_delta":
+            call_id = self._calls.get(event.index, f"toolu_{event.index}")
+            return [ToolCallArgsDelta(call_id, delta.partial_json)] if delta.partial_json else []
+        return []  # signature_delta, citations_delta: nothing to show
 
     def finish(self) -> FinishEvent:
         if not self.stopped and self.reason is None:
@@ -136,12 +142,10 @@ def anthropic_messages(messages: Sequence[Message]) -> tuple[list[str], list[dic
     """
     system: list[str] = []
     turns: list[dict[str, str]] = []
-    for m in messages:
-        if m.role == "system":
-            system.append(m.content)
+    for role, content in map(text_turn, messages):
+        if role == "system":
+            system.append(content)
             continue
-        role = "assistant" if m.role == "assistant" else "user"
-        content = f"[tool output]\n{m.content}" if m.role == "tool" else m.content
         if not turns and role == "assistant":
             continue
         if turns and turns[-1]["role"] == role:
@@ -151,10 +155,11 @@ def anthropic_messages(messages: Sequence[Message]) -> tuple[list[str], list[dic
     return system, turns
 
 
-class AnthropicBackend:
+class AnthropicBackend(TranslatingBackend["AsyncAnthropic", "RawMessageStreamEvent"]):
     """Streams ``/v1/messages`` from Anthropic (or ``base_url``, e.g. a gateway)."""
 
     name = "anthropic"
+    translator = MessagesTranslator
 
     def __init__(
         self,
@@ -186,6 +191,7 @@ class AnthropicBackend:
             raise BackendError(
                 "bad_config", f"--thinking-budget ({thinking_budget}) must be below --max-tokens ({max_tokens})"
             )
+        super().__init__()
         self.model = model
         self.base_url = base_url
         self.api_key = key
@@ -195,26 +201,13 @@ class AnthropicBackend:
         self.thinking_budget = thinking_budget
         self.timeout_s = timeout_s
         self.max_retries = max_retries
-        self.stats = StreamStats()
-        self._client: AsyncAnthropic | None = None
 
-    @property
-    def client(self) -> AsyncAnthropic:
-        if self._client is None:
-            from anthropic import AsyncAnthropic
+    def new_client(self) -> AsyncAnthropic:
+        from anthropic import AsyncAnthropic
 
-            self._client = AsyncAnthropic(
-                api_key=self.api_key, base_url=self.base_url, timeout=self.timeout_s, max_retries=self.max_retries
-            )
-        return self._client
-
-    async def start(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
+        return AsyncAnthropic(
+            api_key=self.api_key, base_url=self.base_url, timeout=self.timeout_s, max_retries=self.max_retries
+        )
 
     def describe(self) -> dict[str, Any]:
         base_url = public_url(self.base_url or "https://api.anthropic.com")
@@ -240,16 +233,6 @@ class AnthropicBackend:
                 params["temperature"] = min(temperature, 1.0)  # Anthropic's range is 0..1
         return params
 
-    async def stream(self, messages: Sequence[Message], options: GenerateOptions) -> AsyncGenerator[Event, None]:
-        translator = MessagesTranslator()
-        with self.stats.track():
-            with upstream_errors("anthropic"):
-                events = await self.client.messages.create(stream=True, **self.params(messages, options))
-                try:
-                    async for event in events:
-                        for out in translator.feed(event):
-                            yield out
-                finally:
-                    # Cancelled or closed mid-stream: drop the connection now, which is what stops generation.
-                    await events.close()
-            yield translator.finish()
+    async def open_upstream(self, params: dict[str, Any]) -> Upstream[RawMessageStreamEvent]:
+        stream: AsyncStream[RawMessageStreamEvent] = await self.client.messages.create(stream=True, **params)
+        return stream

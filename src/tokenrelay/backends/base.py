@@ -10,7 +10,7 @@ from tokenrelay.errors import BackendError
 from tokenrelay.events import Event
 from tokenrelay.messages import Message, Role
 
-__all__ = ["Backend", "BackendError", "GenerateOptions", "Message", "Role"]
+__all__ = ["Backend", "BackendError", "GenerateOptions", "Message", "NoSetup", "Role"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,11 +32,17 @@ class Backend(Protocol):
       becomes an ``internal_error``.
     - Closing the iterator (``aclose()``, or cancelling the task iterating it) must stop the upstream work: close
       the HTTP response, stop the sampler. The run relies on this for cancellation.
-    - ``start`` runs once before the first stream (load a model, open a pool) and may raise ``BackendError`` to
-      refuse to start; ``close`` releases it.
+    - ``load`` fails fast, before a server starts: it raises :class:`BackendError` with a one-line reason if the
+      backend cannot work (the local backend loads its model there; a remote one has checked its configuration
+      when it was built). ``start`` runs once before the first stream (load a model, open a pool) and may raise
+      ``BackendError`` to refuse to start; ``close`` releases it.
     """
 
     name: str
+
+    def load(self) -> None:
+        """Fail fast: raise :class:`BackendError` with a one-line reason if the backend cannot work."""
+        ...
 
     async def start(self) -> None: ...
 
@@ -47,3 +53,16 @@ class Backend(Protocol):
     def describe(self) -> dict[str, Any]:
         """Facts for ``/api/health`` (model name, queue length...)."""
         ...
+
+
+class NoSetup:
+    """The lifecycle of a backend with nothing to load, start or release: every step a no-op."""
+
+    def load(self) -> None:
+        return None
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None

@@ -206,30 +206,11 @@ class LocalBackend:
         max_tokens = options.max_tokens or self.max_tokens
         temperature = self.temperature if options.temperature is None else options.temperature
         prompt = self._fit(messages, max_tokens)
-        put = queue.put_nowait
 
-        def work() -> None:
-            try:
-                chunks = self._llm.create_chat_completion(
-                    messages=prompt,
-                    stream=True,
-                    max_tokens=max_tokens,
-                    temperature=temperature,
-                    top_p=self.top_p,
-                    top_k=self.top_k,
-                    repeat_penalty=self.repeat_penalty,
-                    seed=self.seed,
-                )
-                for chunk in chunks:
-                    if stop.is_set():  # checked between two tokens: this is where cancellation lands
-                        break
-                    loop.call_soon_threadsafe(put, chunk["choices"][0])
-            except Exception as exc:
-                loop.call_soon_threadsafe(put, exc)
-            finally:
-                loop.call_soon_threadsafe(put, _DONE)
+        def deliver(item: object) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
 
-        worker = loop.run_in_executor(self._worker(), work)
+        worker = loop.run_in_executor(self._worker(), self._sample, prompt, max_tokens, temperature, stop, deliver)
         produced = 0
         reason = "stop"
         try:
@@ -252,6 +233,35 @@ class LocalBackend:
             # The model is not free until the worker has left the sampler loop; wait for it (a token or two).
             with contextlib.suppress(Exception):
                 await asyncio.shield(worker)
+
+    def _sample(
+        self,
+        prompt: list[dict[str, str]],
+        max_tokens: int,
+        temperature: float,
+        stop: threading.Event,
+        deliver: Callable[[object], None],
+    ) -> None:
+        """In the worker thread: run the sampler, delivering each chunk's choice, then an exception or ``_DONE``."""
+        try:
+            chunks = self._llm.create_chat_completion(
+                messages=prompt,
+                stream=True,
+                max_tokens=max_tokens,
+                temperature=temperature,
+                top_p=self.top_p,
+                top_k=self.top_k,
+                repeat_penalty=self.repeat_penalty,
+                seed=self.seed,
+            )
+            for chunk in chunks:
+                if stop.is_set():  # checked between two tokens: this is where cancellation lands
+                    break
+                deliver(chunk["choices"][0])
+        except Exception as exc:
+            deliver(exc)
+        finally:
+            deliver(_DONE)
 
 
 def _safe_default_name() -> str:

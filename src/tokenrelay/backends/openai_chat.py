@@ -8,11 +8,11 @@ arguments arrive in fragments keyed by ``index``, the final chunk's ``usage`` (a
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Unpack
 
-from tokenrelay.backends._errors import upstream_errors
-from tokenrelay.backends._openai import OpenAIBackendBase, chat_messages, finish_reason
+from tokenrelay.backends._openai import OpenAIBackendBase, OpenAIOptions, chat_messages, finish_reason
+from tokenrelay.backends._remote import Upstream
 from tokenrelay.backends.base import BackendError, GenerateOptions, Message
 from tokenrelay.events import (
     Event,
@@ -26,6 +26,7 @@ from tokenrelay.events import (
 )
 
 if TYPE_CHECKING:
+    from openai import AsyncStream
     from openai.types.chat import ChatCompletionChunk
 
 __all__ = ["ChatTranslator", "OpenAIChatBackend"]
@@ -73,34 +74,14 @@ class ChatTranslator:
         return FinishEvent(self.reason)
 
 
-class OpenAIChatBackend(OpenAIBackendBase):
+class OpenAIChatBackend(OpenAIBackendBase["ChatCompletionChunk"]):
     """Streams ``/chat/completions`` from ``base_url`` (default: OpenAI)."""
 
     api = "chat"
+    translator = ChatTranslator
 
-    def __init__(
-        self,
-        *,
-        model: str | None,
-        base_url: str | None = None,
-        api_key: str | None = None,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        system_prompt: str | None = None,
-        timeout_s: float = 60.0,
-        max_retries: int = 2,
-        include_usage: bool = True,
-    ) -> None:
-        super().__init__(
-            model=model,
-            base_url=base_url,
-            api_key=api_key,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            system_prompt=system_prompt,
-            timeout_s=timeout_s,
-            max_retries=max_retries,
-        )
+    def __init__(self, *, model: str | None, include_usage: bool = True, **options: Unpack[OpenAIOptions]) -> None:
+        super().__init__(model=model, **options)
         self.include_usage = include_usage
 
     def params(self, messages: Sequence[Message], options: GenerateOptions) -> dict[str, Any]:
@@ -120,16 +101,6 @@ class OpenAIChatBackend(OpenAIBackendBase):
             params["stream_options"] = {"include_usage": True}
         return params
 
-    async def stream(self, messages: Sequence[Message], options: GenerateOptions) -> AsyncGenerator[Event, None]:
-        translator = ChatTranslator()
-        with self.stats.track():
-            with upstream_errors("openai"):
-                chunks = await self.client.chat.completions.create(stream=True, **self.params(messages, options))
-                try:
-                    async for chunk in chunks:
-                        for event in translator.feed(chunk):
-                            yield event
-                finally:
-                    # Cancelled or closed mid-stream: drop the connection now, which is what stops the server.
-                    await chunks.close()
-            yield translator.finish()
+    async def open_upstream(self, params: dict[str, Any]) -> Upstream[ChatCompletionChunk]:
+        stream: AsyncStream[ChatCompletionChunk] = await self.client.chat.completions.create(stream=True, **params)
+        return stream

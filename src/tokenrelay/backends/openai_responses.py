@@ -8,24 +8,25 @@ and ``response.reasoning_text.delta`` reasoning, ``response.output_item.added`` 
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from tokenrelay.backends._errors import in_stream_error, upstream_errors
-from tokenrelay.backends._openai import OpenAIBackendBase
+from tokenrelay.backends._errors import in_stream_error
+from tokenrelay.backends._openai import OpenAIBackendBase, incomplete_reason, response_text
+from tokenrelay.backends._remote import Upstream
+from tokenrelay.backends._tools import text_turns
 from tokenrelay.backends.base import BackendError, GenerateOptions, Message
 from tokenrelay.events import (
     Event,
     FinishEvent,
     FinishReason,
-    ReasoningDelta,
-    TextDelta,
     ToolCallArgsDelta,
     ToolCallStart,
     UsageEvent,
 )
 
 if TYPE_CHECKING:
+    from openai import AsyncStream
     from openai.types.responses import Response, ResponseStreamEvent
 
 __all__ = ["OpenAIResponsesBackend", "ResponsesTranslator"]
@@ -39,10 +40,9 @@ class ResponsesTranslator:
         self._calls: dict[str, str] = {}  # output item id -> call id
 
     def feed(self, event: ResponseStreamEvent) -> list[Event]:
-        if event.type == "response.output_text.delta" or event.type == "response.refusal.delta":
-            return [TextDelta(event.delta)] if event.delta else []
-        if event.type == "response.reasoning_summary_text.delta" or event.type == "response.reasoning_text.delta":
-            return [ReasoningDelta(event.delta)] if event.delta else []
+        said = response_text(event)
+        if said is not None:
+            return said
         if event.type == "response.output_item.added":
             item = event.item
             if item.type != "function_call":
@@ -59,8 +59,7 @@ class ResponsesTranslator:
             self.reason = "tool_calls" if self._calls else "stop"
             return _usage(event.response)
         if event.type == "response.incomplete":
-            details = event.response.incomplete_details
-            self.reason = "content_filter" if details and details.reason == "content_filter" else "length"
+            self.reason = incomplete_reason(event.response)
             return _usage(event.response)
         if event.type == "response.failed":
             error = event.response.error
@@ -84,23 +83,14 @@ def _usage(response: Response) -> list[Event]:
     return [UsageEvent(usage.input_tokens, usage.output_tokens)] if usage is not None else []
 
 
-def _input(messages: Sequence[Message]) -> list[dict[str, str]]:
-    out = []
-    for m in messages:
-        if m.role == "tool":
-            out.append({"role": "user", "content": f"[tool output]\n{m.content}"})
-        else:
-            out.append({"role": m.role, "content": m.content})
-    return out
-
-
-class OpenAIResponsesBackend(OpenAIBackendBase):
+class OpenAIResponsesBackend(OpenAIBackendBase["ResponseStreamEvent"]):
     """Streams ``/responses`` from ``base_url`` (default: OpenAI)."""
 
     api = "responses"
+    translator = ResponsesTranslator
 
     def params(self, messages: Sequence[Message], options: GenerateOptions) -> dict[str, Any]:
-        params: dict[str, Any] = {"model": self.config.model, "input": _input(messages)}
+        params: dict[str, Any] = {"model": self.config.model, "input": text_turns(messages)}
         if self.system_prompt:
             params["instructions"] = self.system_prompt
         max_tokens = options.max_tokens or self.max_tokens
@@ -111,15 +101,6 @@ class OpenAIResponsesBackend(OpenAIBackendBase):
             params["temperature"] = temperature
         return params
 
-    async def stream(self, messages: Sequence[Message], options: GenerateOptions) -> AsyncGenerator[Event, None]:
-        translator = ResponsesTranslator()
-        with self.stats.track():
-            with upstream_errors("openai"):
-                events = await self.client.responses.create(stream=True, **self.params(messages, options))
-                try:
-                    async for event in events:
-                        for out in translator.feed(event):
-                            yield out
-                finally:
-                    await events.close()
-            yield translator.finish()
+    async def open_upstream(self, params: dict[str, Any]) -> Upstream[ResponseStreamEvent]:
+        stream: AsyncStream[ResponseStreamEvent] = await self.client.responses.create(stream=True, **params)
+        return stream

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from tokenrelay.backends._stats import StreamStats
-from tokenrelay.backends.base import BackendError, GenerateOptions, Message
+from tokenrelay.backends.base import BackendError, GenerateOptions, Message, NoSetup
 from tokenrelay.backends.scripted import Pause, ScriptStep
 from tokenrelay.events import Event, event_from_dict
 
@@ -65,7 +65,7 @@ def parse_steps(raw: Any) -> list[ScriptStep]:
     return steps
 
 
-class ScriptFileBackend:
+class ScriptFileBackend(NoSetup):
     """Replays the script that the conversation's last user message selects."""
 
     name = "synthetic"
@@ -89,12 +89,6 @@ class ScriptFileBackend:
             return cls({ANY: parse_steps(raw)})
         except ValueError as exc:
             raise ValueError(f"script file {path}: {exc}") from None
-
-    async def start(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
 
     def describe(self) -> dict[str, Any]:
         return {"scripts": sorted(self.scripts), **self.stats.as_dict()}

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tokenrelay.backends._stats import StreamStats
-from tokenrelay.backends.base import GenerateOptions, Message
+from tokenrelay.backends.base import GenerateOptions, Message, NoSetup
 from tokenrelay.events import Event
 
 __all__ = ["Pause", "ScriptedBackend"]
@@ -24,7 +24,7 @@ class Pause:
 ScriptStep = Event | Pause | BaseException
 
 
-class ScriptedBackend:
+class ScriptedBackend(NoSetup):
     """Replays ``script`` on every stream: events are yielded, a :class:`Pause` waits, an exception is raised.
 
     ``calls`` records the conversation each stream was given; ``stats`` how each ended, so a test can assert that
@@ -40,12 +40,6 @@ class ScriptedBackend:
         self.calls: list[list[Message]] = []
         self.stats = StreamStats()
         self.cancelled = asyncio.Event()
-
-    async def start(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
 
     def describe(self) -> dict[str, Any]:
         return {"steps": len(self.script), **self.stats.as_dict()}

@@ -8,7 +8,7 @@ from collections.abc import AsyncGenerator, Iterator, Sequence
 from typing import Any
 
 from tokenrelay.backends._stats import StreamStats
-from tokenrelay.backends.base import BackendError, GenerateOptions, Message
+from tokenrelay.backends.base import BackendError, GenerateOptions, Message, NoSetup
 from tokenrelay.events import Event, FinishEvent, TextDelta, UsageEvent
 
 __all__ = ["SyntheticBackend"]
@@ -19,7 +19,7 @@ _PASSAGE = (
 )
 
 
-class SyntheticBackend:
+class SyntheticBackend(NoSetup):
     """Streams ``tokens`` deltas, one every ``interval_ms``.
 
     Each delta is exactly ``token`` when given. Otherwise, with ``text``, the words of that text, once (``tokens``
@@ -51,12 +51,6 @@ class SyntheticBackend:
         self.fail_after = fail_after
         self.initial_delay_s = initial_delay_ms / 1000
         self.stats = StreamStats()
-
-    async def start(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
 
     def describe(self) -> dict[str, Any]:
         return {"tokens": self.tokens, "interval_ms": self.interval_s * 1000, **self.stats.as_dict()}

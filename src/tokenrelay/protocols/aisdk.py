@@ -23,32 +23,30 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, assert_never
 
-import orjson
-
+from tokenrelay import sse
 from tokenrelay.events import (
-    ErrorEvent,
     Event,
-    FinishEvent,
     FinishReason,
-    MetadataEvent,
-    ReasoningDelta,
     StoredEvent,
-    TextDelta,
     ToolCallArgsDelta,
     ToolCallResult,
     ToolCallStart,
     UsageEvent,
 )
+from tokenrelay.protocols._json import dumps as _json
 from tokenrelay.protocols.base import StreamContext
 
 __all__ = ["AISDK_HEADERS", "AISDKEncoder", "AISDKProtocol", "finish_reason"]
 
 AISDK_HEADERS: dict[str, str] = {"x-vercel-ai-ui-message-stream": "v1"}
 
-HEARTBEAT = b": ping\n\n"
 DONE = b"[DONE]"
+
+# Frames around one chunk's JSON, formatted in one step on the per-token path: the event's last frame carries its id.
+_DATA_FRAME = sse.frame_format(b"%s", with_id=False)
+_ID_FRAME = sse.frame_format(b"%s")
 
 _FINISH_REASONS: dict[FinishReason, str] = {
     "stop": "stop",
@@ -63,14 +61,6 @@ _FINISH_REASONS: dict[FinishReason, str] = {
 def finish_reason(reason: FinishReason) -> str:
     """The AI SDK's name for a run's finish reason."""
     return _FINISH_REASONS.get(reason, "other")
-
-
-def _json(value: Any) -> bytes:
-    try:
-        return orjson.dumps(value)
-    except orjson.JSONEncodeError:
-        # orjson refuses lone surrogates; the standard library escapes them.
-        return json.dumps(value, separators=(",", ":")).encode()
 
 
 class AISDKEncoder:
@@ -100,10 +90,10 @@ class AISDKEncoder:
             "messageId": self._ctx.run_id,
             "messageMetadata": {"runId": self._ctx.run_id, "conversationId": self._ctx.conversation_id},
         }
-        return b"data: %s\n\ndata: %s\n\n" % (_json(start), b'{"type":"start-step"}')
+        return sse.frame(_json(start)) + sse.frame(b'{"type":"start-step"}')
 
     def heartbeat(self) -> bytes:
-        return HEARTBEAT
+        return sse.PING
 
     def prime(self, earlier: Sequence[StoredEvent]) -> None:
         """Catch up with the events a resuming client already has, writing nothing."""
@@ -121,57 +111,72 @@ class AISDKEncoder:
             if not self._out:
                 continue
             last = self._out.pop()
-            frames.extend(b"data: %s\n\n" % data for data in self._out)
-            frames.append(b"id: %d\ndata: %s\n\n" % (item.seq, last))
+            frames.extend(_DATA_FRAME % data for data in self._out)
+            frames.append(_ID_FRAME % (item.seq, last))
             self._out.clear()
         return b"".join(frames)
 
     def _event(self, event: Event) -> None:
-        out = self._out
-        if type(event) is TextDelta:
-            if self._text is None:
-                self._settle()
-                self._text = self._new_part("text")
-                out.append(b'{"type":"text-start","id":%s}' % self._text)
-            out.append(b'{"type":"text-delta","id":%s,"delta":%s}' % (self._text, _json(event.text)))
-        elif isinstance(event, ReasoningDelta):
-            if self._reasoning is None:
-                self._settle()
-                self._reasoning = self._new_part("reasoning")
-                out.append(b'{"type":"reasoning-start","id":%s}' % self._reasoning)
-            out.append(b'{"type":"reasoning-delta","id":%s,"delta":%s}' % (self._reasoning, _json(event.text)))
-        elif isinstance(event, ToolCallStart):
-            self._settle(tools=False)
-            self._tool_names[event.call_id] = event.name
-            self._pending_inputs[event.call_id] = []
-            chunk = {"type": "tool-input-start", "toolCallId": event.call_id, "toolName": event.name}
-            out.append(_json({**chunk, "providerExecuted": True}))
-        elif isinstance(event, ToolCallArgsDelta):
-            pending = self._pending_inputs.get(event.call_id)
-            if pending is not None:
-                pending.append(event.delta)
-                delta = {"type": "tool-input-delta", "toolCallId": event.call_id, "inputTextDelta": event.delta}
-                out.append(_json(delta))
-        elif isinstance(event, ToolCallResult):
-            if event.call_id in self._pending_inputs:
-                self._input_available(event.call_id)
-            if event.call_id in self._tool_names:
-                chunk = (
-                    {"type": "tool-output-error", "toolCallId": event.call_id, "errorText": event.output}
-                    if event.is_error
-                    else {"type": "tool-output-available", "toolCallId": event.call_id, "output": event.output}
-                )
-                out.append(_json({**chunk, "providerExecuted": True}))
-                self._step_done = True
-        elif isinstance(event, UsageEvent):
-            self._usage = event
-        elif isinstance(event, MetadataEvent):
-            # Transient: handed to useChat's onData, never stored in the message.
-            out.append(_json({"type": "data-metadata", "data": event.data, "transient": True}))
-        elif isinstance(event, ErrorEvent):
-            out.append(_json({"type": "error", "errorText": event.message}))
-        elif isinstance(event, FinishEvent):
-            self._finish(event.reason)
+        # Matching on the tag keeps the per-token path as fast as a type check, and narrows ``event`` all the same.
+        match event.type:
+            case "text-delta":
+                if self._text is None:
+                    self._settle()
+                    self._text = self._new_part("text")
+                    self._out.append(b'{"type":"text-start","id":%s}' % self._text)
+                self._out.append(b'{"type":"text-delta","id":%s,"delta":%s}' % (self._text, _json(event.text)))
+            case "reasoning-delta":
+                self._reasoning_delta(event.text)
+            case "tool-call-start":
+                self._tool_call_start(event)
+            case "tool-call-args-delta":
+                self._tool_call_args(event)
+            case "tool-call-result":
+                self._tool_call_result(event)
+            case "usage":
+                self._usage = event
+            case "metadata":
+                # Transient: handed to useChat's onData, never stored in the message.
+                self._out.append(_json({"type": "data-metadata", "data": event.data, "transient": True}))
+            case "error":
+                self._out.append(_json({"type": "error", "errorText": event.message}))
+            case "finish":
+                self._finish(event.reason)
+            case _:
+                assert_never(event)
+
+    def _reasoning_delta(self, text: str) -> None:
+        if self._reasoning is None:
+            self._settle()
+            self._reasoning = self._new_part("reasoning")
+            self._out.append(b'{"type":"reasoning-start","id":%s}' % self._reasoning)
+        self._out.append(b'{"type":"reasoning-delta","id":%s,"delta":%s}' % (self._reasoning, _json(text)))
+
+    def _tool_call_start(self, event: ToolCallStart) -> None:
+        self._settle(tools=False)
+        self._tool_names[event.call_id] = event.name
+        self._pending_inputs[event.call_id] = []
+        chunk = {"type": "tool-input-start", "toolCallId": event.call_id, "toolName": event.name}
+        self._out.append(_json({**chunk, "providerExecuted": True}))
+
+    def _tool_call_args(self, event: ToolCallArgsDelta) -> None:
+        pending = self._pending_inputs.get(event.call_id)
+        if pending is not None:
+            pending.append(event.delta)
+            delta = {"type": "tool-input-delta", "toolCallId": event.call_id, "inputTextDelta": event.delta}
+            self._out.append(_json(delta))
+
+    def _tool_call_result(self, event: ToolCallResult) -> None:
+        if event.call_id in self._pending_inputs:
+            self._input_available(event.call_id)
+        if event.call_id in self._tool_names:
+            chunk = (
+                {"type": "tool-output-error", "toolCallId": event.call_id, "errorText": event.output}
+                if event.is_error
+                else {"type": "tool-output-available", "toolCallId": event.call_id, "output": event.output}
+            )
+            self._out.append(_json({**chunk, "providerExecuted": True}))
+            self._step_done = True
 
     def _new_part(self, kind: str) -> bytes:
         self._parts += 1

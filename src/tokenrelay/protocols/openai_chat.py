@@ -12,26 +12,22 @@ runs itself show as ``tool_calls`` and their results are left out.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import PurePath
-from typing import Any, ClassVar
+from typing import Any, ClassVar, assert_never
 
-import orjson
-
+from tokenrelay import sse
 from tokenrelay.events import (
     ErrorEvent,
     Event,
-    FinishEvent,
     FinishReason,
-    ReasoningDelta,
     StoredEvent,
-    TextDelta,
     ToolCallArgsDelta,
     ToolCallStart,
     UsageEvent,
 )
+from tokenrelay.protocols._json import dumps as _json
 from tokenrelay.protocols.base import StreamContext
 
 __all__ = [
@@ -44,7 +40,7 @@ __all__ = [
     "model_id",
 ]
 
-HEARTBEAT = b": ping\n\n"
+_DONE = sse.frame(b"[DONE]")
 
 _FINISH_REASONS: dict[FinishReason, str] = {
     "stop": "stop",
@@ -78,13 +74,6 @@ def error_body(message: str, type_: str, code: str | None = None, param: str | N
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
-def _json(value: Any) -> bytes:
-    try:
-        return orjson.dumps(value)
-    except orjson.JSONEncodeError:
-        return json.dumps(value, separators=(",", ":")).encode()
-
-
 def _usage(event: UsageEvent | None) -> dict[str, int]:
     prompt = (event.input_tokens if event else None) or 0
     completion = (event.output_tokens if event else None) or 0
@@ -108,10 +97,14 @@ class OpenAIChatEncoder:
             "created": created if created is not None else int(time.time()),
             "model": model,
         }
-        # Every chunk is the same envelope around one delta: build it once.
+        # Every chunk is the same envelope around one delta: build it once, as a format the delta fills in.
         self._head = _json(head)[:-1]
-        self._prefix = b'data: %s,"choices":[{"index":0,"delta":' % self._head
-        self._suffix = b',"logprobs":null,"finish_reason":null}]%s}\n\n' % (b',"usage":null' if include_usage else b"")
+        self._usage_null = b',"usage":null' if include_usage else b""
+        envelope = b'%s,"choices":[{"index":0,"delta":%%s,"logprobs":null,"finish_reason":null}]%s}' % (
+            self._head.replace(b"%", b"%%"),
+            self._usage_null,
+        )
+        self._chunk_format = sse.frame_format(envelope, with_id=False)
         self._started = False
         self._ended = False
         self._tool_index: dict[str, int] = {}
@@ -124,7 +117,7 @@ class OpenAIChatEncoder:
         return self._chunk(b'{"role":"assistant","content":""}')
 
     def heartbeat(self) -> bytes:
-        return HEARTBEAT
+        return sse.PING
 
     def prime(self, earlier: Sequence[StoredEvent]) -> None:
         """Catch up with the events a resuming client already has (tool call indexes), writing nothing."""
@@ -137,49 +130,63 @@ class OpenAIChatEncoder:
         return b"".join(frames)
 
     def _chunk(self, delta: bytes) -> bytes:
-        return self._prefix + delta + self._suffix
+        return self._chunk_format % delta
 
     def _frame(self, event: Event) -> bytes:
         if self._ended:
             return b""
-        if type(event) is TextDelta:
-            return self._chunk(b'{"content":%s}' % _json(event.text))
-        if isinstance(event, ReasoningDelta):
-            return self._chunk(b'{"reasoning_content":%s}' % _json(event.text))
-        if isinstance(event, ToolCallStart):
-            index = self._tool_index[event.call_id] = len(self._tool_index)
-            call = {
-                "index": index,
-                "id": event.call_id,
-                "type": "function",
-                "function": {"name": event.name, "arguments": ""},
-            }
-            return self._chunk(b'{"tool_calls":[%s]}' % _json(call))
-        if isinstance(event, ToolCallArgsDelta):
-            if event.call_id not in self._tool_index:
+        # Matching on the tag keeps the per-token path as fast as a type check, and narrows ``event`` all the same.
+        match event.type:
+            case "text-delta":
+                return self._chunk(b'{"content":%s}' % _json(event.text))
+            case "reasoning-delta":
+                return self._chunk(b'{"reasoning_content":%s}' % _json(event.text))
+            case "tool-call-start":
+                return self._tool_call_start(event)
+            case "tool-call-args-delta":
+                return self._tool_call_args(event)
+            case "usage":
+                self._usage = event
                 return b""
-            call = {"index": self._tool_index[event.call_id], "function": {"arguments": event.delta}}
-            return self._chunk(b'{"tool_calls":[%s]}' % _json(call))
-        if isinstance(event, UsageEvent):
-            self._usage = event
+            case "error":
+                self._ended = True
+                return sse.frame(_json(error_body(event.message, "server_error", event.code)))
+            case "finish":
+                self._ended = True
+                return self._finish(event.reason)
+            case "tool-call-result" | "metadata":
+                # Not part of a Chat Completions stream: see the module's docstring.
+                return b""
+            case _:
+                assert_never(event)
+
+    def _tool_call_start(self, event: ToolCallStart) -> bytes:
+        index = self._tool_index[event.call_id] = len(self._tool_index)
+        call = {
+            "index": index,
+            "id": event.call_id,
+            "type": "function",
+            "function": {"name": event.name, "arguments": ""},
+        }
+        return self._chunk(b'{"tool_calls":[%s]}' % _json(call))
+
+    def _tool_call_args(self, event: ToolCallArgsDelta) -> bytes:
+        if event.call_id not in self._tool_index:
             return b""
-        if isinstance(event, ErrorEvent):
-            self._ended = True
-            body = error_body(event.message, "server_error", event.code)
-            return b"data: %s\n\n" % _json(body)
-        if isinstance(event, FinishEvent):
-            self._ended = True
-            last = b'%s,"choices":[{"index":0,"delta":{},"logprobs":null,"finish_reason":"%s"}]%s}' % (
-                self._head,
-                finish_reason(event.reason).encode(),
-                b',"usage":null' if self._include_usage else b"",
-            )
-            frames = [b"data: %s\n\n" % last]
-            if self._include_usage:
-                frames.append(b'data: %s,"choices":[],"usage":%s}\n\n' % (self._head, _json(_usage(self._usage))))
-            frames.append(b"data: [DONE]\n\n")
-            return b"".join(frames)
-        return b""
+        call = {"index": self._tool_index[event.call_id], "function": {"arguments": event.delta}}
+        return self._chunk(b'{"tool_calls":[%s]}' % _json(call))
+
+    def _finish(self, reason: FinishReason) -> bytes:
+        last = b'%s,"choices":[{"index":0,"delta":{},"logprobs":null,"finish_reason":"%s"}]%s}' % (
+            self._head,
+            finish_reason(reason).encode(),
+            self._usage_null,
+        )
+        frames = [sse.frame(last)]
+        if self._include_usage:
+            frames.append(sse.frame(b'%s,"choices":[],"usage":%s}' % (self._head, _json(_usage(self._usage)))))
+        frames.append(_DONE)
+        return b"".join(frames)
 
 
 class CompletionBuilder:
@@ -197,21 +204,26 @@ class CompletionBuilder:
         self.reason: FinishReason | None = None
 
     def add(self, event: Event) -> None:
-        if type(event) is TextDelta:
-            self._text.append(event.text)
-        elif isinstance(event, ReasoningDelta):
-            self._reasoning.append(event.text)
-        elif isinstance(event, ToolCallStart):
-            self._calls[event.call_id] = (event.name, [])
-        elif isinstance(event, ToolCallArgsDelta):
-            if event.call_id in self._calls:
-                self._calls[event.call_id][1].append(event.delta)
-        elif isinstance(event, UsageEvent):
-            self._usage = event
-        elif isinstance(event, ErrorEvent):
-            self.error = self.error or event
-        elif isinstance(event, FinishEvent):
-            self.reason = event.reason
+        match event.type:
+            case "text-delta":
+                self._text.append(event.text)
+            case "reasoning-delta":
+                self._reasoning.append(event.text)
+            case "tool-call-start":
+                self._calls[event.call_id] = (event.name, [])
+            case "tool-call-args-delta":
+                if event.call_id in self._calls:
+                    self._calls[event.call_id][1].append(event.delta)
+            case "usage":
+                self._usage = event
+            case "error":
+                self.error = self.error or event
+            case "finish":
+                self.reason = event.reason
+            case "tool-call-result" | "metadata":
+                pass  # a completion's message has no place for them (the client runs the tools)
+            case _:
+                assert_never(event)
 
     def completion(self) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": "".join(self._text) or None, "refusal": None}

@@ -9,29 +9,32 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from json.encoder import encode_basestring_ascii
-from typing import Any, ClassVar
+from typing import Any, ClassVar, assert_never
 
-from tokenrelay.events import (
-    ErrorEvent,
-    FinishEvent,
-    MetadataEvent,
-    ReasoningDelta,
-    StoredEvent,
-    TextDelta,
-    ToolCallArgsDelta,
-    ToolCallResult,
-    ToolCallStart,
-    UsageEvent,
-)
+from tokenrelay import sse
+from tokenrelay.events import ErrorEvent, FinishReason, StoredEvent, UsageEvent
 from tokenrelay.protocols.base import StreamContext
 
 __all__ = ["SeedEncoder", "SeedProtocol", "seed_frame"]
 
-HEARTBEAT = b": ping\n\n"
+# The per-token frame, formatted in one step: the id, then the delta's JSON string.
+_DELTA_FRAME = sse.frame_format(b'{"delta": %s}')
 
 
 def seed_frame(seq: int, payload: dict[str, Any]) -> bytes:
-    return b"id: %d\ndata: %s\n\n" % (seq, json.dumps(payload).encode())
+    """One seed frame: ``payload`` as ``json.dumps`` writes it, with the event's id."""
+    return sse.frame(json.dumps(payload).encode(), seq)
+
+
+def _usage(event: UsageEvent) -> dict[str, int | None]:
+    return {"input_tokens": event.input_tokens, "output_tokens": event.output_tokens}
+
+
+def _error(event: ErrorEvent) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": event.code, "message": event.message, "retryable": event.retryable}
+    if event.retry_after is not None:
+        error["retry_after"] = event.retry_after
+    return {"error": error}
 
 
 class SeedEncoder:
@@ -49,52 +52,58 @@ class SeedEncoder:
         # A resume after the usage event must still carry the usage in its done frame.
         for item in earlier:
             if isinstance(item.event, UsageEvent):
-                self._usage = {"input_tokens": item.event.input_tokens, "output_tokens": item.event.output_tokens}
+                self._usage = _usage(item.event)
 
     def heartbeat(self) -> bytes:
-        return HEARTBEAT
+        return sse.PING
 
     def encode(self, batch: Sequence[StoredEvent]) -> bytes:
         out: list[bytes] = []
         for item in batch:
             event = item.event
-            if type(event) is TextDelta:
-                # The hot path: encode_basestring_ascii is the C routine json.dumps itself uses for strings.
-                out.append(
-                    b'id: %d\ndata: {"delta": %s}\n\n' % (item.seq, encode_basestring_ascii(event.text).encode())
-                )
-            elif isinstance(event, FinishEvent):
-                done: dict[str, Any] = {
-                    "done": True,
-                    "finish_reason": event.reason,
-                    "run_id": self._ctx.run_id,
-                    "conversation_id": self._ctx.conversation_id,
-                }
-                if self._usage is not None:
-                    done["usage"] = self._usage
-                out.append(seed_frame(item.seq, done))
-            elif isinstance(event, UsageEvent):
-                self._usage = {"input_tokens": event.input_tokens, "output_tokens": event.output_tokens}
-            elif isinstance(event, ErrorEvent):
-                error: dict[str, Any] = {"code": event.code, "message": event.message, "retryable": event.retryable}
-                if event.retry_after is not None:
-                    error["retry_after"] = event.retry_after
-                out.append(seed_frame(item.seq, {"error": error}))
-            elif isinstance(event, ReasoningDelta):
-                out.append(seed_frame(item.seq, {"reasoning": event.text}))
-            elif isinstance(event, ToolCallStart):
-                out.append(seed_frame(item.seq, {"tool_call": {"id": event.call_id, "name": event.name}}))
-            elif isinstance(event, ToolCallArgsDelta):
-                out.append(seed_frame(item.seq, {"tool_call_delta": {"id": event.call_id, "arguments": event.delta}}))
-            elif isinstance(event, ToolCallResult):
-                result = {"id": event.call_id, "output": event.output, "is_error": event.is_error}
-                out.append(seed_frame(item.seq, {"tool_result": result}))
-            elif isinstance(event, MetadataEvent):
-                out.append(seed_frame(item.seq, {"metadata": event.data}))
+            # Matching on the tag rather than on the class keeps the per-token path as fast as a type check, and
+            # narrows ``event`` all the same.
+            match event.type:
+                case "text-delta":
+                    # The hot path: encode_basestring_ascii is the C routine json.dumps itself uses for strings.
+                    out.append(_DELTA_FRAME % (item.seq, encode_basestring_ascii(event.text).encode()))
+                case "usage":
+                    self._usage = _usage(event)
+                case "finish":
+                    out.append(seed_frame(item.seq, self._done(event.reason)))
+                case "error":
+                    out.append(seed_frame(item.seq, _error(event)))
+                case "reasoning-delta":
+                    out.append(seed_frame(item.seq, {"reasoning": event.text}))
+                case "tool-call-start":
+                    out.append(seed_frame(item.seq, {"tool_call": {"id": event.call_id, "name": event.name}}))
+                case "tool-call-args-delta":
+                    delta = {"id": event.call_id, "arguments": event.delta}
+                    out.append(seed_frame(item.seq, {"tool_call_delta": delta}))
+                case "tool-call-result":
+                    result = {"id": event.call_id, "output": event.output, "is_error": event.is_error}
+                    out.append(seed_frame(item.seq, {"tool_result": result}))
+                case "metadata":
+                    out.append(seed_frame(item.seq, {"metadata": event.data}))
+                case _:
+                    assert_never(event)
         return b"".join(out)
+
+    def _done(self, reason: FinishReason) -> dict[str, Any]:
+        done: dict[str, Any] = {
+            "done": True,
+            "finish_reason": reason,
+            "run_id": self._ctx.run_id,
+            "conversation_id": self._ctx.conversation_id,
+        }
+        if self._usage is not None:
+            done["usage"] = self._usage
+        return done
 
 
 class SeedProtocol:
+    """The default protocol: the seed's ``{"delta"}`` / ``{"done"}`` frames, with the run's ids."""
+
     name: ClassVar[str] = "seed"
     media_type: ClassVar[str] = "text/event-stream"
     headers: ClassVar[dict[str, str]] = {}

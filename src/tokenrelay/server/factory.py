@@ -1,16 +1,51 @@
-"""Build the configured backend. Heavy backends are imported only when chosen."""
+"""Build what the settings describe: the backend, the run store, the history, who a request acts as.
+
+Heavy dependencies (a vendor SDK, llama.cpp, Redis, SQLAlchemy) are imported only when chosen.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from tokenrelay.backends.base import Backend
+from tokenrelay.history.base import History
+from tokenrelay.history.memory import MemoryHistory
+from tokenrelay.server.auth import BearerTokenAuth, UserResolver, anonymous_or_claimed, load_tokens
 from tokenrelay.server.settings import Settings
+from tokenrelay.stores.base import RunStore
+from tokenrelay.stores.memory import MemoryRunStore
 
-__all__ = ["build_backend"]
+__all__ = ["build_backend", "build_history", "build_store", "build_user_resolver"]
+
+
+def build_store(settings: Settings) -> RunStore:
+    """The run store the settings describe (Redis is imported only when chosen)."""
+    if settings.store == "redis":
+        from tokenrelay.stores.redis import RedisRunStore
+
+        return RedisRunStore(
+            settings.redis_url, prefix=settings.redis_prefix, ttl_s=settings.run_ttl_s, liveness_s=settings.liveness_s
+        )
+    return MemoryRunStore(ttl_s=settings.run_ttl_s)
+
+
+def build_history(settings: Settings) -> History:
+    """The history the settings describe (SQLAlchemy is imported only when chosen)."""
+    if settings.history == "sql":
+        from tokenrelay.history.sql import SQLHistory
+
+        return SQLHistory(settings.database_url)
+    return MemoryHistory()
+
+
+def build_user_resolver(settings: Settings) -> UserResolver:
+    """Bearer tokens when some are configured; otherwise the client's own ``user_id``, as in the seed."""
+    tokens = load_tokens(settings.auth_tokens, settings.auth_tokens_file)
+    return BearerTokenAuth(tokens) if tokens else anonymous_or_claimed
 
 
 def build_backend(settings: Settings) -> Backend:
+    """The backend the settings describe."""
     if settings.backend == "synthetic" and settings.synthetic_script is not None:
         from tokenrelay.backends.script_file import ScriptFileBackend
 

@@ -11,30 +11,48 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import Receive
 
-from tokenrelay.backends.base import GenerateOptions, Message, Role
+from tokenrelay.backends.base import GenerateOptions
+from tokenrelay.errors import RunLimitError, TokenrelayError
 from tokenrelay.events import FinishEvent
+from tokenrelay.messages import Message, Role
 from tokenrelay.protocols.base import StreamContext
 from tokenrelay.protocols.openai_chat import CompletionBuilder, OpenAIChatEncoder, OpenAIChatProtocol, error_body
-from tokenrelay.runs import HEARTBEAT, RunLimitError
+from tokenrelay.runs import Heartbeat
 from tokenrelay.server.auth import UserResolver
+from tokenrelay.server.pipeline import (
+    ID_PATTERN,
+    Binding,
+    BodyError,
+    BodyProblem,
+    CurrentRelay,
+    InvalidRequest,
+    Refusal,
+    RefusingRoute,
+    identify,
+    parse,
+    read_json_object,
+)
 from tokenrelay.server.relay import Relay
-from tokenrelay.server.routes import ID_PATTERN
 from tokenrelay.server.sse_response import SSEResponse
 from tokenrelay.stores.base import RunInfo
 
-__all__ = ["ChatCompletionRequest", "create_openai_router", "openai_error"]
+__all__ = ["ChatCompletionRequest", "OpenAIRoute", "create_openai_router", "openai_error"]
 
 TRANSCRIPT_FACTOR = 64
 
 _ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error", 429: "rate_limit_error"}
+_BODY_STATUS: dict[BodyProblem, tuple[int, str | None]] = {
+    "too_large": (413, "body_too_large"),
+    "invalid_json": (400, "invalid_json"),
+    "not_object": (400, None),
+}
 
 
 class TextPart(BaseModel):
@@ -85,16 +103,49 @@ class ChatCompletionRequest(BaseModel):
 def openai_error(
     status: int, message: str, *, type_: str | None = None, code: str | None = None, param: str | None = None
 ) -> JSONResponse:
+    """OpenAI's error shape, ``{"error": {"message", "type", "param", "code"}}``; the type follows the status."""
     if type_ is None:
         type_ = "server_error" if status >= 500 else _ERROR_TYPES.get(status, "invalid_request_error")
     return JSONResponse(error_body(message, type_, code, param), status_code=status)
 
 
-def _validation_error(exc: ValidationError) -> JSONResponse:
-    first = exc.errors()[0]
-    param = ".".join(str(p) for p in first["loc"] if not str(p).startswith(("str", "list["))) or None
-    message = f"{param}: {first['msg']}" if param else str(first["msg"])
-    return openai_error(400, message, code="invalid_value" if param else None, param=param)
+class OpenAIRoute(RefusingRoute):
+    """The OpenAI-compatible routes: refusals in OpenAI's error shape."""
+
+    @staticmethod
+    def refuse(exc: TokenrelayError) -> Response | None:
+        match exc:
+            case Refusal():
+                response = openai_error(exc.status, exc.message, code=exc.code, param=exc.field)
+                response.headers.update(exc.headers)
+                return response
+            case BodyError():
+                status, code = _BODY_STATUS[exc.problem]
+                return openai_error(status, exc.message, code=code)
+            case InvalidRequest():
+                loc = exc.error["loc"]
+                param = ".".join(str(p) for p in loc if not str(p).startswith(("str", "list["))) or None
+                message = f"{param}: {exc.error['msg']}" if param else str(exc.error["msg"])
+                return openai_error(400, message, code="invalid_value" if param else None, param=param)
+            case RunLimitError():
+                response = openai_error(503, str(exc), code="overloaded")
+                response.headers["retry-after"] = "1"
+                return response
+            case _:
+                return None
+
+
+async def _user(request: Request, claimed: str | None) -> str:
+    """The user a request acts as; a refusal (``HTTPException``, e.g. ``AuthError``) in OpenAI's error shape."""
+    try:
+        return await identify(request, claimed)
+    except HTTPException as exc:
+        detail = exc.detail if isinstance(exc.detail, dict) else {"message": str(exc.detail)}
+        raise Refusal(exc.status_code, detail.get("code"), str(detail.get("message")), headers=exc.headers) from None
+
+
+async def _authenticated(request: Request) -> None:
+    await _user(request, None)
 
 
 def create_openai_router(relay: Relay, *, resolve_user: UserResolver | None = None) -> APIRouter:
@@ -102,91 +153,64 @@ def create_openai_router(relay: Relay, *, resolve_user: UserResolver | None = No
 
     An authentication refusal (``HTTPException``, e.g. ``server.auth.AuthError``) is answered in OpenAI's error shape.
     """
-    router = APIRouter()
-    resolve_user = resolve_user or relay.resolve_user
-    settings = relay.settings
-    body_limit = settings.max_message_bytes * TRANSCRIPT_FACTOR
-
-    async def identify(request: Request, claimed: str | None) -> str | JSONResponse:
-        """The user a request acts as, or its refusal in OpenAI's error shape (rather than the project's)."""
-        try:
-            return await resolve_user(request, claimed)
-        except HTTPException as exc:
-            detail = exc.detail if isinstance(exc.detail, dict) else {"message": str(exc.detail)}
-            response = openai_error(exc.status_code, str(detail.get("message")), code=detail.get("code"))
-            response.headers.update(exc.headers or {})
-            return response
-
-    def model() -> str:
-        protocol = relay.protocols.get("openai")
-        return protocol.model if isinstance(protocol, OpenAIChatProtocol) else relay.backend.name
-
-    def model_object() -> dict[str, Any]:
-        return {"id": model(), "object": "model", "created": int(relay.started_at), "owned_by": "tokenrelay"}
-
-    @router.get("/v1/models", summary="OpenAI-compatible: the model this server serves")
-    async def list_models(request: Request) -> Response:
-        if isinstance(refused := await identify(request, None), JSONResponse):
-            return refused
-        return JSONResponse({"object": "list", "data": [model_object()]})
-
-    @router.get("/v1/models/{model_name:path}", summary="OpenAI-compatible: one model")
-    async def get_model(request: Request, model_name: str) -> Response:
-        if isinstance(refused := await identify(request, None), JSONResponse):
-            return refused
-        if model_name != model():
-            return openai_error(404, f"The model '{model_name}' does not exist", code="model_not_found")
-        return JSONResponse(model_object())
-
-    @router.post("/v1/chat/completions", summary="OpenAI-compatible Chat Completions, streaming or not")
-    async def chat_completions(request: Request) -> Response:
-        raw = await request.body()
-        if len(raw) > body_limit:
-            return openai_error(413, f"request body: over {body_limit} bytes", code="body_too_large")
-        try:
-            data = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            return openai_error(400, f"body: not valid JSON ({exc})", code="invalid_json")
-        if not isinstance(data, dict):
-            return openai_error(400, "body: must be a JSON object")
-        claimed = data.get("user")
-        user_id = await identify(request, claimed if isinstance(claimed, str) and claimed else None)
-        if isinstance(user_id, JSONResponse):
-            return user_id
-        try:
-            req = ChatCompletionRequest.model_validate(data)
-        except ValidationError as exc:
-            return _validation_error(exc)
-        messages = req.conversation()
-        for i, m in enumerate(messages):
-            if len(m.content.encode("utf-8", "surrogatepass")) > settings.max_message_bytes:
-                return openai_error(
-                    413,
-                    f"messages.{i}.content: over the limit of {settings.max_message_bytes} bytes",
-                    code="message_too_long",
-                    param=f"messages.{i}.content",
-                )
-        try:
-            info = await relay.start_completion(messages, user_id=user_id, options=req.options())
-        except RunLimitError as exc:
-            response = openai_error(503, str(exc), code="overloaded")
-            response.headers["retry-after"] = "1"
-            return response
-        ctx = StreamContext(run_id=info.run_id, conversation_id=info.conversation_id, user_id=user_id)
-        if req.stream:
-            include_usage = req.stream_options is not None and req.stream_options.include_usage
-            encoder = OpenAIChatEncoder(ctx, model=model(), include_usage=include_usage)
-            stream = await relay.follow(info, encoder)
-            return SSEResponse(stream, headers={"x-run-id": info.run_id})
-        builder = CompletionBuilder(ctx, model=model())
-        if not await _collect(relay, info, builder, request.receive):
-            return Response(status_code=499)  # the client left; closing the subscription cancelled the run
-        if builder.error is not None:
-            status = 503 if builder.error.retryable else 500
-            return openai_error(status, builder.error.message, code=builder.error.code)
-        return JSONResponse(builder.completion(), headers={"x-run-id": info.run_id})
-
+    binding = Binding(relay, resolve_user or relay.resolve_user)
+    router = APIRouter(route_class=OpenAIRoute, dependencies=[Depends(binding)])
+    authenticated = [Depends(_authenticated)]
+    summary = "OpenAI-compatible: the model this server serves"
+    router.add_api_route("/v1/models", list_models, methods=["GET"], dependencies=authenticated, summary=summary)
+    summary = "OpenAI-compatible: one model"
+    router.add_api_route(
+        "/v1/models/{model_name:path}", get_model, methods=["GET"], dependencies=authenticated, summary=summary
+    )
+    summary = "OpenAI-compatible Chat Completions, streaming or not"
+    router.add_api_route("/v1/chat/completions", chat_completions, methods=["POST"], summary=summary)
     return router
+
+
+async def list_models(relay: CurrentRelay) -> Response:
+    return JSONResponse({"object": "list", "data": [_model_object(relay)]})
+
+
+async def get_model(model_name: str, relay: CurrentRelay) -> Response:
+    if model_name != _model(relay):
+        raise Refusal(404, "model_not_found", f"The model '{model_name}' does not exist")
+    return JSONResponse(_model_object(relay))
+
+
+async def chat_completions(request: Request, relay: CurrentRelay) -> Response:
+    limit = relay.settings.max_message_bytes
+    data = await read_json_object(request, limit * TRANSCRIPT_FACTOR)
+    claimed = data.get("user")
+    user_id = await _user(request, claimed if isinstance(claimed, str) and claimed else None)
+    req = parse(ChatCompletionRequest, data)
+    messages = req.conversation()
+    for i, m in enumerate(messages):
+        if len(m.content.encode("utf-8", "surrogatepass")) > limit:
+            param = f"messages.{i}.content"
+            raise Refusal(413, "message_too_long", f"{param}: over the limit of {limit} bytes", field=param)
+    info = await relay.start_completion(messages, user_id=user_id, options=req.options())
+    ctx = StreamContext(run_id=info.run_id, conversation_id=info.conversation_id, user_id=user_id)
+    if req.stream:
+        include_usage = req.stream_options is not None and req.stream_options.include_usage
+        encoder = OpenAIChatEncoder(ctx, model=_model(relay), include_usage=include_usage)
+        stream = await relay.follow(info, encoder)
+        return SSEResponse(stream, headers={"x-run-id": info.run_id})
+    builder = CompletionBuilder(ctx, model=_model(relay))
+    if not await _collect(relay, info, builder, request.receive):
+        return Response(status_code=499)  # the client left; closing the subscription cancelled the run
+    if builder.error is not None:
+        status = 503 if builder.error.retryable else 500
+        raise Refusal(status, builder.error.code, builder.error.message)
+    return JSONResponse(builder.completion(), headers={"x-run-id": info.run_id})
+
+
+def _model(relay: Relay) -> str:
+    protocol = relay.protocols.get("openai")
+    return protocol.model if isinstance(protocol, OpenAIChatProtocol) else relay.backend.name
+
+
+def _model_object(relay: Relay) -> dict[str, Any]:
+    return {"id": _model(relay), "object": "model", "created": int(relay.started_at), "owned_by": "tokenrelay"}
 
 
 async def _collect(relay: Relay, info: RunInfo, builder: CompletionBuilder, receive: Receive) -> bool:
@@ -195,9 +219,8 @@ async def _collect(relay: Relay, info: RunInfo, builder: CompletionBuilder, rece
 
     async def fold() -> None:
         async for item in subscription:
-            if item is HEARTBEAT:
+            if isinstance(item, Heartbeat):
                 continue
-            assert isinstance(item, list)
             for stored in item:
                 builder.add(stored.event)
                 if isinstance(stored.event, FinishEvent):

@@ -1,4 +1,9 @@
-"""The Relay: one backend, its runs, their store and the conversation history, with an explicit lifecycle."""
+"""The Relay: the composition root of a tokenrelay server.
+
+One backend, the runs that drive it, their store, the conversations and the wire protocols, put together once and
+handed to the routes. What a conversation is lives in :mod:`tokenrelay.history.conversation`; how a run becomes
+bytes, in :mod:`~tokenrelay.server.event_stream`; what the settings build, in :mod:`~tokenrelay.server.factory`.
+"""
 
 from __future__ import annotations
 
@@ -9,90 +14,22 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from tokenrelay.backends.base import Backend, GenerateOptions, Message
-from tokenrelay.history.base import History, MessageStatus, StoredMessage
-from tokenrelay.history.memory import MemoryHistory
+from tokenrelay.history.base import History
+from tokenrelay.history.conversation import STATELESS, Conversations
 from tokenrelay.metrics import RelayMetrics
 from tokenrelay.protocols.aisdk import AISDKProtocol
 from tokenrelay.protocols.base import Encoder, StreamContext, WireProtocol
 from tokenrelay.protocols.openai_chat import OpenAIChatProtocol, model_id
 from tokenrelay.protocols.seed import SeedProtocol
-from tokenrelay.runs import HEARTBEAT, RunManager, RunOutcome, Subscription
-from tokenrelay.server.auth import BearerTokenAuth, UserResolver, anonymous_or_claimed, load_tokens
+from tokenrelay.runs import RunManager, RunOutcome
+from tokenrelay.server.auth import UserResolver
+from tokenrelay.server.event_stream import EventStream
+from tokenrelay.server.factory import build_history, build_store, build_user_resolver
 from tokenrelay.server.settings import Settings
 from tokenrelay.stores.base import RunInfo, RunStore, StoredEvent
 from tokenrelay.stores.chat_runs import ChatRunIndex
-from tokenrelay.stores.memory import MemoryRunStore
 
-__all__ = ["EventStream", "Relay", "build_history", "build_store", "build_user_resolver"]
-
-
-def build_store(settings: Settings) -> RunStore:
-    """The run store the settings describe (Redis is imported only when chosen)."""
-    if settings.store == "redis":
-        from tokenrelay.stores.redis import RedisRunStore
-
-        return RedisRunStore(
-            settings.redis_url, prefix=settings.redis_prefix, ttl_s=settings.run_ttl_s, liveness_s=settings.liveness_s
-        )
-    return MemoryRunStore(ttl_s=settings.run_ttl_s)
-
-
-def build_history(settings: Settings) -> History:
-    """The history the settings describe (SQLAlchemy is imported only when chosen)."""
-    if settings.history == "sql":
-        from tokenrelay.history.sql import SQLHistory
-
-        return SQLHistory(settings.database_url)
-    return MemoryHistory()
-
-
-def build_user_resolver(settings: Settings) -> UserResolver:
-    """Bearer tokens when some are configured; otherwise the client's own ``user_id``, as in the seed."""
-    tokens = load_tokens(settings.auth_tokens, settings.auth_tokens_file)
-    return BearerTokenAuth(tokens) if tokens else anonymous_or_claimed
-
-
-class EventStream:
-    """A subscription encoded for the wire: the body of one SSE response.
-
-    A class rather than an async generator so that ``aclose()`` releases the subscription even when the response
-    never started iterating (a client that disconnects before the first byte still counts as leaving).
-    """
-
-    __slots__ = ("_encoder", "_opened", "_retry", "_subscription")
-
-    def __init__(self, subscription: Subscription, encoder: Encoder, *, retry_ms: int = 0) -> None:
-        self._subscription = subscription
-        self._encoder = encoder
-        self._opened = False
-        # SSE "retry:" — how long a client should wait before reconnecting; EventSource honours it by itself.
-        self._retry = b"retry: %d\n\n" % retry_ms if retry_ms else b""
-
-    def __aiter__(self) -> EventStream:
-        return self
-
-    async def __anext__(self) -> bytes:
-        if not self._opened:
-            self._opened = True
-            prelude = self._encoder.open()
-            if prelude:
-                return self._with_retry(prelude)
-        item = await self._subscription.__anext__()
-        if item is HEARTBEAT:
-            chunk = self._encoder.heartbeat()
-        else:
-            assert isinstance(item, list)
-            chunk = self._encoder.encode(item)
-        return self._with_retry(chunk) if self._retry else chunk
-
-    def _with_retry(self, chunk: bytes) -> bytes:
-        # The hint rides on the first write rather than going out alone before anything happened: the first thing
-        # a client receives is still the first event (or heartbeat).
-        retry, self._retry = self._retry, b""
-        return retry + chunk
-
-    async def aclose(self) -> None:
-        await self._subscription.aclose()
+__all__ = ["Relay"]
 
 
 class Relay:
@@ -116,6 +53,7 @@ class Relay:
         self.backend = backend
         self.store: RunStore = store or build_store(self.settings)
         self.history: History = history or build_history(self.settings)
+        self.conversations = Conversations(self.history)
         self.resolve_user: UserResolver = resolve_user or build_user_resolver(self.settings)
         self.protocols: dict[str, WireProtocol] = {
             "seed": SeedProtocol(),
@@ -125,7 +63,6 @@ class Relay:
         # useChat's resume asks for a chat's stream, not a run's: the latest run started for each chat.
         # With a shared store the index is shared too (a useChat resume may reach any instance).
         self.chat_runs: ChatRunIndex = self.store.chat_run_index()
-        self._stateless: set[str] = set()  # conversations that are not history (OpenAI's stateless API)
         self.runs = RunManager(
             backend,
             self.store,
@@ -168,45 +105,24 @@ class Relay:
     ) -> RunInfo:
         """Start a run that answers ``message`` in the conversation, with its earlier turns as context.
 
-        ``regenerate`` asks again instead of asking twice: when the last question is this same message, it is not
-        stored a second time and the answers to it are left out of the model's context. The history keeps
-        every answer (it is a log); the context only ever carries the latest answer to each question.
+        ``regenerate`` asks the last question again instead of asking it twice (see
+        :meth:`~tokenrelay.history.conversation.Conversations.ask`).
         """
         conversation_id = conversation_id or secrets.token_urlsafe(12)
-        earlier = await self.history.load(user_id, conversation_id)
-        store_question = True
-        if regenerate:
-            last_question = len(earlier)
-            while last_question and earlier[last_question - 1].role == "assistant":
-                last_question -= 1
-            # Only when the last question is this one: a retry of a request that never reached the server must
-            # not drop the answer before it.
-            if (
-                last_question
-                and earlier[last_question - 1].role == "user"
-                and earlier[last_question - 1].content == message
-            ):
-                earlier = earlier[: last_question - 1]
-                store_question = False
-        messages = _context(earlier)
-        messages.append(Message("user", message))
-        if store_question:
-            await self.history.add(user_id, conversation_id, StoredMessage("user", message, created_at=time.time()))
+        messages = await self.conversations.ask(user_id, conversation_id, message, regenerate=regenerate)
         return await self.runs.start(messages, user_id=user_id, conversation_id=conversation_id, options=options)
 
     async def start_completion(
         self, messages: Sequence[Message], *, user_id: str, options: GenerateOptions | None = None
     ) -> RunInfo:
         """Start a run on exactly ``messages``, statelessly: the history is neither read nor written."""
-        conversation_id = secrets.token_urlsafe(12)
-        self._stateless.add(conversation_id)
-        try:
-            return await self.runs.start(messages, user_id=user_id, conversation_id=conversation_id, options=options)
-        except BaseException:
-            self._stateless.discard(conversation_id)
-            raise
+        # Marked on the run itself, not remembered here: the instance that records the run's end may be another.
+        return await self.runs.start(
+            messages, user_id=user_id, conversation_id=secrets.token_urlsafe(12), options=options, extra=dict(STATELESS)
+        )
 
     async def stream(self, info: RunInfo, *, after: int = 0, protocol: str = "seed") -> EventStream:
+        """The run's events after ``after``, encoded in ``protocol`` (a name in :attr:`protocols`)."""
         ctx = StreamContext(run_id=info.run_id, conversation_id=info.conversation_id, user_id=info.user_id)
         encoder = self.protocols[protocol].encoder(ctx)
         return await self.follow(info, encoder, after=after)
@@ -245,40 +161,4 @@ class Relay:
         info = await self.store.get(outcome.run_id)
         if info is not None:
             self.metrics.run_finished(outcome, info.created_at)
-        await self._save_answer(outcome)
-
-    async def _save_answer(self, outcome: RunOutcome) -> None:
-        if outcome.conversation_id in self._stateless:
-            self._stateless.discard(outcome.conversation_id)
-            return
-        # Every ending is recorded, an empty one too: the conversation shows that the answer failed or was
-        # stopped (empty messages are left out of the model's context).
-        status: MessageStatus = (
-            "cancelled" if outcome.reason == "cancelled" else "failed" if outcome.reason == "error" else "complete"
-        )
-        await self.history.add(
-            outcome.user_id,
-            outcome.conversation_id,
-            StoredMessage(
-                "assistant",
-                outcome.text,
-                status=status,
-                run_id=outcome.run_id,
-                created_at=time.time(),
-                error_code=outcome.error.code if outcome.error is not None else None,
-                output_tokens=outcome.usage.output_tokens if outcome.usage is not None else None,
-            ),
-        )
-
-
-def _context(earlier: Sequence[StoredMessage]) -> list[Message]:
-    """The turns a model sees: empty answers dropped, and of answers in a row (a regenerate) only the last."""
-    out: list[Message] = []
-    for m in earlier:
-        if not m.content:
-            continue
-        if m.role == "assistant" and out and out[-1].role == "assistant":
-            out[-1] = m.as_message()
-        else:
-            out.append(m.as_message())
-    return out
+        await self.conversations.save_answer(outcome)

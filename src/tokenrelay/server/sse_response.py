@@ -3,21 +3,21 @@
 It does two things at once and nothing per event beyond ``send``: it writes the frames an async iterator gives it,
 and it listens for ``http.disconnect`` on a second task, which cancels the writer at once. That is Starlette's
 ``StreamingResponse`` shape without its per-chunk overhead, and without polling ``is_disconnected()``.
-An ordinary disconnect is not an error: it ends the response quietly, and closing the frame iterator is what tells
-the run its subscriber left.
+An ordinary disconnect is not an error: it ends the response quietly, and closing the frames (``aclose()``) is what
+tells the run its subscriber left.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from collections.abc import AsyncIterable, Mapping
+from typing import Protocol
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-__all__ = ["SSE_HEADERS", "SSEResponse"]
+__all__ = ["SSE_HEADERS", "SSEFrames", "SSEResponse"]
 
 SSE_HEADERS: dict[str, str] = {
     "cache-control": "no-cache",
@@ -30,10 +30,22 @@ SSE_HEADERS: dict[str, str] = {
 _BASE_HEADERS = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in SSE_HEADERS.items()]
 
 
+class SSEFrames(AsyncIterable[bytes], Protocol):
+    """What an :class:`SSEResponse` writes: chunks of bytes, and ``aclose()`` to release their source.
+
+    The response closes its frames however it ends, even when it never started iterating them (a client that left
+    before the first byte). An async generator of bytes is one; so is :class:`~.event_stream.EventStream`.
+    """
+
+    async def aclose(self) -> None: ...
+
+
 class SSEResponse(Response):
+    """A ``text/event-stream`` response that writes ``frames`` as they come and stops when the client leaves."""
+
     def __init__(
         self,
-        frames: AsyncIterator[bytes],
+        frames: SSEFrames,
         *,
         media_type: str = "text/event-stream",
         headers: Mapping[str, str] | None = None,
@@ -77,22 +89,19 @@ class SSEResponse(Response):
         finally:
             listening = False
             writer.cancel()
-            # The writer closes the frame iterator on its way out; wait for that, so the run has been told.
-            with contextlib.suppress(asyncio.CancelledError):
-                await writer
-        exc = writer.exception() if not writer.cancelled() else None
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await writer  # how it ended is looked at below, once the frames are closed
+            # Closing the frames is what tells the run its viewer left. Here, once the writer has stopped, rather than
+            # in the writer: a client already gone when the response starts cancels the writer before it ever ran.
+            await self.frames.aclose()
+        exc = writer.exception() if writer.done() and not writer.cancelled() else None
         if exc is not None and not isinstance(exc, OSError):
             # OSError is how the server reports a write to a closed socket: an ordinary disconnect.
             raise exc
 
     async def _write(self, send: Send) -> None:
-        try:
-            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-            async for chunk in self.frames:
-                if chunk:
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        finally:
-            aclose: Any = getattr(self.frames, "aclose", None)
-            if aclose is not None:
-                await aclose()
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        async for chunk in self.frames:
+            if chunk:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -17,6 +17,8 @@ RunStatus = Literal["running", "finished"]
 
 @dataclass(slots=True)
 class RunInfo:
+    """A run's facts, kept by the store beside its log. ``extra`` holds per-run flags given at start."""
+
     run_id: str
     user_id: str
     conversation_id: str
@@ -67,23 +69,39 @@ class RunStore(Protocol):
         """Connect and start background work; called once before use."""
         ...
 
-    def attach(self, listener: StoreListener) -> None: ...
+    def attach(self, listener: StoreListener) -> None:
+        """Tell ``listener`` (this instance's run manager) what other instances ask of its runs."""
+        ...
 
     def chat_run_index(self) -> ChatRunIndex:
         """Where useChat's chat id → latest run id lives: shared by every instance that shares this store."""
         ...
 
-    async def create(self, info: RunInfo) -> None: ...
-
-    async def append(self, run_id: str, events: Sequence[Event]) -> int:
-        """Append and return the sequence id of the last appended event; ``RunClosedError`` if ended elsewhere."""
+    async def create(self, info: RunInfo) -> None:
+        """Start a run's log. Run ids are random, so a store need not check; one that does raises
+        ``RunExistsError`` for an id it has."""
         ...
 
-    async def finish(self, run_id: str) -> None: ...
+    async def append(self, run_id: str, events: Sequence[Event]) -> int:
+        """Append and return the sequence id of the last appended event.
 
-    async def get(self, run_id: str) -> RunInfo | None: ...
+        ``RunClosedError`` if the run was ended elsewhere; a store that can tell raises ``RunNotFound`` for an
+        unknown run and ``RunFinishedError`` for a finished one.
+        """
+        ...
 
-    async def read(self, run_id: str, after: int, timeout: float | None) -> list[StoredEvent]: ...
+    async def finish(self, run_id: str) -> None:
+        """Mark the run finished (its finish event is appended before); wakes its readers. Idempotent."""
+        ...
+
+    async def get(self, run_id: str) -> RunInfo | None:
+        """The run's info, or ``None`` for an unknown or expired run."""
+        ...
+
+    async def read(self, run_id: str, after: int, timeout: float | None) -> list[StoredEvent]:
+        """The events after ``after``, waiting up to ``timeout`` seconds for some (``None``: no limit, ``0``: none)
+        while the run is running; ``[]`` for an unknown run."""
+        ...
 
     async def read_coalesced(self, run_id: str, after: int, timeout: float | None) -> list[StoredEvent]:
         """``read``, with consecutive text deltas joined into one that keeps the last one's id
@@ -98,10 +116,14 @@ class RunStore(Protocol):
         """Count one viewer less and return how many remain. At 0 the owner is told, wherever it is."""
         ...
 
-    async def viewers(self, run_id: str) -> int: ...
+    async def viewers(self, run_id: str) -> int:
+        """How many viewers the run has, on every instance."""
+        ...
 
     async def request_cancel(self, run_id: str) -> bool:
         """Ask the instance that drives a running run to stop it; ``False`` when no other instance does."""
         ...
 
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """Stop background work and wake every waiting reader."""
+        ...

@@ -9,6 +9,8 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from tokenrelay.coalescing import join_texts
+from tokenrelay.errors import RunExistsError, RunFinishedError, RunNotFound
 from tokenrelay.events import Event, TextDelta
 from tokenrelay.stores.base import RunInfo, StoredEvent, StoreListener
 from tokenrelay.stores.chat_runs import MemoryChatRunIndex
@@ -38,7 +40,7 @@ class _Log:
 
 
 def _stored(seq: int, item: Event | str) -> StoredEvent:
-    return StoredEvent(seq, TextDelta(item) if type(item) is str else item)  # type: ignore[arg-type]
+    return StoredEvent(seq, TextDelta(item) if isinstance(item, str) else item)
 
 
 class MemoryRunStore:
@@ -64,6 +66,7 @@ class MemoryRunStore:
         return None
 
     def chat_run_index(self) -> MemoryChatRunIndex:
+        """In process, like the runs: one instance is the only one that asks."""
         return self._chat_runs
 
     def attach(self, listener: StoreListener) -> None:
@@ -71,15 +74,20 @@ class MemoryRunStore:
         return None
 
     async def create(self, info: RunInfo) -> None:
+        """Keep a new run's log; ``RunExistsError`` if a run with its id is kept already."""
         self._expire()
         if info.run_id in self._logs:
-            raise ValueError(f"run {info.run_id} exists")
+            raise RunExistsError(f"run {info.run_id} exists")
         self._logs[info.run_id] = _Log(info)
 
     async def append(self, run_id: str, events: Sequence[Event]) -> int:
-        log = self._logs[run_id]
+        """Append to a running run; ``RunNotFound`` for an unknown (or expired) run, ``RunFinishedError`` for a
+        finished one."""
+        log = self._logs.get(run_id)
+        if log is None:
+            raise RunNotFound(run_id)
         if log.info.status != "running":
-            raise ValueError(f"run {run_id} is finished")
+            raise RunFinishedError(f"run {run_id} is finished")
         log_events = log.events
         for event in events:
             log_events.append(event.text if type(event) is TextDelta else event)
@@ -112,9 +120,10 @@ class MemoryRunStore:
         return [_stored(seq, events[seq - 1]) for seq in range(after + 1, len(events) + 1)]
 
     async def read_coalesced(self, run_id: str, after: int, timeout: float | None) -> list[StoredEvent]:
-        """``read``, with consecutive text deltas already joined as :func:`tokenrelay.runs.coalesce` joins them.
+        """``read``, with consecutive text deltas joined by :func:`tokenrelay.coalescing.join_texts`.
 
-        What subscribers use: it builds one event per run of text instead of one per delta and then a join.
+        What subscribers use: the log's bare texts are joined as they are, rather than made into one event per
+        delta first and joined after.
         """
         log = self._logs.get(run_id)
         if log is None:
@@ -123,22 +132,9 @@ class MemoryRunStore:
         if len(events) <= after and log.info.status == "running" and timeout != 0:
             await self._wait(run_id, log, timeout)
         end = len(events)
-        if end - after == 1:
+        if end - after == 1:  # the common case under light load: one new event, nothing to join
             return [_stored(end, events[after])]
-        out: list[StoredEvent] = []
-        texts: list[str] = []
-        for seq in range(after + 1, end + 1):
-            item = events[seq - 1]
-            if type(item) is str:
-                texts.append(item)
-                continue
-            if texts:
-                out.append(StoredEvent(seq - 1, TextDelta("".join(texts))))
-                texts = []
-            out.append(StoredEvent(seq, item))  # type: ignore[arg-type]
-        if texts:
-            out.append(StoredEvent(end, TextDelta("".join(texts))))
-        return out
+        return join_texts(enumerate(events[after:end], after + 1))
 
     async def _wait(self, run_id: str, log: _Log, timeout: float | None) -> None:
         loop = asyncio.get_running_loop()

@@ -2,7 +2,9 @@
  * A framework-free chat store: the conversation state plus the actions that
  * change it (send, stop, retry, regenerate, reset). React binds to it with
  * `useSyncExternalStore` (see `src/react/useStreamingChat.ts`); any other UI
- * can call `subscribe` / `getState` directly.
+ * can call `subscribe` / `getState` directly. The network is a
+ * `ChatTransport` (transport.ts): tokenrelay's HTTP endpoints unless the
+ * `transport` option says otherwise.
  *
  * Rendering cost is the point of this module. A long answer arrives as
  * thousands of small deltas; notifying subscribers on each one would make
@@ -17,389 +19,335 @@
  * the message being streamed gets a new object, so finished messages keep
  * their identity and memoized components skip them.
  */
-import { ChatStreamError, type ChatStreamErrorKind } from "./errors";
+import {
+  animationFrameScheduler,
+  backendChatError,
+  finishedStatus,
+  lastUserIndex,
+  toChatError,
+  updateMessage,
+  withoutFailedAnswer,
+  type ChatMessage,
+  type ChatState,
+  type ChatStore,
+  type ChatStoreOptions,
+  type MessagePatch,
+} from "./chatState";
+import { cutOffError } from "./errors";
 import { createId } from "./ids";
-import type { ChatDoneEvent, ChatErrorEvent, ChatUsage } from "./protocol";
-import { streamChat, type ChatStream, type FetchLike } from "./streamChat";
+import type { ChatDoneEvent, ChatErrorEvent, ChatRequest } from "./protocol";
+import { Reconnection, wait } from "./reconnect";
+import type { ChatStream } from "./streamChat";
+import { createHttpTransport, type ChatSendRequest, type ChatTransport } from "./transport";
 
-export type ChatRole = "user" | "assistant";
+export { animationFrameScheduler, toChatError } from "./chatState";
+export type {
+  ChatError,
+  ChatMessage,
+  ChatRole,
+  ChatState,
+  ChatStatus,
+  ChatStore,
+  ChatStoreOptions,
+  FinishDetails,
+  FlushScheduler,
+  MessageStatus,
+} from "./chatState";
 
-/** "streaming" for the answer being received; the others are final. */
-export type MessageStatus = "streaming" | "done" | "cancelled" | "error";
-
-export interface ChatMessage {
-  readonly id: string;
-  readonly role: ChatRole;
-  readonly content: string;
-  readonly status: MessageStatus;
-  /** For assistant messages that finished: the server's finish_reason. */
-  readonly finishReason?: string;
-  /** For assistant messages: the server's run id. */
-  readonly runId?: string;
-}
-
-/**
- * - idle: ready to send
- * - submitted: request sent, no token yet
- * - streaming: tokens arriving
- * - error: the last request failed; `error` says why, `retry()` tries again
- */
-export type ChatStatus = "idle" | "submitted" | "streaming" | "error";
-
-export interface ChatError {
-  readonly kind: ChatStreamErrorKind;
-  readonly message: string;
-  readonly code?: string;
-  readonly status?: number;
-  readonly field?: string;
-  readonly retryable: boolean;
-}
-
-export interface ChatState {
-  readonly messages: readonly ChatMessage[];
-  readonly status: ChatStatus;
-  readonly error: ChatError | null;
-  /** The server's conversation id, sent with follow-up messages. */
-  readonly conversationId: string | undefined;
-}
-
-export interface FinishDetails {
-  readonly finishReason: string;
-  readonly runId: string | undefined;
-  readonly conversationId: string | undefined;
-  readonly usage: ChatUsage | undefined;
-}
-
-/** Runs `flush` later (once) and returns a function that cancels it. */
-export type FlushScheduler = (flush: () => void) => () => void;
-
-export interface ChatStoreOptions {
-  /** The stream endpoint, e.g. "/api/chat/stream". */
-  api: string | URL;
-  /** Sent as `user_id`. */
-  userId?: string;
-  /** Continue an existing server conversation. */
-  conversationId?: string;
-  initialMessages?: readonly ChatMessage[];
-  /** Extra JSON fields merged into every request body. */
-  body?: Record<string, unknown>;
-  /** Extra request headers, or a function returning them (e.g. a fresh auth token). */
-  headers?: HeadersInit | (() => HeadersInit);
-  fetch?: FetchLike;
-  /**
-   * Where to POST when the user stops an answer, e.g.
-   * `(runId) => \`/api/runs/${runId}/cancel\``. Stop always closes the
-   * connection, which cancels the run under the server's default
-   * `on_disconnect=cancel`; this also stops it when the server lets runs
-   * outlive their connection (`detach`). Failures are ignored.
-   */
-  cancelUrl?: (runId: string) => string | URL;
-  /** How buffered deltas are flushed. Defaults to one flush per animation frame. */
-  scheduleFlush?: FlushScheduler;
-  generateId?: () => string;
-  /** Called when an answer finishes normally (not on stop or error). */
-  onFinish?: (message: ChatMessage, details: FinishDetails) => void;
-  onError?: (error: ChatError) => void;
-}
-
-export interface ChatStore {
-  getState(): ChatState;
-  /** Returns an unsubscribe function. Listeners run after every state change. */
-  subscribe(listener: () => void): () => void;
-  /**
-   * Send a user message and stream the answer. Resolves when the answer
-   * is complete, stopped or failed (it never rejects; see `state.error`).
-   * Ignored while another answer is in progress or when `text` is blank.
-   */
-  sendMessage(text: string): Promise<void>;
-  /** Stop the current answer: aborts the request, keeping the text received so far. */
-  stop(): void;
-  /** After an error: send the failed request again. */
-  retry(): Promise<void>;
-  /** Drop the last answer and ask for a new one to the last user message. */
-  regenerate(): Promise<void>;
-  /** Stop anything in flight and start a new, empty conversation. */
-  reset(): void;
-  /** Change options (new callbacks, another endpoint) for the next request. */
-  setOptions(options: Partial<ChatStoreOptions>): void;
-}
-
-/** One flush per animation frame; a 16 ms timer where there is no `requestAnimationFrame`. */
-export const animationFrameScheduler: FlushScheduler = (flush) => {
-  if (typeof requestAnimationFrame === "function") {
-    const handle = requestAnimationFrame(() => flush());
-    return () => cancelAnimationFrame(handle);
-  }
-  const timer = setTimeout(flush, 16);
-  return () => clearTimeout(timer);
-};
-
+/** One answer being received. */
 interface Run {
   readonly controller: AbortController;
   readonly assistantId: string;
-  readonly request: string;
+  /** The transport it was sent with: reconnecting and cancelling use the same one. */
+  readonly transport: ChatTransport;
   /** Deltas received but not yet applied to the state. */
   pending: string[];
+  /** The stream being read: the first one, or the latest reconnection. */
   stream: ChatStream | undefined;
+  /** What the answer's earlier streams said, for as long as the current one has not said it. */
+  runId: string | undefined;
+  conversationId: string | undefined;
+  lastEventId: string | undefined;
+  /** An error frame, waiting for the done frame the server sends after it. */
+  backendError: ChatErrorEvent | undefined;
 }
 
-export function toChatError(error: unknown): ChatError {
-  if (error instanceof ChatStreamError) {
-    return {
-      kind: error.kind,
-      message: error.message,
-      code: error.code,
-      status: error.status,
-      field: error.field,
-      retryable: error.retryable,
+function runIdOf(run: Run): string | undefined {
+  return run.stream?.runId ?? run.runId;
+}
+
+function conversationIdOf(run: Run): string | undefined {
+  return run.stream?.conversationId ?? run.conversationId;
+}
+
+/** Keep what the dropped stream knew: the reconnection's stream starts knowing less. */
+function remember(run: Run, stream: ChatStream): void {
+  run.runId = stream.runId ?? run.runId;
+  run.conversationId = stream.conversationId ?? run.conversationId;
+  run.lastEventId = stream.lastEventId ?? run.lastEventId;
+}
+
+/** Run `action` and forget how it ends: a thrown error and a rejection alike. */
+function ignoreFailure(action: () => Promise<void>): void {
+  try {
+    action().catch(() => {});
+  } catch {
+    // A transport that throws at once is ignored the same way.
+  }
+}
+
+class Store {
+  options: ChatStoreOptions;
+  state: ChatState;
+  private readonly listeners = new Set<() => void>();
+  private run: Run | null = null;
+  private cancelScheduledFlush: (() => void) | null = null;
+  // The text of the last request, for retry().
+  private lastRequest: string | undefined;
+
+  constructor(options: ChatStoreOptions) {
+    this.options = { ...options };
+    this.state = { messages: options.initialMessages ?? [], status: "idle", error: null, conversationId: options.conversationId };
+  }
+
+  subscribe(listener: () => void): () => void {
+    this.listeners.add(listener);
+    return () => {
+      this.listeners.delete(listener);
     };
   }
-  return {
-    kind: "network",
-    message: error instanceof Error && error.message !== "" ? error.message : "Something went wrong.",
-    retryable: true,
-  };
-}
 
-function resolveHeaders(headers: ChatStoreOptions["headers"]): HeadersInit | undefined {
-  return typeof headers === "function" ? headers() : headers;
-}
-
-export function createChatStore(initialOptions: ChatStoreOptions): ChatStore {
-  let options: ChatStoreOptions = { ...initialOptions };
-  let state: ChatState = {
-    messages: initialOptions.initialMessages ?? [],
-    status: "idle",
-    error: null,
-    conversationId: initialOptions.conversationId,
-  };
-  const listeners = new Set<() => void>();
-  let run: Run | null = null;
-  let cancelScheduledFlush: (() => void) | null = null;
-  // The text of the last request, for retry().
-  let lastRequest: string | undefined;
-
-  const newId = () => (options.generateId ?? createId)();
-
-  function setState(next: ChatState): void {
-    state = next;
-    for (const listener of Array.from(listeners)) listener();
+  async sendMessage(text: string): Promise<void> {
+    if (this.run !== null || text.trim() === "") return;
+    const user: ChatMessage = { id: this.newId(), role: "user", content: text, status: "done" };
+    await this.start(text, [...this.state.messages, user]);
   }
 
-  function cancelFlush(): void {
-    if (cancelScheduledFlush !== null) {
-      cancelScheduledFlush();
-      cancelScheduledFlush = null;
+  stop(): void {
+    const current = this.stopRun();
+    if (current === null) return;
+    this.commit(current, { status: "cancelled", finishReason: "cancelled", runId: runIdOf(current) }, {
+      status: "idle",
+      error: null,
+      conversationId: conversationIdOf(current) ?? this.state.conversationId,
+    });
+  }
+
+  async retry(): Promise<void> {
+    if (this.run !== null || this.state.status !== "error" || this.lastRequest === undefined) return;
+    await this.start(this.lastRequest, withoutFailedAnswer(this.state.messages), true);
+  }
+
+  async regenerate(): Promise<void> {
+    if (this.run !== null) return;
+    const messages = this.state.messages;
+    const index = lastUserIndex(messages);
+    const user = messages[index];
+    if (user === undefined) return;
+    await this.start(user.content, messages.slice(0, index + 1), true);
+  }
+
+  reset(): void {
+    this.stopRun();
+    this.cancelFlush();
+    this.lastRequest = undefined;
+    this.setState({ messages: [], status: "idle", error: null, conversationId: undefined });
+  }
+
+  private newId(): string {
+    return (this.options.generateId ?? createId)();
+  }
+
+  private setState(next: ChatState): void {
+    this.state = next;
+    for (const listener of Array.from(this.listeners)) listener();
+  }
+
+  private cancelFlush(): void {
+    if (this.cancelScheduledFlush !== null) {
+      this.cancelScheduledFlush();
+      this.cancelScheduledFlush = null;
     }
   }
 
-  /**
-   * Apply the run's buffered text plus `patch` to its assistant message and
-   * `statePatch` to the state, in a single update. A message left with no
-   * text when it ends in error or cancellation is removed: an empty bubble
-   * says nothing the error banner does not.
-   */
-  function commit(
-    current: Run,
-    patch: Partial<Omit<ChatMessage, "id" | "role" | "content">>,
-    statePatch: Partial<ChatState>,
-  ): ChatMessage | undefined {
-    cancelFlush();
+  /** Apply the run's buffered text plus `patch` to its assistant message and `statePatch` to the state, in one update. */
+  private commit(current: Run, patch: MessagePatch, statePatch: Partial<ChatState>): ChatMessage | undefined {
+    this.cancelFlush();
     const text = current.pending.length > 0 ? current.pending.join("") : "";
     current.pending = [];
-    const messages = state.messages.slice();
-    let updated: ChatMessage | undefined;
-    // The streaming message is almost always last: search from the end.
-    for (let index = messages.length - 1; index >= 0; index -= 1) {
-      const message = messages[index];
-      if (message === undefined || message.id !== current.assistantId) continue;
-      updated = { ...message, ...patch, content: message.content + text };
-      const drop = updated.content === "" && (updated.status === "error" || updated.status === "cancelled");
-      if (drop) messages.splice(index, 1);
-      else messages[index] = updated;
-      break;
-    }
-    setState({ ...state, ...statePatch, messages });
+    const { messages, updated } = updateMessage(this.state.messages, current.assistantId, text, patch);
+    this.setState({ ...this.state, ...statePatch, messages });
     return updated;
   }
 
-  function scheduleFlush(current: Run): void {
-    if (cancelScheduledFlush !== null) return;
-    const scheduler = options.scheduleFlush ?? animationFrameScheduler;
-    cancelScheduledFlush = scheduler(() => {
-      cancelScheduledFlush = null;
-      if (run === current && current.pending.length > 0) commit(current, {}, {});
+  private scheduleFlush(current: Run): void {
+    if (this.cancelScheduledFlush !== null) return;
+    const scheduler = this.options.scheduleFlush ?? animationFrameScheduler;
+    this.cancelScheduledFlush = scheduler(() => {
+      this.cancelScheduledFlush = null;
+      if (this.run === current && current.pending.length > 0) this.commit(current, {}, {});
     });
-  }
-
-  function finish(current: Run, done: ChatDoneEvent, backendError: ChatErrorEvent | undefined): void {
-    run = null;
-    const conversationId = done.conversationId ?? current.stream?.conversationId ?? state.conversationId;
-    const runId = done.runId ?? current.stream?.runId;
-    if (done.finishReason === "error" || backendError !== undefined) {
-      const error: ChatError = {
-        kind: "backend",
-        message: backendError?.message ?? "The model failed to answer.",
-        code: backendError?.code,
-        retryable: backendError?.retryable ?? false,
-      };
-      commit(current, { status: "error", finishReason: done.finishReason, runId }, {
-        status: "error",
-        error,
-        conversationId,
-      });
-      options.onError?.(error);
-      return;
-    }
-    const message = commit(
-      current,
-      { status: done.finishReason === "cancelled" ? "cancelled" : "done", finishReason: done.finishReason, runId },
-      { status: "idle", error: null, conversationId },
-    );
-    if (message !== undefined) {
-      options.onFinish?.(message, { finishReason: done.finishReason, runId, conversationId, usage: done.usage });
-    }
-  }
-
-  function fail(current: Run, cause: unknown): void {
-    run = null;
-    const error = toChatError(cause);
-    commit(current, { status: "error" }, {
-      status: "error",
-      error,
-      conversationId: current.stream?.conversationId ?? state.conversationId,
-    });
-    options.onError?.(error);
   }
 
   // `again`: this asks the last question once more (retry, regenerate), so the server neither stores it twice nor
   // keeps the replaced answer in the model's context.
-  async function start(text: string, baseMessages: readonly ChatMessage[], again = false): Promise<void> {
+  private async start(text: string, baseMessages: readonly ChatMessage[], again = false): Promise<void> {
+    const current = this.begin(text, baseMessages);
+    try {
+      await this.follow(current, { body: this.requestBody(text, again), signal: current.controller.signal });
+    } catch (cause) {
+      if (this.run !== current) return; // stop() or reset() already updated the state
+      this.fail(current, cause);
+    }
+  }
+
+  private begin(text: string, baseMessages: readonly ChatMessage[]): Run {
     const current: Run = {
       controller: new AbortController(),
-      assistantId: newId(),
-      request: text,
+      assistantId: this.newId(),
+      transport: this.options.transport ?? createHttpTransport(this.options),
       pending: [],
       stream: undefined,
+      runId: undefined,
+      conversationId: undefined,
+      lastEventId: undefined,
+      backendError: undefined,
     };
-    run = current;
-    lastRequest = text;
-    cancelFlush();
-    setState({
-      ...state,
+    this.run = current;
+    this.lastRequest = text;
+    this.cancelFlush();
+    this.setState({
+      ...this.state,
       messages: [...baseMessages, { id: current.assistantId, role: "assistant", content: "", status: "streaming" }],
       status: "submitted",
       error: null,
     });
-
-    let backendError: ChatErrorEvent | undefined;
-    try {
-      const body: Record<string, unknown> = { ...options.body, message: text };
-      if (options.userId !== undefined) body.user_id = options.userId;
-      if (state.conversationId !== undefined) body.conversation_id = state.conversationId;
-      if (again) body.regenerate = true;
-      const stream = streamChat({
-        url: options.api,
-        body: body as { message: string },
-        signal: current.controller.signal,
-        fetch: options.fetch,
-        headers: resolveHeaders(options.headers),
-      });
-      current.stream = stream;
-      for await (const event of stream) {
-        // Stopped or reset meanwhile: leaving the loop closes the connection.
-        if (run !== current) return;
-        if (event.type === "delta") {
-          if (event.text === "") continue;
-          current.pending.push(event.text);
-          if (state.status === "submitted") {
-            commit(current, {}, { status: "streaming", conversationId: stream.conversationId ?? state.conversationId });
-          } else {
-            scheduleFlush(current);
-          }
-        } else if (event.type === "error") {
-          // The server follows an error frame with a done frame.
-          backendError = event;
-        } else {
-          finish(current, event, backendError);
-          return;
-        }
-      }
-      // streamChat throws rather than ending without a done frame, so this
-      // is only reached if the run was replaced.
-    } catch (cause) {
-      if (run !== current) return; // stop() or reset() already updated the state
-      fail(current, cause);
-    }
-  }
-
-  function stopRun(): Run | null {
-    const current = run;
-    if (current === null) return null;
-    run = null;
-    // Aborting the fetch closes the connection; the server cancels the run.
-    current.controller.abort();
-    const runId = current.stream?.runId;
-    if (options.cancelUrl !== undefined && runId !== undefined) {
-      let url: string | URL = options.cancelUrl(runId);
-      if (options.userId !== undefined) {
-        // The server only lets a user cancel their own runs.
-        url = new URL(url, globalThis.location?.href ?? "http://localhost/");
-        url.searchParams.set("user_id", options.userId);
-      }
-      const doFetch = options.fetch ?? ((input, init) => globalThis.fetch(input, init));
-      // keepalive: the request survives the page being closed right after Stop.
-      void doFetch(url, { method: "POST", headers: resolveHeaders(options.headers), keepalive: true }).catch(() => {});
-    }
     return current;
   }
 
+  private requestBody(text: string, again: boolean): ChatRequest {
+    const body: ChatRequest = { ...this.options.body, message: text };
+    if (this.options.userId !== undefined) body.user_id = this.options.userId;
+    if (this.state.conversationId !== undefined) body.conversation_id = this.state.conversationId;
+    if (again) body.regenerate = true;
+    return body;
+  }
+
+  /**
+   * Read the answer to its done frame: the first stream, then a
+   * reconnection after each drop the `reconnect` policy allows. Throws the
+   * error that ended the answer.
+   */
+  private async follow(current: Run, request: ChatSendRequest): Promise<void> {
+    const reconnection = new Reconnection(this.options.reconnect);
+    let stream = current.transport.send(request);
+    for (;;) {
+      current.stream = stream;
+      let cause: unknown;
+      try {
+        if (await this.read(current, stream)) return;
+        cause = cutOffError(); // a transport's stream may end quietly without its done frame
+      } catch (error) {
+        cause = error;
+      }
+      if (this.run !== current) return;
+      remember(current, stream);
+      const { runId, lastEventId } = current;
+      const delay = reconnection.next(cause, { runId, lastEventId, retryMs: stream.retryMs });
+      if (delay === null || runId === undefined) throw cause;
+      await wait(delay, current.controller.signal);
+      if (this.run !== current) return;
+      stream = current.transport.reconnect({ runId, lastEventId, userId: this.options.userId, signal: request.signal });
+    }
+  }
+
+  /** Apply one stream's events to the answer. True once the answer is over here: finished, stopped or replaced. */
+  private async read(current: Run, stream: ChatStream): Promise<boolean> {
+    for await (const event of stream) {
+      // Stopped or reset meanwhile: leaving the loop closes the connection.
+      if (this.run !== current) return true;
+      switch (event.type) {
+        case "delta":
+          this.receive(current, event.text);
+          break;
+        case "error":
+          // The server follows an error frame with a done frame.
+          current.backendError = event;
+          break;
+        case "done":
+          this.finish(current, event);
+          return true;
+      }
+    }
+    return this.run !== current;
+  }
+
+  private receive(current: Run, text: string): void {
+    if (text === "") return;
+    current.pending.push(text);
+    if (this.state.status === "submitted") {
+      this.commit(current, {}, { status: "streaming", conversationId: conversationIdOf(current) ?? this.state.conversationId });
+    } else {
+      this.scheduleFlush(current);
+    }
+  }
+
+  private finish(current: Run, done: ChatDoneEvent): void {
+    this.run = null;
+    const conversationId = done.conversationId ?? conversationIdOf(current) ?? this.state.conversationId;
+    const runId = done.runId ?? runIdOf(current);
+    const { finishReason } = done;
+    if (finishReason === "error" || current.backendError !== undefined) {
+      const error = backendChatError(current.backendError);
+      this.commit(current, { status: "error", finishReason, runId }, { status: "error", error, conversationId });
+      this.options.onError?.(error);
+      return;
+    }
+    const message = this.commit(
+      current,
+      { status: finishedStatus(done), finishReason, runId },
+      { status: "idle", error: null, conversationId },
+    );
+    if (message !== undefined) this.options.onFinish?.(message, { finishReason, runId, conversationId, usage: done.usage });
+  }
+
+  private fail(current: Run, cause: unknown): void {
+    this.run = null;
+    const error = toChatError(cause);
+    this.commit(current, { status: "error" }, {
+      status: "error",
+      error,
+      conversationId: conversationIdOf(current) ?? this.state.conversationId,
+    });
+    this.options.onError?.(error);
+  }
+
+  private stopRun(): Run | null {
+    const current = this.run;
+    if (current === null) return null;
+    this.run = null;
+    // Aborting the request closes the connection; the server cancels the run.
+    current.controller.abort();
+    const runId = runIdOf(current);
+    if (runId !== undefined) ignoreFailure(() => current.transport.cancel({ runId, userId: this.options.userId }));
+    return current;
+  }
+}
+
+/** A chat store over `options.transport`, or over tokenrelay's HTTP endpoints at `options.api`. */
+export function createChatStore(initialOptions: ChatStoreOptions): ChatStore {
+  const store = new Store(initialOptions);
+  // Plain functions, not methods: callers pass them around unbound (`onClick={stop}`).
   return {
-    getState: () => state,
-    subscribe(listener) {
-      listeners.add(listener);
-      return () => {
-        listeners.delete(listener);
-      };
-    },
-    async sendMessage(text) {
-      if (run !== null || text.trim() === "") return;
-      const user: ChatMessage = { id: newId(), role: "user", content: text, status: "done" };
-      await start(text, [...state.messages, user]);
-    },
-    stop() {
-      const current = stopRun();
-      if (current === null) return;
-      commit(current, { status: "cancelled", finishReason: "cancelled", runId: current.stream?.runId }, {
-        status: "idle",
-        error: null,
-        conversationId: current.stream?.conversationId ?? state.conversationId,
-      });
-    },
-    async retry() {
-      if (run !== null || state.status !== "error" || lastRequest === undefined) return;
-      const messages = state.messages;
-      const last = messages[messages.length - 1];
-      const base = last !== undefined && last.role === "assistant" && last.status === "error" ? messages.slice(0, -1) : messages;
-      await start(lastRequest, base, true);
-    },
-    async regenerate() {
-      if (run !== null) return;
-      const messages = state.messages;
-      let index = messages.length - 1;
-      while (index >= 0 && messages[index]?.role !== "user") index -= 1;
-      const user = messages[index];
-      if (user === undefined) return;
-      await start(user.content, messages.slice(0, index + 1), true);
-    },
-    reset() {
-      stopRun();
-      cancelFlush();
-      lastRequest = undefined;
-      setState({ messages: [], status: "idle", error: null, conversationId: undefined });
-    },
+    getState: () => store.state,
+    subscribe: (listener) => store.subscribe(listener),
+    sendMessage: (text) => store.sendMessage(text),
+    stop: () => store.stop(),
+    retry: () => store.retry(),
+    regenerate: () => store.regenerate(),
+    reset: () => store.reset(),
     setOptions(next) {
-      options = { ...options, ...next };
+      store.options = { ...store.options, ...next };
     },
   };
 }

@@ -1,5 +1,5 @@
 /**
- * Typed errors raised by `streamChat` and `streamChatEventSource`.
+ * Typed errors raised by `streamChat`, `resumeChat` and `streamChatEventSource`.
  *
  * One class with a `kind` discriminator rather than a class per failure:
  * callers mostly want "show `message`, offer Retry when `retryable`", and
@@ -50,6 +50,13 @@ export class ChatStreamError extends Error {
     this.retryable = init.retryable ?? false;
     this.body = init.body;
   }
+}
+
+/** The error for a stream that ended before its `done` frame: the answer was cut off. */
+export function cutOffError(): ChatStreamError {
+  return new ChatStreamError("incomplete", "The answer was cut off: the stream ended before it finished.", {
+    retryable: true,
+  });
 }
 
 /** True for the error a fetch or stream read rejects with after `AbortController.abort()`. */

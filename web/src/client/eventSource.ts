@@ -10,9 +10,9 @@
  * only allow EventSource, and because EventSource's built-in reconnection
  * would otherwise silently re-run the request.
  */
-import { abortReason, ChatStreamError } from "./errors";
+import { emptyInfo, noteDone, toChatStream, type ChatStream, type MutableStreamInfo } from "./chatStream";
+import { abortReason, ChatStreamError, cutOffError } from "./errors";
 import { toChatEvent, type ChatEvent } from "./protocol";
-import type { ChatStream } from "./streamChat";
 
 /** The subset of the EventSource constructor this helper needs (injectable for tests). */
 export interface EventSourceLike {
@@ -50,114 +50,124 @@ export function chatStreamUrl(
   return target.toString();
 }
 
-export function streamChatEventSource(options: StreamChatEventSourceOptions): ChatStream {
-  const info = {
-    lastEventId: undefined as string | undefined,
-    runId: undefined as string | undefined,
-    conversationId: undefined as string | undefined,
-    retryMs: undefined as number | undefined,
-  };
-  const iterate = async function* (): AsyncGenerator<ChatEvent, void, undefined> {
-    const { signal } = options;
-    signal?.throwIfAborted();
+/** Events that arrived through EventSource's callbacks, waiting for the consumer to pull them. */
+class Inbox {
+  private readonly buffered: ChatEvent[] = [];
+  private failure: { error: unknown } | undefined;
+  private ended = false;
+  private wake: (() => void) | undefined;
 
-    const Source = options.EventSource ?? (globalThis.EventSource as unknown as EventSourceConstructor | undefined);
-    if (Source === undefined) throw new Error("EventSource is not available in this environment.");
+  /** Neither finished (done frame) nor failed: callbacks still matter. */
+  get open(): boolean {
+    return !this.ended && this.failure === undefined;
+  }
 
-    // Events arrive through callbacks; buffer them until the consumer pulls.
-    const buffered: ChatEvent[] = [];
-    let failure: { error: unknown } | undefined;
-    let ended = false;
-    let wake: (() => void) | undefined;
-    const notify = () => {
-      const resolve = wake;
-      wake = undefined;
-      resolve?.();
-    };
+  /** Whether the done frame has arrived. */
+  get finished(): boolean {
+    return this.ended;
+  }
 
-    const source = new Source(chatStreamUrl(options.url, options), {
-      withCredentials: options.withCredentials ?? false,
-    });
-    const fail = (error: unknown) => {
-      if (ended || failure) return;
-      failure = { error };
-      source.close();
-      notify();
-    };
-    const onAbort = () => fail(abortReason(signal as AbortSignal));
-    signal?.addEventListener("abort", onAbort, { once: true });
+  push(event: ChatEvent): void {
+    this.buffered.push(event);
+    if (event.type === "done") this.ended = true;
+    this.notify();
+  }
 
-    source.onmessage = (message) => {
-      if (ended || failure) return;
-      let event: ChatEvent | null;
-      try {
-        event = toChatEvent({ event: "message", data: String(message.data), id: message.lastEventId });
-      } catch (error) {
-        fail(error);
-        return;
+  /** Record the error the stream throws once the events before it are pulled. False if it came too late to matter. */
+  fail(error: unknown): boolean {
+    if (!this.open) return false;
+    this.failure = { error };
+    this.notify();
+    return true;
+  }
+
+  async *drain(): AsyncGenerator<ChatEvent, void, undefined> {
+    for (;;) {
+      const event = this.buffered.shift();
+      if (event !== undefined) {
+        yield event;
+        if (event.type === "done") return;
+        continue;
       }
-      if (message.lastEventId !== "") info.lastEventId = message.lastEventId;
-      if (event === null) return;
-      buffered.push(event);
-      if (event.type === "done") {
-        if (event.runId !== undefined) info.runId = event.runId;
-        if (event.conversationId !== undefined) info.conversationId = event.conversationId;
-        // Close before the server's end of stream makes EventSource reconnect.
-        ended = true;
-        source.close();
-      }
-      notify();
-    };
-    source.onerror = () => {
-      if (ended) return;
-      // CLOSED: the request itself failed (non-200 status or wrong content
-      // type); EventSource gives no access to the body. CONNECTING: the
-      // connection dropped and EventSource would reconnect, which for a chat
-      // request means asking the question again, so stop here instead.
-      fail(
-        source.readyState === CLOSED
-          ? new ChatStreamError("http", "The server refused the stream request.", { retryable: true })
-          : new ChatStreamError("incomplete", "The answer was cut off: the stream ended before it finished.", {
-              retryable: true,
-            }),
-      );
-    };
-
-    try {
-      for (;;) {
-        const event = buffered.shift();
-        if (event !== undefined) {
-          yield event;
-          if (event.type === "done") return;
-          continue;
-        }
-        if (failure) throw failure.error;
-        await new Promise<void>((resolve) => {
-          wake = resolve;
-        });
-      }
-    } finally {
-      signal?.removeEventListener("abort", onAbort);
-      source.onmessage = null;
-      source.onerror = null;
-      source.close();
+      if (this.failure) throw this.failure.error;
+      await new Promise<void>((resolve) => {
+        this.wake = resolve;
+      });
     }
+  }
+
+  private notify(): void {
+    const resolve = this.wake;
+    this.wake = undefined;
+    resolve?.();
+  }
+}
+
+/** One EventSource message into the inbox; malformed data fails the stream. */
+function receive(message: MessageEvent<string>, inbox: Inbox, info: MutableStreamInfo, fail: (error: unknown) => void): void {
+  if (!inbox.open) return;
+  let event: ChatEvent | null;
+  try {
+    event = toChatEvent({ event: "message", data: String(message.data), id: message.lastEventId });
+  } catch (error) {
+    fail(error);
+    return;
+  }
+  if (message.lastEventId !== "") info.lastEventId = message.lastEventId;
+  if (event === null) return;
+  if (event.type === "done") noteDone(info, event);
+  inbox.push(event);
+}
+
+/**
+ * CLOSED: the request itself failed (non-200 status or wrong content type);
+ * EventSource gives no access to the body. CONNECTING: the connection
+ * dropped and EventSource would reconnect, which for a chat request means
+ * asking the question again, so the stream stops here instead.
+ */
+function connectionError(source: EventSourceLike): ChatStreamError {
+  return source.readyState === CLOSED
+    ? new ChatStreamError("http", "The server refused the stream request.", { retryable: true })
+    : cutOffError();
+}
+
+async function* follow(options: StreamChatEventSourceOptions, info: MutableStreamInfo): AsyncGenerator<ChatEvent, void, undefined> {
+  const { signal } = options;
+  signal?.throwIfAborted();
+
+  const Source = options.EventSource ?? (globalThis.EventSource as unknown as EventSourceConstructor | undefined);
+  if (Source === undefined) throw new Error("EventSource is not available in this environment.");
+
+  const inbox = new Inbox();
+  const source = new Source(chatStreamUrl(options.url, options), {
+    withCredentials: options.withCredentials ?? false,
+  });
+  const fail = (error: unknown) => {
+    if (inbox.fail(error)) source.close();
+  };
+  const onAbort = () => fail(abortReason(signal as AbortSignal));
+  signal?.addEventListener("abort", onAbort, { once: true });
+
+  source.onmessage = (message) => {
+    receive(message, inbox, info, fail);
+    // Close before the server's end of stream makes EventSource reconnect.
+    if (inbox.finished) source.close();
+  };
+  source.onerror = () => {
+    if (!inbox.finished) fail(connectionError(source));
   };
 
-  const generator = iterate();
-  return {
-    [Symbol.asyncIterator]: () => generator,
-    get lastEventId() {
-      return info.lastEventId;
-    },
-    get runId() {
-      return info.runId;
-    },
-    get conversationId() {
-      return info.conversationId;
-    },
-    get retryMs() {
-      return info.retryMs;
-    },
-  };
+  try {
+    yield* inbox.drain();
+  } finally {
+    signal?.removeEventListener("abort", onAbort);
+    source.onmessage = null;
+    source.onerror = null;
+    source.close();
+  }
+}
+
+export function streamChatEventSource(options: StreamChatEventSourceOptions): ChatStream {
+  const info = emptyInfo();
+  return toChatStream(follow(options, info), info);
 }

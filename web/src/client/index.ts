@@ -5,6 +5,15 @@ export { createEventSourceStream } from "./stream";
 export type { EventSourceStreamOptions } from "./stream";
 export { readChatEvents, resumeChat, runStreamUrl, streamChat } from "./streamChat";
 export type { ChatStream, ChatStreamInfo, FetchLike, ResumeChatOptions, StreamChatOptions } from "./streamChat";
+export { createHttpTransport } from "./transport";
+export type {
+  ChatCancelRequest,
+  ChatReconnectRequest,
+  ChatSendRequest,
+  ChatTransport,
+  HttpTransportOptions,
+} from "./transport";
+export type { ReconnectOptions } from "./reconnect";
 export { streamChatEventSource, chatStreamUrl } from "./eventSource";
 export type { EventSourceConstructor, EventSourceLike, StreamChatEventSourceOptions } from "./eventSource";
 export { toChatEvent } from "./protocol";
@@ -19,17 +28,6 @@ export type {
 } from "./protocol";
 export { ChatStreamError, errorFromResponse, extractErrorMessage, isAbortError } from "./errors";
 export type { ChatStreamErrorKind } from "./errors";
-export { animationFrameScheduler, createChatStore, toChatError } from "./chatStore";
-export type {
-  ChatError,
-  ChatMessage,
-  ChatRole,
-  ChatState,
-  ChatStatus,
-  ChatStore,
-  ChatStoreOptions,
-  FinishDetails,
-  FlushScheduler,
-  MessageStatus,
-} from "./chatStore";
+// The store, its options and its state's types.
+export * from "./chatStore";
 export { createId } from "./ids";

@@ -21,7 +21,7 @@
  * strip the BOM (see `stream.ts`, which does exactly that).
  *
  * Shape modelled on eventsource-parser: `createParser(callbacks) → { feed, reset }`,
- * a closure over plain variables rather than a class.
+ * plain functions the caller can pass around unbound.
  */
 
 /** One dispatched event. */
@@ -65,100 +65,47 @@ const SPACE = 0x20;
 const BOM = 0xfeff;
 const DIGITS_ONLY = /^[0-9]+$/;
 
-export function createParser(callbacks: ParserCallbacks): EventSourceParser {
-  const { onEvent, onRetry, onComment } = callbacks;
+/** A field line split at its first colon; a line without one is a field name with an empty value. */
+function splitField(line: string): [field: string, value: string] {
+  const colon = line.indexOf(":");
+  if (colon === -1) return [line, ""];
+  // Exactly one space after the colon is part of the syntax, not the value.
+  return [line.slice(0, colon), line.slice(line.charCodeAt(colon + 1) === SPACE ? colon + 2 : colon + 1)];
+}
 
+class Parser {
   // Pieces of the current, not yet terminated line. A server may send one
   // long line in many small chunks; concatenating `buffer += chunk` and
   // rescanning the whole buffer for a newline on every chunk would be
   // O(n²) in the line length. Instead each chunk is scanned exactly once and
   // the pieces are joined once, when the line ends.
-  let pieces: string[] = [];
+  private pieces: string[] = [];
   // The previous chunk ended in CR: if this chunk starts with LF, that LF is
   // the second half of a CRLF split across chunks, not an empty line.
-  let afterCR = false;
+  private afterCR = false;
   // Nothing has been fed yet, so a leading BOM is still to be stripped.
-  let atStreamStart = true;
+  private atStreamStart = true;
 
   // The event being built.
-  let dataLines: string[] = [];
-  let eventType = "";
+  private dataLines: string[] = [];
+  private eventType = "";
   // "last event ID buffer" in the spec: survives dispatch, changed only by `id:`.
-  let lastEventIdBuffer = "";
-  let lastEventId = "";
+  private lastEventIdBuffer = "";
+  lastEventId = "";
 
-  function dispatch(): void {
-    lastEventId = lastEventIdBuffer;
-    if (dataLines.length === 0) {
-      // No data field: nothing to dispatch (but `event:` is still cleared).
-      eventType = "";
-      return;
-    }
-    const message: EventSourceMessage = {
-      event: eventType === "" ? "message" : eventType,
-      data: dataLines.join("\n"),
-      id: lastEventId,
-    };
-    dataLines = [];
-    eventType = "";
-    onEvent(message);
+  // Taken once, as given, and called as plain functions.
+  private readonly onEvent: ParserCallbacks["onEvent"];
+  private readonly onRetry: ParserCallbacks["onRetry"];
+  private readonly onComment: ParserCallbacks["onComment"];
+
+  constructor(callbacks: ParserCallbacks) {
+    ({ onEvent: this.onEvent, onRetry: this.onRetry, onComment: this.onComment } = callbacks);
   }
 
-  function processLine(line: string): void {
-    if (line.length === 0) {
-      dispatch();
-      return;
-    }
-    if (line.charCodeAt(0) === COLON) {
-      onComment?.(line.slice(line.charCodeAt(1) === SPACE ? 2 : 1));
-      return;
-    }
-    const colon = line.indexOf(":");
-    let field: string;
-    let value: string;
-    if (colon === -1) {
-      // A line without a colon is a field name with an empty value.
-      field = line;
-      value = "";
-    } else {
-      field = line.slice(0, colon);
-      // Exactly one space after the colon is part of the syntax, not the value.
-      value = line.slice(line.charCodeAt(colon + 1) === SPACE ? colon + 2 : colon + 1);
-    }
-    switch (field) {
-      case "data":
-        dataLines.push(value);
-        break;
-      case "event":
-        eventType = value;
-        break;
-      case "id":
-        // An id with NULL is ignored entirely (the whole field, not the event).
-        if (value.indexOf("\u0000") === -1) lastEventIdBuffer = value;
-        break;
-      case "retry":
-        if (DIGITS_ONLY.test(value)) onRetry?.(parseInt(value, 10));
-        break;
-      default:
-        // Unknown fields are ignored, as the spec requires.
-        break;
-    }
-  }
-
-  function feed(chunk: string): void {
+  feed(chunk: string): void {
     const length = chunk.length;
     if (length === 0) return;
-    let position = 0;
-
-    if (atStreamStart) {
-      atStreamStart = false;
-      if (chunk.charCodeAt(0) === BOM) position = 1;
-    }
-    if (afterCR) {
-      afterCR = false;
-      if (position < length && chunk.charCodeAt(position) === LF) position += 1;
-    }
-
+    let position = this.skipStart(chunk);
     let lineStart = position;
     while (position < length) {
       const code = chunk.charCodeAt(position);
@@ -166,45 +113,115 @@ export function createParser(callbacks: ParserCallbacks): EventSourceParser {
         position += 1;
         continue;
       }
-      const tail = chunk.slice(lineStart, position);
-      let line: string;
-      if (pieces.length === 0) {
-        line = tail;
-      } else {
-        pieces.push(tail);
-        line = pieces.join("");
-        pieces = [];
-      }
+      const line = this.endLine(chunk.slice(lineStart, position));
       position += 1;
       if (code === CR) {
         if (position < length) {
           if (chunk.charCodeAt(position) === LF) position += 1;
         } else {
           // The LF of this CRLF, if any, is in the next chunk.
-          afterCR = true;
+          this.afterCR = true;
         }
       }
       lineStart = position;
-      processLine(line);
+      this.processLine(line);
     }
-    if (lineStart < length) pieces.push(chunk.slice(lineStart));
+    if (lineStart < length) this.pieces.push(chunk.slice(lineStart));
   }
 
-  function reset(): void {
-    pieces = [];
-    afterCR = false;
-    atStreamStart = true;
-    dataLines = [];
-    eventType = "";
-    lastEventIdBuffer = "";
-    lastEventId = "";
+  reset(): void {
+    this.pieces = [];
+    this.afterCR = false;
+    this.atStreamStart = true;
+    this.dataLines = [];
+    this.eventType = "";
+    this.lastEventIdBuffer = "";
+    this.lastEventId = "";
   }
 
+  /** Where the chunk's text starts: after the stream's BOM, or after the LF of a CRLF the last chunk split. */
+  private skipStart(chunk: string): number {
+    let position = 0;
+    if (this.atStreamStart) {
+      this.atStreamStart = false;
+      if (chunk.charCodeAt(0) === BOM) position = 1;
+    }
+    if (this.afterCR) {
+      this.afterCR = false;
+      if (position < chunk.length && chunk.charCodeAt(position) === LF) position += 1;
+    }
+    return position;
+  }
+
+  /** The whole line that `tail` ends: joined with the pieces earlier chunks left. */
+  private endLine(tail: string): string {
+    if (this.pieces.length === 0) return tail;
+    this.pieces.push(tail);
+    const line = this.pieces.join("");
+    this.pieces = [];
+    return line;
+  }
+
+  private processLine(line: string): void {
+    if (line.length === 0) {
+      this.dispatch();
+      return;
+    }
+    if (line.charCodeAt(0) === COLON) {
+      const { onComment } = this;
+      onComment?.(line.slice(line.charCodeAt(1) === SPACE ? 2 : 1));
+      return;
+    }
+    const [field, value] = splitField(line);
+    switch (field) {
+      case "data":
+        this.dataLines.push(value);
+        break;
+      case "event":
+        this.eventType = value;
+        break;
+      case "id":
+        // An id with NULL is ignored entirely (the whole field, not the event).
+        if (value.indexOf("\u0000") === -1) this.lastEventIdBuffer = value;
+        break;
+      case "retry":
+        if (DIGITS_ONLY.test(value)) {
+          const { onRetry } = this;
+          onRetry?.(parseInt(value, 10));
+        }
+        break;
+      default:
+        // Unknown fields are ignored, as the spec requires.
+        break;
+    }
+  }
+
+  private dispatch(): void {
+    this.lastEventId = this.lastEventIdBuffer;
+    if (this.dataLines.length === 0) {
+      // No data field: nothing to dispatch (but `event:` is still cleared).
+      this.eventType = "";
+      return;
+    }
+    const message: EventSourceMessage = {
+      event: this.eventType === "" ? "message" : this.eventType,
+      data: this.dataLines.join("\n"),
+      id: this.lastEventId,
+    };
+    this.dataLines = [];
+    this.eventType = "";
+    const { onEvent } = this;
+    onEvent(message);
+  }
+}
+
+export function createParser(callbacks: ParserCallbacks): EventSourceParser {
+  const parser = new Parser(callbacks);
   return {
-    feed,
-    reset,
+    feed: (chunk) => parser.feed(chunk),
+    reset: () => parser.reset(),
     get lastEventId() {
-      return lastEventId;
+      return parser.lastEventId;
     },
   };
 }

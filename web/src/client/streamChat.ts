@@ -12,9 +12,12 @@
  * AbortSignal. Aborting the signal, or leaving the `for await` loop early,
  * closes the HTTP connection: the server treats that as "cancel the run".
  */
-import { abortReason, ChatStreamError, errorFromResponse, isAbortError } from "./errors";
+import { emptyInfo, noteDone, toChatStream, type ChatStream, type MutableStreamInfo } from "./chatStream";
+import { abortReason, ChatStreamError, cutOffError, errorFromResponse, isAbortError } from "./errors";
 import { createParser, type EventSourceMessage } from "./parser";
 import { toChatEvent, type ChatEvent, type ChatRequest } from "./protocol";
+
+export type { ChatStream, ChatStreamInfo } from "./chatStream";
 
 export type FetchLike = (input: string | URL | Request, init?: RequestInit) => Promise<Response>;
 
@@ -41,35 +44,6 @@ export interface ResumeChatOptions {
   headers?: HeadersInit;
 }
 
-/** Metadata about a stream, filled in as the response arrives. */
-export interface ChatStreamInfo {
-  /** The id of the last event received: what a resume request sends as `Last-Event-ID`. */
-  readonly lastEventId: string | undefined;
-  /** From the `X-Run-Id` header, then the `done` frame. */
-  readonly runId: string | undefined;
-  /** From the `X-Conversation-Id` header, then the `done` frame. Send it back to continue the conversation. */
-  readonly conversationId: string | undefined;
-  /** The reconnection delay from the last `retry:` field, if the server sent one. */
-  readonly retryMs: number | undefined;
-}
-
-/**
- * A single-use async iterable of chat events (a second loop yields
- * nothing). It yields `delta` and `error` events and finally the `done`
- * event, then completes. It throws a `ChatStreamError` on HTTP errors (with
- * the server's message), network failures, malformed data, or a stream that
- * ends without `done`; and the signal's abort reason (an `AbortError`) when
- * aborted.
- */
-export interface ChatStream extends AsyncIterable<ChatEvent>, ChatStreamInfo {}
-
-interface MutableInfo {
-  lastEventId: string | undefined;
-  runId: string | undefined;
-  conversationId: string | undefined;
-  retryMs: number | undefined;
-}
-
 interface OpenRequest {
   url: string | URL;
   init: RequestInit;
@@ -81,64 +55,49 @@ interface OpenRequest {
 
 const defaultFetch: FetchLike = (input, init) => globalThis.fetch(input, init);
 
-function createStream(request: OpenRequest, info: MutableInfo): ChatStream {
-  const iterate = async function* (): AsyncGenerator<ChatEvent, void, undefined> {
-    const { signal } = request;
-    signal?.throwIfAborted();
-
-    const doFetch = request.fetch ?? defaultFetch;
-    let response: Response;
-    try {
-      response = await doFetch(request.url, { ...request.init, signal, cache: "no-store" });
-    } catch (cause) {
-      if (signal?.aborted) throw abortReason(signal);
-      if (isAbortError(cause)) throw cause;
-      throw new ChatStreamError("network", "Could not reach the server. Check your connection and try again.", {
-        cause,
-        retryable: true,
-      });
-    }
-
-    info.runId = response.headers.get("X-Run-Id") ?? info.runId;
-    info.conversationId = response.headers.get("X-Conversation-Id") ?? info.conversationId;
-
-    if (!response.ok) throw await errorFromResponse(response);
-    if (response.status === 204 && request.allowNoContent) return;
-
-    const contentType = response.headers.get("Content-Type");
-    if (contentType !== null && !contentType.toLowerCase().includes("text/event-stream")) {
-      void response.body?.cancel().catch(() => {});
-      throw new ChatStreamError("protocol", `Expected an event stream but the server sent ${contentType}.`, {
-        status: response.status,
-      });
-    }
-    if (response.body === null) {
-      throw new ChatStreamError("protocol", "The server sent an empty response.", { status: response.status });
-    }
-
-    yield* readChatEvents(response.body, info, signal);
-  };
-
-  const generator = iterate();
-  return {
-    [Symbol.asyncIterator]: () => generator,
-    get lastEventId() {
-      return info.lastEventId;
-    },
-    get runId() {
-      return info.runId;
-    },
-    get conversationId() {
-      return info.conversationId;
-    },
-    get retryMs() {
-      return info.retryMs;
-    },
-  };
+/** What a failed fetch or read throws: the abort reason when aborted, else a retryable "network" error. */
+function failure(cause: unknown, signal: AbortSignal | undefined, message: string): unknown {
+  if (signal?.aborted) return abortReason(signal);
+  if (isAbortError(cause)) return cause;
+  return new ChatStreamError("network", message, { cause, retryable: true });
 }
 
-function emptyInfo(): MutableInfo {
-  return { lastEventId: undefined, runId: undefined, conversationId: undefined, retryMs: undefined };
+/** Send the request and check the response: the event stream's body, or `null` for a resume's 204. */
+async function openBody(request: OpenRequest, info: MutableStreamInfo): Promise<ReadableStream<Uint8Array> | null> {
+  const { signal } = request;
+  signal?.throwIfAborted();
+  let response: Response;
+  try {
+    response = await (request.fetch ?? defaultFetch)(request.url, { ...request.init, signal, cache: "no-store" });
+  } catch (cause) {
+    throw failure(cause, signal, "Could not reach the server. Check your connection and try again.");
+  }
+
+  info.runId = response.headers.get("X-Run-Id") ?? info.runId;
+  info.conversationId = response.headers.get("X-Conversation-Id") ?? info.conversationId;
+
+  if (!response.ok) throw await errorFromResponse(response);
+  if (response.status === 204 && request.allowNoContent) return null;
+
+  const contentType = response.headers.get("Content-Type");
+  if (contentType !== null && !contentType.toLowerCase().includes("text/event-stream")) {
+    void response.body?.cancel().catch(() => {});
+    throw new ChatStreamError("protocol", `Expected an event stream but the server sent ${contentType}.`, {
+      status: response.status,
+    });
+  }
+  if (response.body === null) {
+    throw new ChatStreamError("protocol", "The server sent an empty response.", { status: response.status });
+  }
+  return response.body;
+}
+
+function createStream(request: OpenRequest, info: MutableStreamInfo): ChatStream {
+  const iterate = async function* (): AsyncGenerator<ChatEvent, void, undefined> {
+    const body = await openBody(request, info);
+    if (body !== null) yield* readChatEvents(body, info, request.signal);
+  };
+  return toChatStream(iterate(), info);
 }
 
 /** POST a message and stream the answer. */
@@ -183,15 +142,12 @@ export function resumeChat(options: ResumeChatOptions): ChatStream {
 }
 
 /**
- * Read an SSE body and yield chat events until the `done` frame.
- * Exported for tests and for callers that obtain the body some other way.
+ * A decoder of one response body: each chunk read in, its chat events out.
+ * Each event's id (and what a done frame says) is noted in `info` as the
+ * event is handed on, not when its chunk arrives, so `lastEventId` never
+ * names an event the consumer has not had: a resume from it skips nothing.
  */
-export async function* readChatEvents(
-  body: ReadableStream<Uint8Array>,
-  info: MutableInfo = emptyInfo(),
-  signal?: AbortSignal,
-): AsyncGenerator<ChatEvent, void, undefined> {
-  const reader = body.getReader();
+function eventDecoder(info: MutableStreamInfo): (chunk: ReadableStreamReadResult<Uint8Array>) => Generator<ChatEvent> {
   // ignoreBOM: the parser strips the one BOM the SSE spec allows.
   const decoder = new TextDecoder("utf-8", { ignoreBOM: true });
   // Events parsed from the current chunk; one network chunk often holds
@@ -203,7 +159,43 @@ export async function* readChatEvents(
       info.retryMs = retryMs;
     },
   });
+  return function* (chunk) {
+    parser.feed(chunk.done ? decoder.decode() : decoder.decode(chunk.value, { stream: true }));
+    const messages = queue;
+    queue = [];
+    for (const message of messages) {
+      const event = toChatEvent(message);
+      if (message.id !== "") info.lastEventId = message.id;
+      if (event === null) continue;
+      if (event.type === "done") noteDone(info, event);
+      yield event;
+    }
+  };
+}
 
+/** The next chunk, a failed read turned into the error the stream throws. */
+async function readChunk(
+  reader: ReadableStreamDefaultReader<Uint8Array>,
+  signal: AbortSignal | undefined,
+): Promise<ReadableStreamReadResult<Uint8Array>> {
+  try {
+    return await reader.read();
+  } catch (cause) {
+    throw failure(cause, signal, "The connection was interrupted before the answer finished.");
+  }
+}
+
+/**
+ * Read an SSE body and yield chat events until the `done` frame.
+ * Exported for tests and for callers that obtain the body some other way.
+ */
+export async function* readChatEvents(
+  body: ReadableStream<Uint8Array>,
+  info: MutableStreamInfo = emptyInfo(),
+  signal?: AbortSignal,
+): AsyncGenerator<ChatEvent, void, undefined> {
+  const reader = body.getReader();
+  const decode = eventDecoder(info);
   // Cancel the body as soon as the signal fires, even if the fetch
   // implementation ignores the signal: a pending read() then settles and the
   // connection is released instead of leaking until the server gives up.
@@ -215,46 +207,20 @@ export async function* readChatEvents(
   let finished = false;
   try {
     for (;;) {
-      let result: ReadableStreamReadResult<Uint8Array>;
+      let chunk: ReadableStreamReadResult<Uint8Array>;
       try {
-        result = await reader.read();
-      } catch (cause) {
-        finished = true;
-        if (signal?.aborted) throw abortReason(signal);
-        if (isAbortError(cause)) throw cause;
-        throw new ChatStreamError("network", "The connection was interrupted before the answer finished.", {
-          cause,
-          retryable: true,
-        });
+        chunk = await readChunk(reader, signal);
+      } catch (error) {
+        finished = true; // the body failed: there is nothing left to cancel
+        throw error;
       }
       if (signal?.aborted) throw abortReason(signal);
-
-      if (result.done) {
-        finished = true;
-        parser.feed(decoder.decode());
-      } else {
-        parser.feed(decoder.decode(result.value, { stream: true }));
-      }
-
-      const messages = queue;
-      queue = [];
-      for (const message of messages) {
-        const event = toChatEvent(message);
-        if (message.id !== "") info.lastEventId = message.id;
-        if (event === null) continue;
-        if (event.type === "done") {
-          if (event.runId !== undefined) info.runId = event.runId;
-          if (event.conversationId !== undefined) info.conversationId = event.conversationId;
-        }
+      if (chunk.done) finished = true;
+      for (const event of decode(chunk)) {
         yield event;
         if (event.type === "done") return;
       }
-
-      if (result.done) {
-        throw new ChatStreamError("incomplete", "The answer was cut off: the stream ended before it finished.", {
-          retryable: true,
-        });
-      }
+      if (chunk.done) throw cutOffError();
     }
   } finally {
     signal?.removeEventListener("abort", onAbort);

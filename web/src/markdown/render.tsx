@@ -6,8 +6,8 @@
  * link href already checked by `safeHref`. There is no
  * dangerouslySetInnerHTML anywhere in this project.
  */
-import { createElement, Fragment, memo, useMemo, useState, type ReactNode } from "react";
-import { parseMarkdownBlocks, type Block, type Inline } from "./parse";
+import { createElement, Fragment, memo, useMemo, useState, type CSSProperties, type ReactNode } from "react";
+import { parseMarkdownBlocks, type Align, type Block, type Inline } from "./parse";
 
 function renderInlines(nodes: readonly Inline[]): ReactNode[] {
   return nodes.map((node, index) => {
@@ -67,6 +67,66 @@ function CodeBlock({ lang, text, tail }: { lang: string; text: string; tail: Rea
   );
 }
 
+/** Each child block, `tail` going to the last one. */
+function renderChildren(children: readonly Block[], tail: ReactNode, tight = false): ReactNode[] {
+  return children.map((child, index) => renderBlock(child, index, index === children.length - 1 ? tail : null, tight));
+}
+
+function renderList(block: Extract<Block, { type: "list" }>, key: number, tail: ReactNode): ReactNode {
+  const items = block.items.map((item, itemIndex) => {
+    const itemTail = itemIndex === block.items.length - 1 ? tail : null;
+    return (
+      <li key={itemIndex}>
+        {renderChildren(item, itemTail, block.tight)}
+        {item.length === 0 ? itemTail : null}
+      </li>
+    );
+  });
+  return block.ordered ? (
+    <ol key={key} start={block.start === 1 ? undefined : block.start}>
+      {items}
+    </ol>
+  ) : (
+    <ul key={key}>{items}</ul>
+  );
+}
+
+function cellStyle(align: Align | undefined): CSSProperties | undefined {
+  return align ? { textAlign: align } : undefined;
+}
+
+function renderTable(block: Extract<Block, { type: "table" }>, key: number, tail: ReactNode): ReactNode {
+  return (
+    <Fragment key={key}>
+      <div className="md-table">
+        <table>
+          <thead>
+            <tr>
+              {block.head.map((cell, index) => (
+                <th key={index} style={cellStyle(block.align[index])}>
+                  {renderInlines(cell)}
+                </th>
+              ))}
+            </tr>
+          </thead>
+          <tbody>
+            {block.rows.map((row, rowIndex) => (
+              <tr key={rowIndex}>
+                {row.map((cell, index) => (
+                  <td key={index} style={cellStyle(block.align[index])}>
+                    {renderInlines(cell)}
+                  </td>
+                ))}
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      </div>
+      {tail}
+    </Fragment>
+  );
+}
+
 /**
  * `tail` (the streaming cursor) is placed at the end of the last text the
  * block shows, so it follows the words instead of sitting on its own line.
@@ -92,28 +152,12 @@ function renderBlock(block: Block, key: number, tail: ReactNode, tight = false):
     case "blockquote":
       return (
         <blockquote key={key}>
-          {block.children.map((child, index) => renderBlock(child, index, index === block.children.length - 1 ? tail : null))}
+          {renderChildren(block.children, tail)}
           {block.children.length === 0 ? tail : null}
         </blockquote>
       );
-    case "list": {
-      const items = block.items.map((item, itemIndex) => {
-        const itemTail = itemIndex === block.items.length - 1 ? tail : null;
-        return (
-          <li key={itemIndex}>
-            {item.map((child, index) => renderBlock(child, index, index === item.length - 1 ? itemTail : null, block.tight))}
-            {item.length === 0 ? itemTail : null}
-          </li>
-        );
-      });
-      return block.ordered ? (
-        <ol key={key} start={block.start === 1 ? undefined : block.start}>
-          {items}
-        </ol>
-      ) : (
-        <ul key={key}>{items}</ul>
-      );
-    }
+    case "list":
+      return renderList(block, key, tail);
     case "hr":
       return (
         <Fragment key={key}>
@@ -122,35 +166,7 @@ function renderBlock(block: Block, key: number, tail: ReactNode, tight = false):
         </Fragment>
       );
     case "table":
-      return (
-        <Fragment key={key}>
-          <div className="md-table">
-            <table>
-              <thead>
-                <tr>
-                  {block.head.map((cell, index) => (
-                    <th key={index} style={block.align[index] ? { textAlign: block.align[index] } : undefined}>
-                      {renderInlines(cell)}
-                    </th>
-                  ))}
-                </tr>
-              </thead>
-              <tbody>
-                {block.rows.map((row, rowIndex) => (
-                  <tr key={rowIndex}>
-                    {row.map((cell, index) => (
-                      <td key={index} style={block.align[index] ? { textAlign: block.align[index] } : undefined}>
-                        {renderInlines(cell)}
-                      </td>
-                    ))}
-                  </tr>
-                ))}
-              </tbody>
-            </table>
-          </div>
-          {tail}
-        </Fragment>
-      );
+      return renderTable(block, key, tail);
   }
 }
 

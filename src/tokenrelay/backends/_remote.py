@@ -1,0 +1,119 @@
+"""What the backends that call a vendor's SDK share: a client made on first use, the stream counts, and the loop
+that turns the SDK's stream into events."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from typing import Any, Generic, Protocol, TypeVar
+
+from tokenrelay.backends._errors import upstream_errors
+from tokenrelay.backends._stats import StreamStats
+from tokenrelay.backends.base import GenerateOptions
+from tokenrelay.events import Event, FinishEvent
+from tokenrelay.messages import Message
+
+__all__ = ["RemoteBackend", "TranslatingBackend", "Translator", "Upstream"]
+
+_Item_co = TypeVar("_Item_co", covariant=True)
+_Item_contra = TypeVar("_Item_contra", contravariant=True)
+_Item = TypeVar("_Item")
+
+
+class _Client(Protocol):
+    async def close(self) -> None: ...
+
+
+_ClientT = TypeVar("_ClientT", bound=_Client)
+
+
+class Upstream(Protocol[_Item_co]):
+    """An SDK's open stream (``openai.AsyncStream``, ``anthropic.AsyncStream``): items, and a way to drop it."""
+
+    def __aiter__(self) -> AsyncIterator[_Item_co]: ...
+
+    async def close(self) -> None: ...
+
+
+class Translator(Protocol[_Item_contra]):
+    """An SDK's stream items in, events out. Pure: no I/O, one instance per stream."""
+
+    def feed(self, item: _Item_contra) -> list[Event]: ...
+
+    def finish(self) -> FinishEvent:
+        """The last event, once the stream has ended; ``BackendError`` if it ended before the answer did."""
+        ...
+
+
+class RemoteBackend(Generic[_ClientT]):
+    """The lifecycle of a backend that calls a vendor's API through its SDK.
+
+    Its configuration (and the SDK's presence) is checked when it is built, so :meth:`load` has nothing left to
+    do; the client is made on first use and closed by :meth:`close`.
+    """
+
+    def __init__(self) -> None:
+        self.stats = StreamStats()
+        self._client: _ClientT | None = None
+
+    def new_client(self) -> _ClientT:
+        """A client for the configured endpoint."""
+        raise NotImplementedError
+
+    @property
+    def client(self) -> _ClientT:
+        if self._client is None:
+            self._client = self.new_client()
+        return self._client
+
+    def load(self) -> None:
+        return None
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+
+class TranslatingBackend(RemoteBackend[_ClientT], Generic[_ClientT, _Item]):
+    """A remote backend whose stream is the SDK's stream, translated item by item.
+
+    A subclass says how to open the SDK's stream (:meth:`open_upstream`) and which :class:`Translator` reads it
+    (``translator``); errors are named for the backend's ``name``.
+    """
+
+    name: str
+    translator: Callable[[], Translator[_Item]]
+    """Makes a fresh translator for each stream (the translator class)."""
+
+    def params(self, messages: Sequence[Message], options: GenerateOptions) -> dict[str, Any]:
+        """The request body (less ``stream``), for this conversation and these overrides."""
+        raise NotImplementedError
+
+    async def open_upstream(self, params: dict[str, Any]) -> Upstream[_Item]:
+        """Send the streaming request; the SDK's open stream.
+
+        The parameters are a plain dict, which hides the streaming call from the SDK's overloads: an implementation
+        names the type the call returns (``stream: AsyncStream[Chunk] = await ...``) rather than returning ``Any``.
+        """
+        raise NotImplementedError
+
+    def stream(self, messages: Sequence[Message], options: GenerateOptions) -> AsyncGenerator[Event, None]:
+        return self._translate(messages, options)
+
+    async def _translate(self, messages: Sequence[Message], options: GenerateOptions) -> AsyncGenerator[Event, None]:
+        # The request is sent when the stream is first iterated, inside the error mapping and the stream counts.
+        translator = self.translator()
+        with self.stats.track():
+            with upstream_errors(self.name):
+                upstream = await self.open_upstream(self.params(messages, options))
+                try:
+                    async for item in upstream:
+                        for event in translator.feed(item):
+                            yield event
+                finally:
+                    # Cancelled or closed mid-stream: drop the connection now, which is what stops the generation.
+                    await upstream.close()
+            yield translator.finish()

@@ -1,0 +1,116 @@
+"""What the runs package hands out: run ids, heartbeats, the disconnect policy's name and a run's outcome."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from tokenrelay.events import ErrorEvent, Event, FinishEvent, FinishReason, TextDelta, UsageEvent
+from tokenrelay.stores.base import RunInfo
+
+__all__ = ["HEARTBEAT", "DisconnectPolicy", "Heartbeat", "RunOutcome", "Transcript", "new_run_id"]
+
+DisconnectPolicy = Literal["cancel", "detach"]
+
+
+class Heartbeat:
+    """Yielded by a subscription when the run has been silent for the heartbeat interval."""
+
+    __slots__ = ()
+
+
+HEARTBEAT = Heartbeat()
+
+
+def new_run_id() -> str:
+    """128 random bits, URL-safe: a run id is a capability to read the run, so it must not be guessable."""
+    return secrets.token_urlsafe(16)
+
+
+@dataclass(slots=True)
+class RunOutcome:
+    """What a run produced, handed to ``on_finish`` (to write history) when it ends for any reason."""
+
+    run_id: str
+    user_id: str
+    conversation_id: str
+    text: str
+    reason: FinishReason
+    usage: UsageEvent | None
+    error: ErrorEvent | None
+    # Per-run flags set at start (``RunManager.start(extra=...)``), e.g. ``{"stateless": "1"}``: carried on the run
+    # rather than kept by the instance, so whichever instance ends the run sees them.
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Transcript:
+    """What a run has said so far, and how it ended: the one place a :class:`RunOutcome` is built from.
+
+    The run that drives a backend feeds it every event as it comes; an instance that ended a run whose owner died
+    feeds it the run's log. Either way the outcome is built by :meth:`outcome`.
+    """
+
+    texts: list[str] = field(default_factory=list)
+    usage: UsageEvent | None = None
+    error: ErrorEvent | None = None  # the last error the backend reported, or the failure that ended the run
+    reason: FinishReason = "stop"
+    finished: bool = False  # the backend sent its finish event; nothing after it counts
+
+    @classmethod
+    def of_log(cls, events: Iterable[Event]) -> Transcript:
+        """The transcript of a whole log: every event counts, even after a finish event (an instance that ends a
+        dead owner's run appends its own ending after whatever the owner had written)."""
+        transcript = cls()
+        for event in events:
+            transcript.note(event)
+        return transcript
+
+    def take(self, event: Event) -> bool:
+        """Note an event the backend sent; whether it belongs in the run's log now.
+
+        Nothing after the backend's finish event does, nor the finish event itself: the run appends that last,
+        once, however the run ends (and after history).
+        """
+        if self.finished:
+            return False
+        self.note(event)
+        return not self.finished
+
+    def note(self, event: Event) -> None:
+        """Keep what the outcome needs of ``event``: its text, the last usage and error, the finish reason."""
+        if type(event) is TextDelta:
+            self.texts.append(event.text)
+        elif isinstance(event, FinishEvent):
+            self.reason = event.reason
+            self.finished = True
+        elif isinstance(event, UsageEvent):
+            self.usage = event
+        elif isinstance(event, ErrorEvent):
+            self.error = event
+
+    def backend_ended(self) -> None:
+        """The backend's stream ran out: an error it reported without finishing is how the run ends."""
+        if self.error is not None and not self.finished:
+            self.reason = "error"
+
+    def stopped(self, reason: FinishReason, error: ErrorEvent | None = None) -> None:
+        """The run was stopped (cancelled) or failed (``error``) before the backend finished."""
+        self.reason = reason
+        if error is not None:
+            self.error = error
+
+    def outcome(self, info: RunInfo, reason: FinishReason | None = None) -> RunOutcome:
+        """The run's outcome, with ``reason`` (if given) in place of the one the transcript saw."""
+        return RunOutcome(
+            run_id=info.run_id,
+            user_id=info.user_id,
+            conversation_id=info.conversation_id,
+            text="".join(self.texts),
+            reason=reason or self.reason,
+            usage=self.usage,
+            error=self.error,
+            extra=dict(info.extra),
+        )

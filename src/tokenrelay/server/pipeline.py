@@ -1,0 +1,255 @@
+"""One request pipeline for every route: the relay it serves, who it acts as, its body, and its refusals.
+
+Route functions are module-level; a router binds them to a relay. ``create_router(relay)`` (and its siblings) add a
+router dependency, a :class:`Binding`, that puts the relay and the user resolver on the request, and the routes take
+them through the dependencies :data:`CurrentRelay` and :data:`QueryUser`.
+
+A route refuses a request by raising: :class:`Refusal` (status, code, message, field), :class:`BodyError` (the body
+is too large, not JSON, not an object), :class:`InvalidRequest` (the body does not fit the route's model), or the
+library's own :class:`~tokenrelay.errors.RunLimitError` and :class:`~tokenrelay.errors.RunNotFound`. The route class
+(:class:`ProjectRoute`, or the OpenAI-compatible surface's own) answers them in its surface's error shape. That is
+done per route rather than by the app's exception handlers so that a router mounted in someone else's app answers
+exactly as in tokenrelay's own.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, TypeVar
+
+from fastapi import Depends, Query, Request
+from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
+
+from tokenrelay.errors import RunLimitError, RunNotFound, TokenrelayError
+from tokenrelay.server.auth import UserResolver
+from tokenrelay.server.relay import Relay
+from tokenrelay.server.sse_response import SSEResponse
+from tokenrelay.stores.base import RunInfo
+
+__all__ = [
+    "ID_PATTERN",
+    "Binding",
+    "BodyError",
+    "CurrentRelay",
+    "InvalidRequest",
+    "ProjectRoute",
+    "QueryUser",
+    "Refusal",
+    "RefusingRoute",
+    "check_size",
+    "error_response",
+    "event_cursor",
+    "identify",
+    "owned_run",
+    "parse",
+    "read_json_object",
+    "stream_response",
+]
+
+ID_PATTERN = r"^[A-Za-z0-9_.:@-]+$"
+
+_BINDING = "tokenrelay.binding"
+M = TypeVar("M", bound=BaseModel)
+BodyProblem = Literal["too_large", "invalid_json", "not_object"]
+
+
+class Refusal(TokenrelayError):
+    """A request refused: answered ``status`` with ``code``, ``message`` and the ``field`` at fault."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str | None,
+        message: str,
+        *,
+        field: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+        self.headers = dict(headers or {})
+
+
+class BodyError(TokenrelayError):
+    """The request body could not be read as a JSON object (each surface has its own status for each ``problem``)."""
+
+    def __init__(self, problem: BodyProblem, message: str) -> None:
+        super().__init__(message)
+        self.problem = problem
+        self.message = message
+
+
+class InvalidRequest(TokenrelayError):
+    """The body does not fit the route's model; ``error`` is pydantic's first complaint."""
+
+    def __init__(self, error: ErrorDetails) -> None:
+        super().__init__(error["msg"])
+        self.error = error
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """What a router's routes serve: its relay, and how it tells who a request acts as. A router dependency."""
+
+    relay: Relay
+    resolve_user: UserResolver
+
+    async def __call__(self, request: Request) -> None:
+        request.scope[_BINDING] = self
+
+
+def _binding(request: Request) -> Binding:
+    binding = request.scope.get(_BINDING)
+    if not isinstance(binding, Binding):
+        raise RuntimeError("a tokenrelay route must be served through create_router() or its siblings")
+    return binding
+
+
+def _relay(request: Request) -> Relay:
+    return _binding(request).relay
+
+
+async def identify(request: Request, claimed: str | None) -> str:
+    """The user ``request`` acts as, given the user id it claims (may raise ``server.auth.AuthError``)."""
+    return await _binding(request).resolve_user(request, claimed)
+
+
+async def _query_user(request: Request, user_id: Annotated[str | None, Query()] = None) -> str:
+    return await identify(request, user_id)
+
+
+CurrentRelay = Annotated[Relay, Depends(_relay)]
+"""The relay the route's router was created for."""
+QueryUser = Annotated[str, Depends(_query_user)]
+"""Who the request acts as, given the ``?user_id=`` it claims."""
+
+
+async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
+    """The body as a JSON object, read only up to ``limit`` bytes."""
+    raw = await request.body()
+    if len(raw) > limit:
+        raise BodyError("too_large", f"request body: over {limit} bytes")
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BodyError("invalid_json", f"body: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise BodyError("not_object", "body: must be a JSON object")
+    return data
+
+
+def parse(model: type[M], data: object) -> M:
+    """``data`` validated by ``model``, or :class:`InvalidRequest`."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidRequest(exc.errors()[0]) from None
+
+
+def check_size(text: str, limit: int, field: str) -> None:
+    """Refuse a message over ``limit`` UTF-8 bytes (413 ``message_too_long``)."""
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > limit:
+        message = f"message: {size} bytes is over the limit of {limit}"
+        raise Refusal(413, "message_too_long", message, field=field)
+
+
+def event_cursor(value: str | None) -> int:
+    """A client's ``Last-Event-ID`` (header or query) as a cursor: 0 when absent or empty."""
+    try:
+        return int(value) if value else 0
+    except ValueError:
+        raise Refusal(422, "invalid_request", "last_event_id: must be an integer", field="last_event_id") from None
+
+
+async def owned_run(relay: Relay, run_id: str, user_id: str) -> RunInfo:
+    """The run, if it exists and is the user's: another user's run is :class:`RunNotFound` too, like a missing one."""
+    info = await relay.store.get(run_id)
+    if info is None or info.user_id != user_id:
+        raise RunNotFound(run_id)
+    return info
+
+
+async def stream_response(relay: Relay, info: RunInfo, *, after: int, protocol: str) -> SSEResponse:
+    """The run's events after ``after`` as an SSE response in ``protocol``, with the run's and protocol's headers."""
+    stream = await relay.stream(info, after=after, protocol=protocol)
+    wire = relay.protocols[protocol]
+    headers = {"x-run-id": info.run_id, "x-conversation-id": info.conversation_id, **wire.headers}
+    return SSEResponse(stream, media_type=wire.media_type, headers=headers)
+
+
+def error_response(status: int, code: str, message: str, field: str | None = None) -> JSONResponse:
+    """The project's error shape: ``{"error": {"code", "message", "field"?}}``."""
+    error: dict[str, Any] = {"code": code, "message": message}
+    if field is not None:
+        error["field"] = field
+    return JSONResponse({"error": error}, status_code=status)
+
+
+Handler = Callable[[Request], Coroutine[Any, Any, Response]]
+
+
+class RefusingRoute(APIRoute):
+    """A route that answers the pipeline's refusals through :meth:`refuse`; other errors go on up as before."""
+
+    @staticmethod
+    def refuse(exc: TokenrelayError) -> Response | None:
+        """The response to ``exc`` in this surface's shape; ``None`` for an error it does not answer."""
+        raise NotImplementedError
+
+    def get_route_handler(self) -> Handler:
+        handler = super().get_route_handler()
+        refuse = self.refuse
+
+        async def handle(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except TokenrelayError as exc:
+                response = refuse(exc)
+                if response is None:
+                    raise
+                return response
+
+        return handle
+
+
+_BODY_STATUS: dict[BodyProblem, tuple[int, str]] = {
+    "too_large": (413, "body_too_large"),
+    "invalid_json": (400, "invalid_json"),
+    "not_object": (422, "invalid_request"),
+}
+
+
+class ProjectRoute(RefusingRoute):
+    """tokenrelay's own routes: refusals in the project's error shape."""
+
+    @staticmethod
+    def refuse(exc: TokenrelayError) -> Response | None:
+        match exc:
+            case Refusal():
+                response = error_response(exc.status, exc.code or "invalid_request", exc.message, exc.field)
+                response.headers.update(exc.headers)
+                return response
+            case BodyError():
+                status, code = _BODY_STATUS[exc.problem]
+                return error_response(status, code, exc.message, "body")
+            case InvalidRequest():
+                field = ".".join(str(p) for p in exc.error["loc"]) or "body"
+                return error_response(422, "invalid_request", f"{field}: {exc.error['msg']}", field)
+            case RunLimitError():
+                response = error_response(503, "overloaded", str(exc))
+                response.headers["retry-after"] = "1"
+                return response
+            case RunNotFound():
+                # Raised with the run's id, by the store, the runs and owned_run alike.
+                return error_response(404, "run_not_found", f"run {exc} is unknown or expired")
+            case _:
+                return None

@@ -1,0 +1,116 @@
+"""Liveness: each instance's keep-alive mark, and how the others end the runs of an instance that died.
+
+``P instance:<iid>`` is set with ``PX liveness_s`` and refreshed three times per period. When a followed stream has
+been quiet for a third of ``liveness_s``, the tail reader asks here whether its owner is alive (one ``EXISTS`` per
+owner for all its quiet streams); when the owner's mark has expired, the ``INTERRUPT`` script appends
+``ErrorEvent("interrupted", retryable=True)`` and ``FinishEvent("error")`` and marks the run finished, atomically and
+only if it is still running. So exactly one instance ends the run and every reader everywhere sees the same ending;
+that instance also saves the partial answer to the history (``StoreListener.run_interrupted``).
+
+If the presumed-dead owner was only partitioned, its next append fails with ``RunClosedError``; and when it can
+refresh its mark again it finds its runs ended elsewhere and stops driving them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from tokenrelay.events import ErrorEvent, FinishEvent, StoredEvent
+from tokenrelay.stores.base import StoreListener
+from tokenrelay.stores.redis.layout import Keys, decode, dump_event
+from tokenrelay.stores.redis.logs import RunLog
+from tokenrelay.stores.redis.scripts import INTERRUPT
+from tokenrelay.stores.redis.writer import Writer
+
+__all__ = ["Liveness"]
+
+logger = logging.getLogger("tokenrelay.stores.redis")
+
+
+class Liveness:
+    """This instance's mark (:meth:`keep_alive`); ending dead instances' runs (:meth:`end_runs_of_dead_owners`)."""
+
+    def __init__(
+        self, client: aioredis.Redis, keys: Keys, instance_id: str, writer: Writer, *, liveness_s: float, ttl_s: float
+    ) -> None:
+        self.listener: StoreListener | None = None
+        self._redis = client
+        self._keys = keys
+        self._instance_id = instance_id
+        self._writer = writer
+        self._liveness_s = liveness_s
+        self._ttl_ms = int(ttl_s * 1000)
+        self._interrupt = client.register_script(INTERRUPT)
+
+    async def keep_alive(self, each_beat: Callable[[], None]) -> None:
+        """Refresh the mark three times per period, for ever; call ``each_beat`` after each refresh."""
+        while True:
+            await asyncio.sleep(self._liveness_s / 3)
+            try:
+                await self.refresh()
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                logger.warning("cannot refresh this instance's liveness in Redis: %s", exc)
+            each_beat()
+
+    async def refresh(self) -> None:
+        """Renew this instance's mark; when it had expired, stop driving the runs other instances ended meanwhile."""
+        key = self._keys.instance(self._instance_id)
+        ttl = int(self._liveness_s * 1000)
+        if await self._redis.set(key, b"1", px=ttl, xx=True):
+            return
+        # The mark had expired (a first start, or this instance was silent too long and may have been taken for
+        # dead): set it again, then stop driving the runs that another instance has ended meanwhile.
+        await self._redis.set(key, b"1", px=ttl)
+        owned = [box for box in self._writer.outboxes.values() if box.log.info.status == "running"]
+        if not owned:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for box in owned:
+                pipe.hget(self._keys.meta(box.log.info.run_id), "status")
+            statuses = await pipe.execute()
+        for box, status in zip(owned, statuses, strict=True):
+            if status is None or decode(status) != "running":
+                self._writer.abandon(box)
+
+    async def end_runs_of_dead_owners(self, logs: list[RunLog], now: float) -> None:
+        """These followed streams were quiet: end the runs whose owner is dead, and let go of expired ones."""
+        owners = sorted({lg.owner for lg in logs})
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for owner in owners:
+                    pipe.exists(self._keys.instance(owner))
+                for lg in logs:
+                    pipe.hget(self._keys.meta(lg.info.run_id), "status")
+                replies = await pipe.execute()
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            logger.warning("cannot check instances' liveness in Redis: %s", exc)
+            return
+        alive = dict(zip(owners, replies[: len(owners)], strict=True))
+        for lg, status in zip(logs, replies[len(owners) :], strict=True):
+            lg.checked = now
+            if status is None:  # expired under us
+                lg.info.status = "finished"
+                lg.wake()
+            elif decode(status) == "running" and not alive[lg.owner]:
+                await self._end_as_interrupted(lg)
+
+    async def _end_as_interrupted(self, lg: RunLog) -> None:
+        """The run's owner is dead: end the run (once, whoever is first) and, if this instance did, save it."""
+        run_id = lg.info.run_id
+        error = ErrorEvent("interrupted", "the instance running this answer stopped; ask again", retryable=True)
+        last = await self._interrupt(
+            keys=[self._keys.meta(run_id), self._keys.events(run_id)],
+            args=[dump_event(error), dump_event(FinishEvent("error")), self._ttl_ms, repr(time.time())],
+        )
+        if last and self.listener is not None:
+            logger.warning("run %s: its instance %s is gone; ended it as interrupted", run_id, lg.owner)
+            events = [StoredEvent(i + 1, e) for i, e in enumerate(lg.events)]
+            events += [StoredEvent(int(last) - 1, error), StoredEvent(int(last), FinishEvent("error"))]
+            await self.listener.run_interrupted(lg.info, events)

@@ -1,0 +1,262 @@
+"""The Redis run store itself: the :class:`~tokenrelay.stores.base.RunStore` face over the package's parts.
+
+It keeps this instance's copies of runs (``RunLog``), serves reads from them, loads a run from Redis on first use
+and hands the rest out: appends to the writer, runs driven elsewhere to the tail readers, requests between instances
+to the inbox, the instance's mark and the check of others' to liveness.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from tokenrelay.coalescing import coalesce
+from tokenrelay.events import Event, StoredEvent
+from tokenrelay.stores.base import RunInfo, StoreListener
+from tokenrelay.stores.redis.chat_runs import RedisChatRunIndex
+from tokenrelay.stores.redis.inbox import Inbox
+from tokenrelay.stores.redis.layout import Keys, decode, entry_event, info_from_meta, meta_of
+from tokenrelay.stores.redis.liveness import Liveness
+from tokenrelay.stores.redis.logs import RunLog
+from tokenrelay.stores.redis.scripts import VIEWERS
+from tokenrelay.stores.redis.tails import Tails
+from tokenrelay.stores.redis.writer import Writer
+
+__all__ = ["RedisRunStore"]
+
+_DRAIN_S = 2.0  # how long close() waits for pending appends to be written
+
+
+class RedisRunStore:
+    """Run events in Redis Streams, shared by every instance that uses the same Redis and ``prefix``.
+
+    ``liveness_s`` is how long an instance may go silent before other instances take it for dead and end its runs
+    with an ``interrupted`` error; it refreshes its mark three times per period. ``ttl_s`` is how long a finished
+    run stays readable. ``cache_s`` is how long a finished run's events stay in this instance's memory too.
+    ``max_connections`` bounds this instance's connections to Redis. The settings are read when the store is made.
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        prefix: str = "tokenrelay:",
+        ttl_s: float = 600.0,
+        liveness_s: float = 3.0,
+        running_ttl_s: float = 24 * 3600.0,
+        cache_s: float = 30.0,
+        max_connections: int = 200,
+        client: aioredis.Redis | None = None,
+    ) -> None:
+        self.url = url
+        self.prefix = prefix
+        self.ttl_s = ttl_s
+        self.liveness_s = liveness_s
+        self.running_ttl_s = running_ttl_s
+        self.cache_s = cache_s
+        self.finish_timeout_s = 10.0
+        self.instance_id = secrets.token_hex(8)
+        # A blocking pool: a burst of readers waits for a connection instead of failing. Few are held for long
+        # (one per tail reader, one for the inbox), so the bound is on bursts of short commands.
+        if client is None:
+            pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=30)
+            client = aioredis.Redis(connection_pool=pool)
+        self._redis: aioredis.Redis = client
+        self._keys = Keys(prefix)
+        self._logs: dict[str, RunLog] = {}
+        self._loading: dict[str, asyncio.Future[RunLog | None]] = {}
+        self._writer = Writer(client, self._keys, ttl_s=ttl_s, running_ttl_s=running_ttl_s, cache_s=cache_s)
+        self._liveness = Liveness(
+            client, self._keys, self.instance_id, self._writer, liveness_s=liveness_s, ttl_s=ttl_s
+        )
+        self._tails = Tails(
+            client, self._keys, self.instance_id, self._logs, self._liveness, liveness_s=liveness_s, cache_s=cache_s
+        )
+        self._inbox = Inbox(client, self._keys, self.instance_id, liveness_s=liveness_s)
+        self._chat_runs = RedisChatRunIndex(client, prefix=prefix, ttl_s=running_ttl_s + ttl_s)
+        self._viewers_script = client.register_script(VIEWERS)
+        self._listener: StoreListener | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
+
+    # lifecycle
+
+    async def start(self) -> None:
+        if self._tasks:
+            return
+        await self._redis.ping()  # fail at startup, with Redis's own error, rather than at the first request
+        await self._writer.load_script()
+        await self._liveness.refresh()
+        for coro, name in (
+            (self._writer.run(), "flusher"),
+            (self._liveness.keep_alive(self._forget_expired), "liveness"),
+            (self._inbox.serve(), "inbox"),
+        ):
+            self._tasks.append(asyncio.create_task(coro, name=f"tokenrelay-redis-{name}"))
+
+    def attach(self, listener: StoreListener) -> None:
+        self._listener = listener
+        self._writer.listener = listener
+        self._liveness.listener = listener
+        self._inbox.listener = listener
+
+    def chat_run_index(self) -> RedisChatRunIndex:
+        """The useChat chat → run index, in the same Redis, so a resume works on any instance."""
+        return self._chat_runs
+
+    async def close(self) -> None:
+        self._closing = True
+        await self._writer.drain(_DRAIN_S)  # whatever is still pending goes out before the flusher stops
+        tasks = self._tasks + self._tails.tasks()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+        for lg in self._logs.values():
+            lg.wake()
+        with contextlib.suppress(Exception):
+            await self._redis.delete(self._keys.instance(self.instance_id), *self._tails.wake_keys())
+        await self._redis.aclose()
+
+    # writing (the owner)
+
+    async def create(self, info: RunInfo) -> None:
+        key = self._keys.meta(info.run_id)
+        # Run ids are 128 random bits: no check for an existing run, which would cost a round trip per run.
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping=meta_of(info, self.instance_id))
+            pipe.pexpire(key, int(self.running_ttl_s * 1000))
+            await pipe.execute()
+        info.status = "running"
+        lg = RunLog(info, self.instance_id)
+        self._logs[info.run_id] = lg
+        self._writer.own(lg)
+
+    async def append(self, run_id: str, events: Sequence[Event]) -> int:
+        """Queue ``events`` for Redis (they are readable once written); ``RunClosedError`` if ended elsewhere."""
+        return self._writer.append(run_id, events)
+
+    async def finish(self, run_id: str) -> None:
+        box = self._writer.outboxes.get(run_id)
+        if box is None or box.log.info.status == "finished":
+            return
+        written = self._writer.finish(box)
+        if not self._tasks:
+            return  # closed (or never started): nothing will write it; the run's keys expire by themselves
+        # Bounded: a run must be able to end (and its instance to shut down) while Redis is unreachable.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(written), self.finish_timeout_s)
+
+    # reading (any instance)
+
+    async def get(self, run_id: str) -> RunInfo | None:
+        lg = self._logs.get(run_id)
+        if lg is not None and not lg.superseded:
+            return lg.info
+        raw = await self._redis.hgetall(self._keys.meta(run_id))
+        return info_from_meta(run_id, raw)[0] if raw else None
+
+    async def read_coalesced(self, run_id: str, after: int, timeout: float | None) -> list[StoredEvent]:
+        return coalesce(await self.read(run_id, after, timeout))
+
+    async def read(self, run_id: str, after: int, timeout: float | None) -> list[StoredEvent]:
+        lg = await self._local_log(run_id)
+        if lg is None:
+            return []
+        lg.touched = time.monotonic()
+        if len(lg.events) <= after and lg.info.status == "running" and timeout != 0 and not self._closing:
+            await lg.wait(timeout)
+        return lg.since(after)
+
+    async def _local_log(self, run_id: str) -> RunLog | None:
+        """This instance's copy of a run, loading it from Redis (and following it) on first use."""
+        lg = self._logs.get(run_id)
+        if lg is not None and not lg.superseded:
+            return lg
+        loading = self._loading.get(run_id)
+        if loading is not None:
+            return await asyncio.shield(loading)
+        fut: asyncio.Future[RunLog | None] = asyncio.get_running_loop().create_future()
+        self._loading[run_id] = fut
+        try:
+            lg = await self._load(run_id)
+            fut.set_result(lg)
+            return lg
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()  # retrieved: a reader that shares the load sees it, nobody else must
+            raise
+        finally:
+            del self._loading[run_id]
+
+    async def _load(self, run_id: str) -> RunLog | None:
+        """Read a run whole from Redis into a new local copy; a running one is followed from then on."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hgetall(self._keys.meta(run_id))
+            pipe.xrange(self._keys.events(run_id), "-", "+")
+            raw, entries = await pipe.execute()
+        if not raw:
+            return None
+        info, owner = info_from_meta(run_id, raw)
+        lg = RunLog(info, owner, events=[entry_event(fields) for _, fields in entries])
+        lg.touched = time.monotonic()
+        self._forget_expired()
+        self._logs[run_id] = lg
+        if info.status == "finished":
+            lg.expires = time.monotonic() + self.cache_s
+        else:
+            await self._tails.follow(lg)
+        return lg
+
+    def _forget_expired(self) -> None:
+        """Forget local copies of finished runs that have had their time (Redis still has them until the TTL)."""
+        now = time.monotonic()
+        for run_id in [r for r, lg in self._logs.items() if lg.info.status == "finished" and lg.expires <= now]:
+            lg = self._logs[run_id]
+            box = self._writer.outboxes.get(run_id)
+            if not lg.waiters and not lg.followed and (box is None or not box.pending):
+                del self._logs[run_id]
+                self._writer.forget(run_id)
+
+    # viewers and requests between instances
+
+    async def add_viewer(self, run_id: str) -> int:
+        n, _, _ = await self._count_viewer(run_id, 1)
+        return n
+
+    async def remove_viewer(self, run_id: str) -> int:
+        n, owner, status = await self._count_viewer(run_id, -1)
+        if n == 0 and owner and owner != self.instance_id and status == "running":
+            await self._inbox.send(owner, "idle", run_id)
+        return n
+
+    async def _count_viewer(self, run_id: str, delta: int) -> tuple[int, str, str]:
+        """Count a viewer in (1) or out (-1); the new count, the run's owner and its status (empty if expired)."""
+        reply: Any = await self._viewers_script(keys=[self._keys.meta(run_id)], args=[delta])
+        n = int(reply[0])
+        owner = decode(reply[1]) if len(reply) > 1 and reply[1] else ""
+        status = decode(reply[2]) if len(reply) > 2 and reply[2] else ""
+        return n, owner, status
+
+    async def viewers(self, run_id: str) -> int:
+        raw = await self._redis.hget(self._keys.meta(run_id), "viewers")
+        return int(raw) if raw else 0
+
+    async def request_cancel(self, run_id: str) -> bool:
+        status, owner = await self._redis.hmget(self._keys.meta(run_id), ["status", "owner"])
+        if status is None or decode(status) != "running" or not owner:
+            return False
+        if decode(owner) == self.instance_id:
+            if self._listener is not None:
+                self._listener.cancel_requested(run_id)
+            return True
+        await self._inbox.send(decode(owner), "cancel", run_id)
+        return True

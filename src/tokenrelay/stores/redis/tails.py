@@ -1,0 +1,155 @@
+"""Tail readers: how an instance follows the runs that other instances drive.
+
+Readers of a run this instance drives are served from memory and woken by the writer. Runs driven elsewhere are
+followed by this instance's tail readers, each one ``XREAD BLOCK`` over up to ``_RUNS_PER_READER`` streams, which
+fans out to every local reader: a thousand viewers of a run cost one stream in one blocked read, and a thousand runs
+four connections, not a thousand. A quiet stream's owner is checked for liveness (``liveness.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from tokenrelay.events import FinishEvent
+from tokenrelay.stores.redis.layout import Keys, decode, entry_event
+from tokenrelay.stores.redis.liveness import Liveness
+from tokenrelay.stores.redis.logs import RunLog
+
+__all__ = ["TailReader", "Tails"]
+
+logger = logging.getLogger("tokenrelay.stores.redis")
+
+_RUNS_PER_READER = 256
+_WAKE_TTL_MS = 60_000
+
+
+@dataclass(slots=True, eq=False)
+class TailReader:
+    """One blocking ``XREAD`` following up to ``_RUNS_PER_READER`` runs driven elsewhere, for this instance.
+
+    A run added while the read is blocked would wait for it to time out; instead the adder appends to the reader's
+    own wake-up stream, which is among the keys read, so the read returns at once and starts again with the new run.
+    """
+
+    wake_key: str
+    logs: dict[str, RunLog] = field(default_factory=dict)  # events key → log
+    wake_cursor: str = "0-0"
+    task: asyncio.Task[None] | None = None
+
+    def cursors(self) -> dict[Any, Any]:
+        """What to ``XREAD``: the wake-up stream after its last entry, each followed stream after its last event."""
+        keys: dict[Any, Any] = {self.wake_key: self.wake_cursor}
+        keys.update((key, f"0-{len(lg.events)}") for key, lg in self.logs.items())
+        return keys
+
+
+class Tails:
+    """This instance's tail readers. ``logs`` is the store's own map of runs, which a reader leaves when let go."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        keys: Keys,
+        instance_id: str,
+        logs: dict[str, RunLog],
+        liveness: Liveness,
+        *,
+        liveness_s: float,
+        cache_s: float,
+    ) -> None:
+        self.readers: list[TailReader] = []
+        self._redis = client
+        self._keys = keys
+        self._instance_id = instance_id
+        self._logs = logs
+        self._liveness = liveness
+        self._poll_s = max(0.01, liveness_s / 3)
+        self._cache_s = cache_s
+
+    def tasks(self) -> list[asyncio.Task[None]]:
+        return [r.task for r in self.readers if r.task is not None]
+
+    def wake_keys(self) -> list[str]:
+        return [r.wake_key for r in self.readers]
+
+    async def follow(self, lg: RunLog) -> None:
+        """Have one of this instance's tail readers follow ``lg`` (a run driven elsewhere) until it finishes."""
+        lg.moved = lg.checked = time.monotonic()
+        reader = next((r for r in self.readers if len(r.logs) < _RUNS_PER_READER), None)
+        if reader is None:
+            reader = TailReader(self._keys.wake(self._instance_id, secrets.token_hex(4)))
+            self.readers.append(reader)
+        reader.logs[self._keys.events(lg.info.run_id)] = lg
+        lg.followed = True
+        if reader.task is None or reader.task.done():
+            reader.task = asyncio.create_task(self._read_until_done(reader), name="tokenrelay-redis-tail")
+        else:
+            with contextlib.suppress(RedisConnectionError, RedisTimeoutError, OSError):
+                # Cut the reader's blocked XREAD short, so that it starts reading this run at once.
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    pipe.xadd(reader.wake_key, {b"w": b"1"}, maxlen=16, approximate=False)
+                    pipe.pexpire(reader.wake_key, _WAKE_TTL_MS)
+                    await pipe.execute()
+
+    def _let_go(self, reader: TailReader, key: str) -> None:
+        """Stop following a run: keep a finished one's copy a while; forget one nobody reads here any more."""
+        lg = reader.logs.pop(key)
+        lg.followed = False
+        if lg.info.status == "finished":
+            lg.expires = time.monotonic() + self._cache_s
+        else:
+            self._logs.pop(lg.info.run_id, None)
+        lg.wake()
+
+    async def _read_until_done(self, reader: TailReader) -> None:
+        """Follow the reader's runs until none is left, waking this instance's readers of them."""
+        try:
+            while reader.logs:
+                try:
+                    reply: Any = await self._redis.xread(reader.cursors(), count=1000, block=int(self._poll_s * 1000))
+                except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                    logger.warning("cannot read runs from Redis: %s", exc)
+                    await asyncio.sleep(self._poll_s)
+                    continue
+                now = time.monotonic()
+                self._take(reader, reply or (), now)
+                for key, lg in list(reader.logs.items()):
+                    if lg.info.status == "finished" or (not lg.waiters and now - lg.touched > self._cache_s):
+                        self._let_go(reader, key)
+                quiet = [lg for lg in reader.logs.values() if now - max(lg.moved, lg.checked) >= self._poll_s]
+                if quiet:
+                    await self._liveness.end_runs_of_dead_owners(quiet, now)
+        finally:
+            for key in list(reader.logs):
+                self._let_go(reader, key)
+            if reader in self.readers:
+                self.readers.remove(reader)
+
+    @staticmethod
+    def _take(reader: TailReader, reply: Any, now: float) -> None:
+        """Add what one ``XREAD`` returned to the runs' logs, and wake their readers."""
+        for raw_key, entries in reply:
+            key = decode(raw_key)
+            if key == reader.wake_key:
+                reader.wake_cursor = decode(entries[-1][0])
+                continue
+            lg = reader.logs.get(key)
+            if lg is None:
+                continue
+            lg.events.extend(entry_event(fields) for _, fields in entries)
+            lg.info.last_seq = len(lg.events)
+            lg.moved = now
+            if lg.events and type(lg.events[-1]) is FinishEvent:
+                lg.info.status = "finished"
+                lg.info.finished_at = time.time()
+            lg.wake()

@@ -1,0 +1,237 @@
+"""The writer: one flusher task per instance sends the appends of every run it drives to Redis, in batches.
+
+Only a run's owner appends, so it numbers events itself. ``append`` returns at once; the flusher sends whatever is
+pending, for every run, in one pipeline of ``APPEND`` script calls, and sends the next batch as soon as the previous
+one is acknowledged. An idle instance therefore writes each event the moment it is appended (the first token waits
+one round trip, not a timer) and a busy one writes larger batches: batching follows the load, as the subscribers'
+coalescing does. The script refuses to append to a run that is no longer running and is idempotent on retry (a batch
+already applied is acknowledged again), so a flush retried after a dropped connection neither loses nor duplicates
+events.
+
+Events become visible to this instance's readers (``RunLog.events``) only once Redis has acknowledged them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from tokenrelay.errors import RunClosedError, RunFinishedError
+from tokenrelay.events import Event
+from tokenrelay.stores.base import StoreListener
+from tokenrelay.stores.redis.layout import Keys, decode, dump_event
+from tokenrelay.stores.redis.logs import RunLog
+from tokenrelay.stores.redis.scripts import APPEND
+
+__all__ = ["Outbox", "Writer"]
+
+logger = logging.getLogger("tokenrelay.stores.redis")
+
+_BACKOFF_MIN_S = 0.05
+_BACKOFF_MAX_S = 1.0
+
+
+@dataclass(slots=True, eq=False)
+class Outbox:
+    """The writer's side of a run this instance drives: appended but not yet acknowledged, and the finish to send."""
+
+    log: RunLog
+    pending: list[Event] = field(default_factory=list)
+    inflight: int = 0  # events sent in the batch Redis has not answered yet
+    finishing: asyncio.Future[None] | None = None  # set by finish(); resolved once the finish is written (or moot)
+
+    def release(self) -> None:
+        """Let a ``finish()`` that waits return: the finish is written, or moot."""
+        if self.finishing is not None and not self.finishing.done():
+            self.finishing.set_result(None)
+
+
+@dataclass(slots=True)
+class _Sent:
+    """One run's part of a batch: its events and whether the batch finishes the run."""
+
+    box: Outbox
+    events: list[Event]
+    finish: bool
+
+
+class Writer:
+    """The runs this instance drives (``outboxes``), and the flusher that writes them (:meth:`run`)."""
+
+    def __init__(
+        self, client: aioredis.Redis, keys: Keys, *, ttl_s: float, running_ttl_s: float, cache_s: float
+    ) -> None:
+        self.outboxes: dict[str, Outbox] = {}
+        self.listener: StoreListener | None = None
+        self._redis = client
+        self._keys = keys
+        self._ttl_ms = int(ttl_s * 1000)
+        self._running_ttl_ms = int(running_ttl_s * 1000)
+        self._keep_finished_s = min(cache_s, ttl_s)  # how long a finished run's copy stays
+        self._append_sha = ""  # the flusher calls EVALSHA itself, to keep one round trip per batch
+        self._due: dict[str, Outbox] = {}
+        self._work = asyncio.Event()
+        self._idle = asyncio.Event()  # nothing due and no batch in flight
+        self._idle.set()
+
+    async def load_script(self) -> None:
+        self._append_sha = decode(await self._redis.script_load(APPEND))
+
+    def own(self, lg: RunLog) -> None:
+        """This instance created the run: from now on it appends to it."""
+        self.outboxes[lg.info.run_id] = Outbox(lg)
+
+    def append(self, run_id: str, events: Sequence[Event]) -> int:
+        """Queue ``events`` for the flusher; returns the sequence id the last of them will have."""
+        box = self.outboxes.get(run_id)
+        if box is None:
+            raise RunClosedError(run_id)  # never ours, or ended elsewhere
+        if box.finishing is not None:
+            raise RunFinishedError(f"run {run_id} is finished")
+        box.pending.extend(events)
+        self._mark_due(box)
+        return len(box.log.events) + box.inflight + len(box.pending)
+
+    def finish(self, box: Outbox) -> asyncio.Future[None]:
+        """Have the run's finish written after its pending events; resolved once it is (or is moot)."""
+        if box.finishing is None:
+            box.finishing = asyncio.get_running_loop().create_future()
+            self._mark_due(box)
+        return box.finishing
+
+    def forget(self, run_id: str) -> None:
+        """The run's copy was dropped from this instance (it finished a while ago)."""
+        self.outboxes.pop(run_id, None)
+
+    def abandon(self, box: Outbox) -> None:
+        """Stop writing a run (another instance ended it, or Redis refused its events) and let its manager stop.
+
+        What was not written is dropped, and from now on the run is read from Redis like any other.
+        """
+        lg = box.log
+        run_id = lg.info.run_id
+        logger.warning("run %s: ended elsewhere; %d unwritten events dropped", run_id, len(box.pending))
+        if self.outboxes.get(run_id) is box:
+            del self.outboxes[run_id]
+        box.pending = []
+        lg.superseded = True
+        lg.info.status = "finished"
+        lg.expires = time.monotonic()
+        box.release()
+        lg.wake()
+        if self.listener is not None:
+            self.listener.run_lost(run_id)
+
+    async def drain(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for everything appended to be written (the store is closing)."""
+        self._work.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout)
+
+    def _mark_due(self, box: Outbox) -> None:
+        self._due[box.log.info.run_id] = box
+        self._idle.clear()
+        self._work.set()
+
+    async def run(self) -> None:
+        """The flusher: send what is due, wait for Redis, repeat; back off while Redis is unreachable."""
+        backoff = _BACKOFF_MIN_S
+        while True:
+            if not self._due:
+                self._idle.set()
+            await self._work.wait()
+            self._work.clear()
+            if not self._due:
+                continue
+            batch, self._due = self._due, {}
+            if await self._flush(list(batch.values())):
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                self._work.set()
+            else:
+                backoff = _BACKOFF_MIN_S
+
+    async def _flush(self, boxes: list[Outbox]) -> bool:
+        """Send one batch and act on the replies; ``True`` when some of it must be sent again."""
+        sent = [self._take(box) for box in boxes]
+        results = await self._send(sent)
+        if any(isinstance(result, NoScriptError) for result in results):
+            # Redis restarted or its scripts were flushed: load ours again (the batch is resent below).
+            with contextlib.suppress(Exception):
+                await self.load_script()
+        retry = False
+        for item, result in zip(sent, results, strict=True):
+            retry |= self._settle(item, result)
+        return retry
+
+    @staticmethod
+    def _take(box: Outbox) -> _Sent:
+        events, box.pending = box.pending, []
+        box.inflight = len(events)
+        return _Sent(box, events, box.finishing is not None)
+
+    async def _send(self, sent: list[_Sent]) -> list[Any]:
+        """One pipeline of ``APPEND`` calls, one per run; a reply per run (an exception when it failed)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            now = repr(time.time())
+            for item in sent:
+                run_id = item.box.log.info.run_id
+                pipe.evalsha(
+                    self._append_sha,
+                    2,
+                    self._keys.meta(run_id),
+                    self._keys.events(run_id),
+                    len(item.box.log.events) + 1,
+                    "1" if item.finish else "0",
+                    self._ttl_ms,
+                    now,
+                    self._running_ttl_ms,
+                    *map(dump_event, item.events),
+                )
+            try:
+                return list(await pipe.execute(raise_on_error=False))
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                return [exc] * len(sent)
+
+    def _settle(self, item: _Sent, result: Any) -> bool:
+        """Act on Redis's reply to one run's part of a batch; ``True`` when it must be sent again."""
+        box = item.box
+        box.inflight = 0
+        if isinstance(result, ResponseError) and str(result).startswith("CLOSED"):
+            self.abandon(box)
+        elif isinstance(result, ResponseError) and not isinstance(result, NoScriptError):
+            logger.error("run %s: Redis refused its events: %s", box.log.info.run_id, result)
+            self.abandon(box)
+        elif isinstance(result, Exception):
+            logger.warning(
+                "run %s: could not write %d events to Redis: %s", box.log.info.run_id, len(item.events), result
+            )
+            box.pending[:0] = item.events  # keep the order; sent again, exactly once, by the idempotent script
+            self._mark_due(box)
+            return True
+        else:
+            self._acknowledged(item)
+        return False
+
+    def _acknowledged(self, item: _Sent) -> None:
+        box, lg = item.box, item.box.log
+        lg.events.extend(item.events)
+        lg.info.last_seq = len(lg.events)
+        if item.finish and not box.pending:
+            lg.info.status = "finished"
+            lg.info.finished_at = time.time()
+            lg.expires = time.monotonic() + self._keep_finished_s
+            box.release()
+        elif box.pending:
+            self._mark_due(box)  # appended while this batch was in flight
+        lg.wake()

@@ -1,0 +1,119 @@
+/**
+ * The chat store's view of the network: a `ChatTransport` sends a request,
+ * picks a run up again after a dropped connection, and cancels a run. The
+ * store (chatStore.ts) keeps the conversation state and never builds a URL
+ * or a request itself, so tests and other hosts (a worker, a native bridge,
+ * another endpoint layout) can drive it with a transport of their own.
+ *
+ * `createHttpTransport` is the default: tokenrelay's HTTP endpoints through
+ * `streamChat` (POST /api/chat/stream), `resumeChat` (GET
+ * /api/runs/{id}/stream with `Last-Event-ID`) and POST /api/runs/{id}/cancel.
+ */
+import type { ChatRequest } from "./protocol";
+import { resumeChat, streamChat, type ChatStream, type FetchLike } from "./streamChat";
+
+/** Start an answer. */
+export interface ChatSendRequest {
+  /** The JSON body: the message, `user_id`, `conversation_id`, `regenerate` and any extra fields. */
+  readonly body: ChatRequest;
+  /** Aborted when the user stops the answer: the transport closes the connection. */
+  readonly signal: AbortSignal;
+}
+
+/** Pick a run up after a dropped connection. */
+export interface ChatReconnectRequest {
+  readonly runId: string;
+  /** The id of the last event received: the run's stream continues after it. */
+  readonly lastEventId: string | undefined;
+  /** The user the run belongs to (the server only lets a user follow their own runs). */
+  readonly userId: string | undefined;
+  readonly signal: AbortSignal;
+}
+
+/** Stop a run on the server. */
+export interface ChatCancelRequest {
+  readonly runId: string;
+  /** The user the run belongs to (the server only lets a user cancel their own runs). */
+  readonly userId: string | undefined;
+}
+
+/**
+ * What the chat store asks of the network. Streams follow the `ChatStream`
+ * contract: they yield `delta` and `error` events and finally `done`, throw a
+ * `ChatStreamError` when they fail, and close their connection when the
+ * request's signal aborts or the consumer stops iterating.
+ */
+export interface ChatTransport {
+  /** Send a message; the stream carries the answer. */
+  send(request: ChatSendRequest): ChatStream;
+  /** The rest of a run's answer, after `lastEventId`; a stream that ends without `done` counts as another drop. */
+  reconnect(request: ChatReconnectRequest): ChatStream;
+  /**
+   * Ask the server to stop a run. The store has already closed the
+   * connection when it calls this, and ignores failures.
+   */
+  cancel(request: ChatCancelRequest): Promise<void>;
+}
+
+export interface HttpTransportOptions {
+  /** The stream endpoint, e.g. "/api/chat/stream". */
+  api: string | URL;
+  /** Extra request headers, or a function returning them (e.g. a fresh auth token). */
+  headers?: HeadersInit | (() => HeadersInit);
+  /** A fetch implementation (tests, instrumentation). Defaults to the global fetch. */
+  fetch?: FetchLike;
+  /**
+   * Where to POST when the user stops an answer, e.g.
+   * `(runId) => \`/api/runs/${runId}/cancel\``. Stop always closes the
+   * connection, which cancels the run under the server's default
+   * `on_disconnect=cancel`; this also stops it when the server lets runs
+   * outlive their connection (`detach`). Without it, `cancel` sends nothing.
+   */
+  cancelUrl?: (runId: string) => string | URL;
+  /** A run's stream, for reconnecting. Defaults to `runs/{runId}/stream` beside the `api` endpoint's `chat/`. */
+  resumeUrl?: (runId: string) => string | URL;
+}
+
+function resolveHeaders(headers: HttpTransportOptions["headers"]): HeadersInit | undefined {
+  return typeof headers === "function" ? headers() : headers;
+}
+
+function pageUrl(): string {
+  return globalThis.location?.href ?? "http://localhost/";
+}
+
+/** `url` with `user_id` set, when there is a user: the server checks that a run is theirs. */
+function forUser(url: string | URL, userId: string | undefined): string | URL {
+  if (userId === undefined) return url;
+  const withUser = new URL(url, pageUrl());
+  withUser.searchParams.set("user_id", userId);
+  return withUser;
+}
+
+/** `runs/{runId}/stream` next to the stream endpoint: "/api/chat/stream" gives "/api/runs/{runId}/stream". */
+function defaultResumeUrl(api: string | URL, runId: string): URL {
+  return new URL(`../runs/${encodeURIComponent(runId)}/stream`, new URL(api, pageUrl()));
+}
+
+/** The transport for tokenrelay's HTTP endpoints (what the chat store uses unless given another). */
+export function createHttpTransport(options: HttpTransportOptions): ChatTransport {
+  const doFetch: FetchLike = options.fetch ?? ((input, init) => globalThis.fetch(input, init));
+  return {
+    send: ({ body, signal }) =>
+      streamChat({ url: options.api, body, signal, fetch: options.fetch, headers: resolveHeaders(options.headers) }),
+    reconnect: ({ runId, lastEventId, userId, signal }) =>
+      resumeChat({
+        url: forUser(options.resumeUrl?.(runId) ?? defaultResumeUrl(options.api, runId), userId),
+        lastEventId,
+        signal,
+        fetch: options.fetch,
+        headers: resolveHeaders(options.headers),
+      }),
+    async cancel({ runId, userId }) {
+      if (options.cancelUrl === undefined) return;
+      const url = forUser(options.cancelUrl(runId), userId);
+      // keepalive: the request survives the page being closed right after Stop.
+      await doFetch(url, { method: "POST", headers: resolveHeaders(options.headers), keepalive: true });
+    },
+  };
+}
