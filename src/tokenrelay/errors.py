@@ -11,6 +11,7 @@ __all__ = [
     "RunLimitError",
     "RunNotFound",
     "StoreError",
+    "StoreUnavailable",
     "TokenrelayError",
 ]
 
@@ -33,6 +34,16 @@ class RunLimitError(TokenrelayError, RuntimeError):
 
 class StoreError(TokenrelayError):
     """A run store refused an operation."""
+
+
+class StoreUnavailable(StoreError):
+    """A dependency (Redis, the database) cannot be reached right now; trying again after ``retry_after`` seconds
+    may succeed. The server answers it with a 503 and ``Retry-After``."""
+
+    def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
 
 
 class RunExistsError(StoreError, ValueError):

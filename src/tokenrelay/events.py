@@ -112,9 +112,15 @@ class ErrorEvent:
 
 @dataclass(frozen=True, slots=True)
 class FinishEvent:
-    """The last event of every run."""
+    """The last event of every run.
+
+    ``saved`` is ``False`` when the run could not write its answer to history (the answer the viewers saw is not in
+    the conversation); ``None`` otherwise, and then it is left out of the event's dict, so that a log written with
+    it unset reads the same in a release that does not know the field.
+    """
 
     reason: FinishReason = "stop"
+    saved: bool | None = None
     type: Literal["finish"] = field(default="finish", init=False, repr=False)
 
 
@@ -165,8 +171,11 @@ _BY_TYPE: dict[str, type[Event]] = {
 
 
 def event_to_dict(event: Event) -> dict[str, Any]:
-    """A JSON-ready dict with the ``type`` discriminator first."""
-    return {"type": event.type, **asdict(event)}
+    """A JSON-ready dict with the ``type`` discriminator first (a finish's ``saved`` only when it is set)."""
+    data = {"type": event.type, **asdict(event)}
+    if type(event) is FinishEvent and event.saved is None:
+        del data["saved"]
+    return data
 
 
 def event_from_dict(data: dict[str, Any]) -> Event:

@@ -95,7 +95,7 @@ async def test_too_long_history_is_trimmed_to_fit_the_context(backend: LocalBack
 
 
 async def test_disconnect_cancels_the_local_run(backend: LocalBackend) -> None:
-    relay = Relay(backend, Settings(backend="local"))
+    relay = Relay(backend, Settings(backend="local", on_disconnect="cancel"))
     async with running_server(create_app(relay=relay)) as url, httpx.AsyncClient(base_url=url, timeout=60) as client:
         before = backend.stats.cancelled
         body = {"message": "Tell me a very long story."}

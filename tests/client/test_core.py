@@ -8,17 +8,26 @@ import httpx
 import pytest
 
 from tests.client.frames import deltas, done, frame
+from tests.protocols.helpers import AGENT_RUN, CTX, numbered
 from tokenrelay import errors
 from tokenrelay.client import (
+    ChatResult,
     Delta,
     Done,
     IncompleteStreamError,
+    Metadata,
     Other,
+    Reasoning,
     Resume,
     StreamError,
     StreamEvent,
     TokenrelayConnectionError,
     TokenrelayHTTPError,
+    ToolCall,
+    ToolCallDelta,
+    ToolCallRecord,
+    ToolResult,
+    Usage,
 )
 from tokenrelay.client.core import (
     HEALTH,
@@ -30,6 +39,8 @@ from tokenrelay.client.core import (
     health,
     http_options,
 )
+from tokenrelay.events import FinishEvent, MetadataEvent, ToolCallResult
+from tokenrelay.protocols.seed import SeedEncoder
 
 BASE = "http://relay.test"
 
@@ -95,7 +106,7 @@ def text(events: list[StreamEvent]) -> str:
 
 def test_a_stream_cut_anywhere_into_chunks_gives_the_same_events() -> None:
     body = deltas(1, "a", "b") + done(3, run_id="r1", conversation_id="c1", usage={"output_tokens": 2})
-    expected = [Delta("a", "1"), Delta("b", "2"), Done("stop", "r1", "c1", {"output_tokens": 2}, "3")]
+    expected = [Delta("a", "1"), Delta("b", "2"), Done("stop", "r1", "c1", Usage(None, 2), "3")]
     for at in range(len(body) + 1):
         follower = Follower()
         assert follower.feed(body[:at]) + follower.feed(body[at:]) == expected
@@ -126,17 +137,68 @@ def test_frames_the_client_does_not_model_are_other_events() -> None:
     body = (
         frame(1, {"error": {"code": "overloaded", "message": "busy", "retryable": True}})
         + frame(2, {"error": {}})
-        + frame(3, {"reasoning": "hm"})
+        + frame(3, {"handoff": "billing"})
         + b"id: 4\ndata: [1, 2]\n\n"
-        + frame(5, {"done": True})
+        + frame(5, {"tool_call": "not an object"})
+        + frame(6, {"done": True, "usage": "?", "saved": "no"})
     )
     assert follower.feed(body) == [
         StreamError("overloaded", "busy", True, "1"),
         StreamError("error", "", False, "2"),
-        Other({"reasoning": "hm"}, "3"),
+        Other({"handoff": "billing"}, "3"),
         Other({"value": [1, 2]}, "4"),
-        Done("stop", None, None, None, "5"),
+        Other({"tool_call": "not an object"}, "5"),
+        Done("stop", None, None, None, "6"),
     ]
+
+
+def test_every_frame_the_server_writes_is_a_typed_event() -> None:
+    # The frames come from the server's own seed encoder, so that the client and the server cannot drift apart.
+    encoder = SeedEncoder(CTX)
+    run = [*AGENT_RUN[:-1], MetadataEvent({"queue_position": 2}), ToolCallResult("call_2", "no such city", True)]
+    body = encoder.encode(numbered([*run, FinishEvent("length")]))
+    events = Follower().feed(body)
+    assert events == [
+        Metadata({"queue_position": 0}, "1"),
+        Reasoning("Look", "2"),
+        Reasoning(" it up.", "3"),
+        Delta("Let me ", "4"),
+        Delta("check.", "5"),
+        ToolCall("call_1", "get_weather", "6"),
+        ToolCallDelta("call_1", '{"city": ', "7"),
+        ToolCallDelta("call_1", '"Paris"}', "8"),
+        ToolResult("call_1", "sunny, 21C", False, "9"),
+        Delta("It is ", "10"),
+        Delta("sunny.", "11"),
+        # 12 is the usage, which the seed protocol carries in its done frame
+        Metadata({"queue_position": 2}, "13"),
+        ToolResult("call_2", "no such city", True, "14"),
+        Done("length", "run1", "conv1", Usage(12, 7), "15"),
+    ]
+    assert isinstance(events[-3], Metadata)
+    assert events[-3].queue_position == 2
+    result = ChatResult("", "", None, None)
+    for event in events:
+        result.add(event)
+    assert result == ChatResult(
+        "Let me check.It is sunny.",
+        "length",
+        "run1",
+        "conv1",
+        Usage(12, 7),
+        reasoning="Look it up.",
+        tool_calls=[
+            ToolCallRecord("call_1", "get_weather", '{"city": "Paris"}', "sunny, 21C"),
+            ToolCallRecord("call_2", "", "", "no such city", is_error=True),  # its start came before the cursor
+        ],
+        metadata={"queue_position": 2},
+    )
+
+
+def test_the_done_frame_says_when_the_answer_was_not_saved() -> None:
+    (event,) = Follower().feed(frame(3, {"done": True, "finish_reason": "stop", "saved": False}))
+    assert event == Done("stop", None, None, None, "3", saved=False)
+    assert Metadata({"queue_position": True}, "1").queue_position is None  # a bool is not a position
 
 
 # --- Attempts: what to request, how long to wait, when to give up -------------------------------------------------
@@ -329,3 +391,30 @@ def test_every_client_error_is_a_tokenrelay_error() -> None:
     from tokenrelay.client import TokenrelayError
 
     assert TokenrelayError is errors.TokenrelayError
+
+
+# --- Stop: the cancel request, whenever it is asked for ----------------------------------------------------------
+
+
+def test_a_stop_asked_for_once_the_run_is_named_is_sent_at_once() -> None:
+    attempts = Attempts.chat(Resume(), "hi", "ann", None)
+    assert not attempts.started
+    attempts.next_request()
+    assert attempts.started
+    assert attempts.cancel() is None  # the POST is unanswered: no run to name yet
+    headers = {"x-run-id": "r1", "x-conversation-id": "c1"}
+    assert attempts.accepts(httpx.Response(200, headers=headers))
+    assert (attempts.run_id, attempts.conversation_id) == ("r1", "c1")
+    # The Stop asked for before the answer goes out as soon as the answer names the run, and only once.
+    assert attempts.pending_cancel() == Request("POST", "/api/runs/r1/cancel", params={"user_id": "ann"})
+    assert attempts.pending_cancel() is None
+    assert attempts.cancel() == Request("POST", "/api/runs/r1/cancel", params={"user_id": "ann"})
+    assert attempts.pending_cancel() is None  # a cancel sent at once is not pending
+
+
+def test_no_cancel_is_pending_unless_one_was_asked_for() -> None:
+    attempts = Attempts.run(Resume(), "r9", 0, None)
+    attempts.next_request()
+    assert attempts.accepts(httpx.Response(200))
+    assert attempts.pending_cancel() is None
+    assert attempts.cancel() == Request("POST", "/api/runs/r9/cancel")

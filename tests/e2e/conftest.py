@@ -6,11 +6,13 @@ it). Without it, or without the built chat page, these tests fail under CI=true 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -66,6 +68,7 @@ class Server:
     """A ``python -m tokenrelay serve`` subprocess on a free port."""
 
     def __init__(self, args: list[str], log_path: Path) -> None:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -73,6 +76,8 @@ class Server:
         command = [sys.executable, "-m", "tokenrelay", "serve", "--backend", "synthetic", "--port", str(self.port)]
         self.process = subprocess.Popen(
             [*command, "--log-level", "warning", *args],
+            # Its own directory: the default SQLite history (tokenrelay.db in the current directory) is this test's.
+            cwd=log_path.parent,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -114,7 +119,7 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     servers: list[Server] = []
 
     def start(*args: str) -> Server:
-        server = Server(list(args), tmp_path / f"server-{len(servers)}.log")
+        server = Server(list(args), tmp_path / f"server-{len(servers)}" / "server.log")
         servers.append(server)
         server.wait_ready()
         return server
@@ -153,3 +158,63 @@ def page(browser: Any) -> Iterator[Any]:
     yield page
     context.close()
     assert not errors, f"uncaught errors in the page: {errors}"
+
+
+class DroppingProxy:
+    """``tests/proxy.py``'s CuttingProxy in a thread of its own, for the synchronous browser tests, with ``drop()``:
+    every connection through it is cut at once, abruptly, as when a laptop leaves its Wi-Fi."""
+
+    def __init__(self, target: Server) -> None:
+        from tests.proxy import CuttingProxy
+
+        self.proxy = CuttingProxy("127.0.0.1", target.port)
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self.url = ""
+        self._thread = threading.Thread(target=self._run, name="dropping-proxy", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise AssertionError("the proxy did not start")
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self._serve())
+
+    async def _serve(self) -> None:
+        self._stop = asyncio.Event()
+        async with self.proxy.serve() as url:
+            self.url = url
+            self._ready.set()
+            await self._stop.wait()
+
+    def drop(self) -> int:
+        """Cut every open connection; returns how many were cut."""
+
+        async def cut() -> int:
+            # The proxy's open sockets, both sides of each connection.
+            writers = list(self.proxy._writers)
+            for writer in writers:
+                writer.transport.abort()
+            return len(writers) // 2
+
+        return asyncio.run_coroutine_threadsafe(cut(), self._loop).result(5)
+
+    def close(self) -> None:
+        if self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+
+@pytest.fixture
+def dropping_proxy() -> Iterator[Callable[[Server], DroppingProxy]]:
+    proxies: list[DroppingProxy] = []
+
+    def start(target: Server) -> DroppingProxy:
+        proxy = DroppingProxy(target)
+        proxies.append(proxy)
+        return proxy
+
+    yield start
+    for proxy in proxies:
+        proxy.close()

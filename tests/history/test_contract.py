@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import secrets
 import time
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.history.helpers import msg
 from tokenrelay.history.base import History
+from tokenrelay.messages import (
+    ErrorPart,
+    FinishPart,
+    MetadataPart,
+    ReasoningPart,
+    TextPart,
+    ToolCallPart,
+    ToolResultPart,
+    UsagePart,
+    text_of,
+)
 
 
 async def test_messages_are_kept_in_order_per_user_and_conversation(history: History) -> None:
@@ -55,3 +69,56 @@ async def test_conversations_are_listed_most_recent_first_and_deleted_with_their
     assert await history.load("ann", "old") == []
     assert await history.delete("ann", "old") is False
     assert [c.id for c in await history.conversations("ann")] == ["new"]
+
+
+EVERY_KIND_OF_PART = (
+    ReasoningPart("let me think\x00\ud800"),
+    TextPart("Looking it up: é🙂\x00"),
+    ToolCallPart("call_1", "search", '{"q": "\\u0000 café"}'),
+    MetadataPart({"agent": "researcher", "previous_agent": "triage"}),
+    ToolResultPart("call_1", "out\udfff", is_error=True),
+    TextPart("Done \ud83d."),
+    UsagePart(12, 34),
+    ErrorPart("rate_limited", "slow down \x00", retryable=True),
+    FinishPart("error"),
+)
+
+
+async def test_an_answer_reads_back_with_every_part_and_character(history: History) -> None:
+    await history.add("ann", "c", msg("user", "find \x00 and \ud800 for me"))
+    text = text_of(EVERY_KIND_OF_PART)
+    await history.add("ann", "c", msg("assistant", text, status="failed", parts=EVERY_KIND_OF_PART))
+    [question, answer] = await history.load("ann", "c")
+    assert (question.content, question.parts) == ("find \x00 and \ud800 for me", ())
+    assert (answer.content, answer.parts) == (text, EVERY_KIND_OF_PART)
+    [conv] = await history.conversations("ann")
+    assert conv.title.startswith("find ")  # a label: what it cannot hold is replaced, the message itself is not
+
+
+async def test_an_answer_goes_only_into_a_conversation_that_is_there(history: History) -> None:
+    assert await history.add("ann", "c", msg("assistant", "orphan"), create=False) is False
+    assert await history.load("ann", "c") == []
+    assert await history.conversations("ann") == []
+    assert await history.add("ann", "c", msg("user", "q")) is True
+    assert await history.add("ann", "c", msg("assistant", "a"), create=False) is True
+    assert [m.content for m in await history.load("ann", "c")] == ["q", "a"]
+    assert await history.add("bob", "c", msg("assistant", "not bob's"), create=False) is False
+
+
+_ANY_CHARACTER = st.one_of(
+    st.characters(exclude_categories=[]),  # surrogates included, which hypothesis leaves out by default
+    st.sampled_from(["\x00", "\ud800", "\udbff", "\udc00", "\udfff", "\U0001f642", "\ufffd"]),
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(texts=st.lists(st.text(_ANY_CHARACTER, max_size=40), min_size=1, max_size=4))
+async def test_any_text_reads_back_character_for_character(history: History, texts: list[str]) -> None:
+    conversation = secrets.token_hex(8)
+    parts = tuple(TextPart(t) if i % 2 == 0 else ReasoningPart(t) for i, t in enumerate(texts))
+    content = text_of(parts)
+    await history.add("ann", conversation, msg("user", texts[0]))
+    await history.add("ann", conversation, msg("assistant", content, parts=parts))
+    [question, answer] = await history.load("ann", conversation)
+    assert question.content == texts[0]
+    assert (answer.content, answer.parts) == (content, parts)

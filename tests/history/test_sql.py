@@ -15,8 +15,17 @@ from tests.conftest import running_server
 from tests.history.helpers import msg
 from tests.server.helpers import payloads, read_stream
 from tokenrelay.backends import Pause, ScriptedBackend, SyntheticBackend
-from tokenrelay.events import FinishEvent, TextDelta
+from tokenrelay.events import (
+    FinishEvent,
+    ReasoningDelta,
+    TextDelta,
+    ToolCallArgsDelta,
+    ToolCallResult,
+    ToolCallStart,
+    UsageEvent,
+)
 from tokenrelay.history.sql import SQLHistory, normalize_url
+from tokenrelay.messages import FinishPart, TextPart, ToolCallPart, ToolResultPart
 from tokenrelay.server import Relay, Settings, create_app
 
 
@@ -41,6 +50,8 @@ def test_plain_urls_get_the_async_drivers() -> None:
     assert normalize_url("postgres://h/db") == "postgresql+asyncpg://h/db"
     assert normalize_url("postgresql+asyncpg://h/db") == "postgresql+asyncpg://h/db"
 
+
+HEAD = "0003"
 
 V1_ROWS = [
     "INSERT INTO conversations (user_id, id, title, created_at, updated_at) "
@@ -77,7 +88,7 @@ async def test_an_upgrade_keeps_the_data_of_the_first_schema(database: tuple[str
         assert (await upgraded.load("ann", "c1"))[-1].error_code == "model_error"
         async with upgraded.engine.connect() as conn:
             version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()
-        assert version == "0002"
+        assert version == HEAD
         await upgraded.start()  # at head already: nothing to do, nothing lost
         assert len(await upgraded.load("ann", "c1")) == 3
     finally:
@@ -142,8 +153,11 @@ async def test_cancelled_and_failed_answers_are_saved_marked_and_conversations_c
         body = {"message": "hi", "user_id": "ann", "conversation_id": "c"}
         async with client.stream("POST", "/api/chat/stream", json=body) as r:
             async for _ in r.aiter_raw():
-                break  # the tab closes
-        await asyncio.wait_for(relay.runs.wait(r.headers["x-run-id"]), 5)
+                break  # the answer has started: the user presses Stop
+            run_id = r.headers["x-run-id"]
+            stop = await client.post(f"/api/runs/{run_id}/cancel", params={"user_id": "ann"})
+            assert stop.json()["cancelled"] is True
+        await asyncio.wait_for(relay.runs.wait(run_id), 5)
         params = {"user_id": "ann"}
         messages = (await client.get("/api/conversations/c/messages", params=params)).json()["messages"]
         assert (messages[-1]["content"], messages[-1]["status"]) == ("half an", "cancelled")
@@ -162,3 +176,124 @@ async def test_cancelled_and_failed_answers_are_saved_marked_and_conversations_c
             assert payloads(await read_stream(r))[-1]["finish_reason"] == "error"
         last = (await client.get("/api/conversations/f/messages", params={"user_id": "ann"})).json()["messages"][-1]
     assert (last["content"], last["status"], last["error_code"]) == ("You said: ", "failed", "backend_error")
+
+
+V2_ROWS = [
+    "INSERT INTO conversations (user_id, id, title, created_at, updated_at) "
+    "VALUES ('ann', 'c2', 'café?', '2025-02-01 10:00:00', '2025-02-01 10:00:05')",
+    "INSERT INTO messages (user_id, conversation_id, role, content, status, run_id, error_code, output_tokens, "
+    "created_at) VALUES ('ann', 'c2', 'user', 'café?', 'complete', NULL, NULL, NULL, '2025-02-01 10:00:00')",
+    "INSERT INTO messages (user_id, conversation_id, role, content, status, run_id, error_code, output_tokens, "
+    "created_at) VALUES ('ann', 'c2', 'assistant', 'Oui ☕', 'failed', 'run-2', 'model_error', 9, "
+    "'2025-02-01 10:00:05')",
+]
+
+
+async def test_an_upgrade_keeps_the_text_only_messages_of_the_previous_schema(database: tuple[str, str | None]) -> None:
+    url, schema = database
+    old = SQLHistory(url, schema=schema, migrate=False)
+    await old.migrate("0002")  # the schema the previous release left, with its rows
+    async with old.engine.begin() as conn:
+        for row in V2_ROWS:
+            await conn.execute(text(row))
+    await old.close()
+
+    upgraded = SQLHistory(url, schema=schema)
+    await upgraded.start()
+    try:
+        got = await upgraded.load("ann", "c2")
+        assert [(m.role, m.content, m.status, m.run_id, m.error_code, m.output_tokens, m.parts) for m in got] == [
+            ("user", "café?", "complete", None, None, None, ()),
+            ("assistant", "Oui ☕", "failed", "run-2", "model_error", 9, ()),
+        ]
+        # The old rows are untouched (no encoding, no parts) and sit beside new ones that have both.
+        await upgraded.add("ann", "c2", msg("user", "\x00?"))
+        await upgraded.add("ann", "c2", msg("assistant", "ok", parts=(TextPart("ok"), FinishPart("stop"))))
+        async with upgraded.engine.connect() as conn:
+            rows = (await conn.execute(text("SELECT content, encoding, parts FROM messages ORDER BY id"))).all()
+            version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()
+        assert version == HEAD
+        assert [tuple(r) for r in rows] == [
+            ("café?", None, None),
+            ("Oui ☕", None, None),
+            ('"\\u0000?"', "json", None),
+            ("ok", None, '[{"type":"text","length":2},{"type":"finish","reason":"stop"}]'),
+        ]
+        assert [m.content for m in await upgraded.load("ann", "c2")][2:] == ["\x00?", "ok"]
+    finally:
+        await upgraded.close()
+
+
+async def test_the_sqlite_file_is_in_wal_mode_with_normal_sync(tmp_path: Path) -> None:
+    history = SQLHistory(f"sqlite:///{tmp_path}/h.db")
+    await history.start()
+    try:
+        async with history.engine.connect() as conn:
+            assert (await conn.execute(text("PRAGMA journal_mode"))).scalar() == "wal"
+            assert (await conn.execute(text("PRAGMA synchronous"))).scalar() == 1  # NORMAL
+    finally:
+        await history.close()
+
+
+TOOL_TURN = [
+    ReasoningDelta("The user wants a search."),
+    TextDelta("Searching \x00 now."),
+    ToolCallStart("call_1", "search"),
+    ToolCallArgsDelta("call_1", '{"q": '),
+    ToolCallArgsDelta("call_1", '"sse"}'),
+    ToolCallResult("call_1", "3 results"),
+    TextDelta(" Found three \ud83d."),
+    UsageEvent(7, 8),
+    FinishEvent("stop"),
+]
+
+
+async def test_an_answer_is_served_back_as_its_parts_and_a_follow_up_gets_its_tool_turns(tmp_path: Path) -> None:
+    _, server = await serve(tmp_path, ScriptedBackend(TOOL_TURN))
+    async with server as url, httpx.AsyncClient(base_url=url) as client:  # type: ignore[attr-defined]
+        body = {"message": "search sse", "user_id": "ann", "conversation_id": "t"}
+        async with client.stream("POST", "/api/chat/stream", json=body) as r:
+            seen = payloads(await read_stream(r))
+        got = (await client.get("/api/conversations/t/messages", params={"user_id": "ann"})).json()["messages"]
+    streamed = "".join(str(p["delta"]) for p in seen if "delta" in p)
+    question, answer = got
+    assert question["parts"] == [{"type": "text", "text": "search sse"}]
+    assert answer["content"] == streamed == "Searching \x00 now. Found three \ud83d."
+    assert (answer["status"], answer["output_tokens"]) == ("complete", 8)
+    assert answer["parts"] == [
+        {"type": "reasoning", "text": "The user wants a search."},
+        {"type": "text", "text": "Searching \x00 now."},
+        {"type": "tool-call", "call_id": "call_1", "name": "search", "arguments": '{"q": "sse"}'},
+        {"type": "tool-result", "call_id": "call_1", "output": "3 results", "is_error": False},
+        {"type": "text", "text": " Found three \ud83d."},
+        {"type": "usage", "input_tokens": 7, "output_tokens": 8},
+        {"type": "finish", "reason": "stop"},
+    ]
+
+    again = ScriptedBackend([TextDelta("Sure."), FinishEvent("stop")])
+    _, server = await serve(tmp_path, again)  # a restart: the parts come from the database
+    async with server as url, httpx.AsyncClient(base_url=url) as client:  # type: ignore[attr-defined]
+        body = {"message": "more?", "user_id": "ann", "conversation_id": "t"}
+        async with client.stream("POST", "/api/chat/stream", json=body) as r:
+            await read_stream(r)
+    earlier = again.calls[0][1]
+    assert [p for p in earlier.parts if isinstance(p, ToolCallPart | ToolResultPart)] == [
+        ToolCallPart("call_1", "search", '{"q": "sse"}'),
+        ToolResultPart("call_1", "3 results"),
+    ]
+
+
+async def test_a_conversation_deleted_while_its_run_goes_stays_deleted(tmp_path: Path) -> None:
+    relay, server = await serve(tmp_path, ScriptedBackend([TextDelta("half an"), Pause(60)]))
+    async with server as url, httpx.AsyncClient(base_url=url) as client:  # type: ignore[attr-defined]
+        params = {"user_id": "ann"}
+        body = {"message": "hi", "conversation_id": "gone", **params}
+        async with client.stream("POST", "/api/chat/stream", json=body) as r:
+            run_id = r.headers["x-run-id"]
+            async for _ in r.aiter_raw():
+                break  # the answer has started
+            assert (await client.delete("/api/conversations/gone", params=params)).status_code == 204
+            await relay.runs.cancel(run_id)  # the run ends and saves its partial answer: nowhere
+            await asyncio.wait_for(relay.runs.wait(run_id), 5)
+        assert (await client.get("/api/conversations/gone/messages", params=params)).status_code == 404
+        assert (await client.get("/api/conversations", params=params)).json()["conversations"] == []

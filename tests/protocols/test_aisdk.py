@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from tests.protocols.helpers import AGENT_RUN, CTX, chunks, frames, numbered
@@ -10,6 +12,7 @@ from tokenrelay.events import (
     ErrorEvent,
     Event,
     FinishEvent,
+    ReasoningDelta,
     TextDelta,
     ToolCallArgsDelta,
     ToolCallResult,
@@ -98,16 +101,189 @@ def blocks(data: bytes) -> list[tuple[int | None, bytes]]:
     return out
 
 
-@pytest.mark.parametrize("after", range(1, len(AGENT_RUN)))
-def test_aisdk_resume_after_any_event_continues_exactly(after: int) -> None:
-    full = blocks(aisdk(AGENT_RUN))
-    # A client that resumes after ``after`` had every frame up to the last one carrying an id <= after.
-    seen = max(i for i, (seq, _) in enumerate(full) if seq is not None and seq <= after)
+class StreamError(AssertionError):
+    """What the ``ai`` package throws for a chunk that names a part its stream has not started."""
+
+
+class UIReader:
+    """The message a UI message stream builds, by the rules of the ``ai`` package's ``processUIMessageStream``.
+
+    Each :meth:`read` is one stream: open text and reasoning parts and streaming tool inputs are its own, while the
+    message (its parts) carries over, as when useChat continues the message it holds.
+    """
+
+    def __init__(self) -> None:
+        self.parts: list[dict[str, Any]] = []
+
+    def read(self, stream: list[Any]) -> UIReader:
+        active: dict[str, dict[str, Any]] = {}  # text and reasoning parts, by id
+        inputs: dict[str, str] = {}
+        for chunk in stream:
+            if chunk == "[DONE]":
+                continue
+            kind = chunk["type"]
+            if kind in ("text-start", "reasoning-start"):
+                active[chunk["id"]] = {"type": kind.split("-")[0], "text": "", "state": "streaming"}
+                self.parts.append(active[chunk["id"]])
+            elif kind in ("text-delta", "reasoning-delta", "text-end", "reasoning-end"):
+                part = active.get(chunk["id"])
+                if part is None or part["type"] != kind.split("-")[0]:
+                    raise StreamError(f"Received {kind} for missing part with ID {chunk['id']!r}")
+                if kind.endswith("-delta"):
+                    part["text"] += chunk["delta"]
+                else:
+                    part["state"] = "done"
+                    del active[chunk["id"]]
+            elif kind == "start-step":
+                self.parts.append({"type": "step-start"})
+            elif kind == "finish-step":
+                active.clear()
+            elif kind.startswith("tool-"):
+                self._tool(chunk, inputs)
+        return self
+
+    def _tool(self, chunk: dict[str, Any], inputs: dict[str, str]) -> None:
+        kind, call_id = chunk["type"], chunk["toolCallId"]
+        part = next((p for p in self.parts if p.get("toolCallId") == call_id), None)
+        if kind == "tool-input-delta":
+            if call_id not in inputs:
+                raise StreamError(f"Received tool-input-delta for missing tool call with ID {call_id!r}")
+            inputs[call_id] += chunk["inputTextDelta"]
+            assert part is not None
+            part["raw"] = inputs[call_id]
+            return
+        if kind in ("tool-output-available", "tool-output-error"):
+            if part is None:
+                raise StreamError(f"No tool invocation found for tool call ID {call_id!r}")
+            part["state"] = "output-error" if kind == "tool-output-error" else "output-available"
+            part["output"] = chunk.get("output", chunk.get("errorText"))
+            return
+        if part is None:
+            part = {"type": f"tool-{chunk['toolName']}", "toolCallId": call_id}
+            self.parts.append(part)
+        if kind == "tool-input-start":
+            inputs[call_id] = ""
+            part.update(state="input-streaming", input=None, raw="")
+        else:
+            part.update(state="input-available" if kind == "tool-input-available" else "output-error")
+            part["input"] = chunk["input"]
+
+    def text(self, kind: str = "text") -> str:
+        return "".join(p["text"] for p in self.parts if p["type"] == kind)
+
+    def tools(self) -> dict[str, tuple[Any, ...]]:
+        return {
+            p["toolCallId"]: (p["type"], p["state"], p["input"], p.get("output"))
+            for p in self.parts
+            if "toolCallId" in p
+        }
+
+
+STREAMING_ARGS: list[Event] = [
+    TextDelta("Two "),
+    ReasoningDelta("Both "),
+    ReasoningDelta("cities."),
+    ToolCallStart("a", "get_weather"),
+    ToolCallArgsDelta("a", '{"ci'),
+    ToolCallArgsDelta("a", 'ty": "Par'),
+    ToolCallArgsDelta("a", 'is"}'),
+    ToolCallStart("b", "get_weather"),
+    ToolCallArgsDelta("b", "{not json"),
+    TextDelta("Checking."),
+    ToolCallResult("a", "sunny"),
+    ToolCallResult("b", "no such city", is_error=True),
+    TextDelta("Paris is "),
+    TextDelta("sunny."),
+    FinishEvent("stop"),
+]
+CANCELLED_MID_PART: list[Event] = [
+    ReasoningDelta("Hm"),
+    ReasoningDelta("m."),
+    TextDelta("Hel"),
+    TextDelta("lo"),
+    FinishEvent("cancelled"),
+]
+RUNS = {"agent": AGENT_RUN, "streaming-args": STREAMING_ARGS, "cancelled": CANCELLED_MID_PART}
+RESUME_POINTS = [(name, after) for name, run in RUNS.items() for after in range(1, len(run))]
+
+
+def resumed_after(run: list[Event], after: int, *, batch: bool = False) -> bytes:
     encoder = AISDKEncoder(CTX)
-    stored = numbered(AGENT_RUN)
+    stored = numbered(run)
     encoder.prime(stored[:after])
-    resumed = encoder.open() + b"".join(encoder.encode([item]) for item in stored[after:])
-    assert blocks(resumed) == full[seen + 1 :]
+    rest = stored[after:]
+    body = [encoder.encode(coalesce(rest))] if batch else [encoder.encode([item]) for item in rest]
+    return encoder.open() + b"".join(body)
+
+
+def seen_through(run: list[Event], after: int) -> list[Any]:
+    """What a client that last saw id ``after`` holds: every frame up to the last one carrying an id <= after."""
+    raw = aisdk(run)
+    full = blocks(raw)
+    seen = max(i for i, (seq, _) in enumerate(full) if seq is not None and seq <= after)
+    return chunks(raw)[: seen + 1]
+
+
+@pytest.mark.parametrize(("name", "after"), RESUME_POINTS)
+def test_aisdk_resume_after_any_event_is_accepted_and_completes_the_message(name: str, after: int) -> None:
+    run = RUNS[name]
+    whole = UIReader().read(chunks(aisdk(run)))
+    for batch in (False, True):
+        resumed = resumed_after(run, after, batch=batch)
+        assert all(seq is None or seq > after for seq, _ in blocks(resumed))
+        assert chunks(resumed)[-1] == "[DONE]"
+        # The client that holds the message so far, reading the rest as a new stream (useChat's resume).
+        continued = UIReader().read(seen_through(run, after))
+        held = len(continued.parts)
+        continued.read(chunks(resumed))
+        assert continued.text() == whole.text()
+        assert continued.text("reasoning") == whole.text("reasoning")
+        assert continued.tools() == whole.tools()
+        # Every part the resumed stream opened, it closed (a fragment held from before stays as the client had it).
+        assert all(p["state"] == "done" for p in continued.parts[held:] if p["type"] in ("text", "reasoning"))
+        # A reader that kept nothing (a fresh page given the id) is not refused either.
+        UIReader().read(chunks(resumed))
+
+
+def test_aisdk_resume_inside_a_text_part_reopens_it_before_its_next_delta() -> None:
+    # After event 4 ("Let me "): the client holds text-2 open; its reader on the new stream does not.
+    out = chunks(resumed_after(AGENT_RUN, 4))
+    assert out[:3] == [
+        {"type": "text-start", "id": "text-2"},
+        {"type": "text-delta", "id": "text-2", "delta": "check."},
+        {"type": "text-end", "id": "text-2"},
+    ]
+    # The whole run: re-opened once, never a second start, never an opening frame again.
+    assert [c["type"] for c in out if isinstance(c, dict)].count("text-start") == 2
+    assert not any(isinstance(c, dict) and c["type"] in ("start", "abort") for c in out)
+
+
+def test_aisdk_resume_inside_tool_arguments_restarts_the_input_with_what_came_so_far() -> None:
+    out = chunks(resumed_after(STREAMING_ARGS, 5))  # after '{"ci'
+    assert out[:3] == [
+        {"type": "tool-input-start", "toolCallId": "a", "toolName": "get_weather", "providerExecuted": True},
+        {"type": "tool-input-delta", "toolCallId": "a", "inputTextDelta": '{"ci'},
+        {"type": "tool-input-delta", "toolCallId": "a", "inputTextDelta": 'ty": "Par'},
+    ]
+
+
+def test_aisdk_resume_while_a_tool_runs_repeats_its_settled_input_before_the_result() -> None:
+    out = [c for c in chunks(resumed_after(AGENT_RUN, 8)) if isinstance(c, dict)]  # input complete, no result yet
+    assert [c["type"] for c in out[:2]] == ["tool-input-available", "tool-output-available"]
+    assert out[0]["input"] == {"city": "Paris"}
+
+
+def test_aisdk_resume_where_a_part_ends_unseen_sends_no_end_for_it() -> None:
+    # After the reasoning's last delta, the next event closes it: an end would name a part the reader never had.
+    out = chunks(resumed_after(AGENT_RUN, 3))
+    assert {"type": "reasoning-end", "id": "reasoning-1"} not in out
+    assert out[0] == {"type": "text-start", "id": "text-2"}
+
+
+def test_aisdk_a_real_gap_is_still_refused_by_the_reader() -> None:
+    # The check above can fail: a stream that skips the re-opening is what the SDK throws on.
+    with pytest.raises(StreamError, match="missing part"):
+        UIReader().read([{"type": "text-delta", "id": "text-1", "delta": "x"}])
 
 
 def test_aisdk_error_then_finish_reports_the_error_and_ends() -> None:

@@ -7,8 +7,10 @@ from collections.abc import AsyncGenerator, Sequence
 
 from tokenrelay.backends import GenerateOptions, Message, ScriptedBackend
 from tokenrelay.backends.scripted import ScriptStep
-from tokenrelay.events import Event, TextDelta
+from tokenrelay.errors import StoreUnavailable
+from tokenrelay.events import Event, StoredEvent, TextDelta
 from tokenrelay.runs import RunOutcome
+from tokenrelay.stores import MemoryRunStore
 
 
 class HeldBackend(ScriptedBackend):
@@ -59,3 +61,43 @@ class Outcomes(list[RunOutcome]):
     async def __call__(self, outcome: RunOutcome) -> None:
         self.append(outcome)
         self.saved.set()
+
+
+class FailingStore(MemoryRunStore):
+    """A memory store that fails on demand, as a store that cannot be reached does (the store itself still works).
+
+    ``append_failures`` appends raise ``StoreUnavailable`` (``math.inf``: all of them from now on); with
+    ``reads_fail`` every coalesced read (a subscription's) raises; with ``hang_cancel_requests`` ``request_cancel``
+    never returns, and with ``hang_reads`` plain reads never return. ``request_cancel`` answers as a shared store
+    does for a run another instance drives.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.append_failures: float = 0
+        self.failed_appends = 0
+        self.reads_fail = False
+        self.hang_cancel_requests = False
+        self.hang_reads = False
+
+    async def append(self, run_id: str, events: Sequence[Event]) -> int:
+        if self.append_failures > 0:
+            self.append_failures -= 1
+            self.failed_appends += 1
+            raise StoreUnavailable("the store is down", retry_after=2.0)
+        return await super().append(run_id, events)
+
+    async def read_coalesced(self, run_id: str, after: int, timeout: float | None) -> list[StoredEvent]:
+        if self.reads_fail:
+            raise StoreUnavailable("the store is down", retry_after=2.0)
+        return await super().read_coalesced(run_id, after, timeout)
+
+    async def request_cancel(self, run_id: str) -> bool:
+        if self.hang_cancel_requests:
+            await asyncio.Event().wait()
+        return True
+
+    async def read(self, run_id: str, after: int, timeout: float | None) -> list[StoredEvent]:
+        if self.hang_reads:
+            await asyncio.Event().wait()
+        return await super().read(run_id, after, timeout)

@@ -159,15 +159,18 @@ async def test_an_interrupted_run_is_saved_as_its_owner_would_have_with_its_extr
     ]
     await manager.run_interrupted(info, log)
     error = ErrorEvent("interrupted", "gone", True)
-    assert outcomes == [RunOutcome("r", "u", "c", "Hello", "error", UsageEvent(1, 1), error, {"stateless": "1"})]
+    [outcome] = outcomes
+    assert (outcome.run_id, outcome.user_id, outcome.conversation_id) == ("r", "u", "c")
+    assert (outcome.text, outcome.reason, outcome.usage, outcome.error) == ("Hello", "error", UsageEvent(1, 1), error)
+    assert outcome.extra == {"stateless": "1"}
 
 
-async def test_a_failing_on_finish_does_not_keep_the_run_from_ending() -> None:
+async def test_a_failing_on_finish_ends_the_run_with_a_finish_that_says_it_was_not_saved() -> None:
     async def broken(outcome: RunOutcome) -> None:
         raise RuntimeError("history is down")
 
     manager = RunManager(ScriptedBackend([TextDelta("a")]), MemoryRunStore(), on_finish=broken)
     info = await manager.start(HELLO, user_id="u", conversation_id="c")
     events = await asyncio.wait_for(collect(manager, info.run_id), 5)
-    assert events[-1].event == FinishEvent("stop")
+    assert events[-1].event == FinishEvent("stop", saved=False)  # the viewers are told the answer was not kept
     assert manager.active_runs == 0

@@ -119,7 +119,7 @@ async def test_a_second_cancel_while_the_run_records_its_end_does_not_strand_it(
         await release.wait()
 
     backend = ScriptedBackend([TextDelta("a"), Pause(30)])
-    manager = RunManager(backend, MemoryRunStore(), on_finish=slow_save)
+    manager = RunManager(backend, MemoryRunStore(), on_finish=slow_save, on_disconnect="cancel")
     info = await manager.start(HELLO, user_id="u", conversation_id="c")
     sub = await manager.subscribe(info.run_id)
     await asyncio.wait_for(sub.__anext__(), 5)

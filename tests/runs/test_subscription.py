@@ -30,9 +30,9 @@ async def test_subscribing_to_an_unknown_run_is_run_not_found() -> None:
         await manager.subscribe("no-such-run")
 
 
-async def test_last_subscriber_leaving_cancels_by_default() -> None:
+async def test_with_the_cancel_policy_the_last_subscriber_leaving_cancels() -> None:
     backend = ScriptedBackend([TextDelta("a"), Pause(30)])
-    manager = RunManager(backend, MemoryRunStore())
+    manager = RunManager(backend, MemoryRunStore(), on_disconnect="cancel")
     info = await manager.start(HELLO, user_id="u", conversation_id="c")
     sub = await manager.subscribe(info.run_id)
     await asyncio.wait_for(sub.__anext__(), 5)
@@ -44,7 +44,7 @@ async def test_last_subscriber_leaving_cancels_by_default() -> None:
 
 async def test_a_viewer_leaving_while_another_watches_cancels_nothing() -> None:
     backend = HeldBackend([TextDelta("a"), TextDelta("b")], hold_before=TextDelta("b"))
-    manager = RunManager(backend, MemoryRunStore())
+    manager = RunManager(backend, MemoryRunStore(), on_disconnect="cancel")
     info = await manager.start(HELLO, user_id="u", conversation_id="c")
     first, second = await manager.subscribe(info.run_id), await manager.subscribe(info.run_id)
     assert manager.subscribers == 2
@@ -61,7 +61,7 @@ async def test_a_viewer_leaving_while_another_watches_cancels_nothing() -> None:
 
 async def test_subscriber_that_never_iterated_still_counts_when_it_leaves() -> None:
     backend = ScriptedBackend([Pause(30)])
-    manager = RunManager(backend, MemoryRunStore())
+    manager = RunManager(backend, MemoryRunStore(), on_disconnect="cancel")
     info = await manager.start(HELLO, user_id="u", conversation_id="c")
     sub = await manager.subscribe(info.run_id)
     await sub.aclose()  # before the run's task even started
@@ -119,3 +119,58 @@ async def test_text_deltas_written_and_the_first_token_are_measured_per_new_stre
     await collect(manager, info.run_id, after=2)  # a resume: its tokens count, its first token is not a new one
     assert manager.tokens_out == 5
     assert len(firsts) == 1
+
+
+async def test_a_cursor_past_the_end_of_a_running_run_gets_no_ping_per_event_and_ends_with_the_finish() -> None:
+    backend = HeldBackend([TextDelta("a"), *(TextDelta(str(i)) for i in range(20))], hold_before=TextDelta("0"))
+    manager = RunManager(backend, MemoryRunStore(), heartbeat_s=30)
+    info = await manager.start(HELLO, user_id="u", conversation_id="c")
+    await asyncio.wait_for(backend.held.wait(), 5)
+    sub = await manager.subscribe(info.run_id, after=500)  # far past the one event the log has
+    backend.gate.set()
+    items = [item async for item in sub]
+    await sub.aclose()
+    assert HEARTBEAT not in items  # 20 events went by, each waking the read: none of them is a heartbeat
+    assert len(items) == 1
+    [[last]] = items
+    assert last.event == FinishEvent("stop")
+
+
+async def test_a_cursor_past_the_end_of_a_finished_run_gets_the_finish_and_one_at_the_finish_gets_nothing() -> None:
+    manager = RunManager(ScriptedBackend([TextDelta("a"), TextDelta("b")]), MemoryRunStore())
+    info = await manager.start(HELLO, user_id="u", conversation_id="c")
+    await asyncio.wait_for(manager.wait(info.run_id), 5)
+    past = await asyncio.wait_for(collect(manager, info.run_id, after=99), 2)
+    assert [e.event for e in past] == [FinishEvent("stop")]
+    assert await asyncio.wait_for(collect(manager, info.run_id, after=3), 2) == []  # 3 is the finish's id
+
+
+async def test_heartbeats_keep_their_interval_while_a_read_is_woken_for_nothing() -> None:
+    backend = HeldBackend([TextDelta("a"), Pause(30)], hold_before=TextDelta("a"))
+    manager = RunManager(backend, MemoryRunStore(), heartbeat_s=0.1)
+    info = await manager.start(HELLO, user_id="u", conversation_id="c")
+    await asyncio.wait_for(backend.held.wait(), 5)
+    sub = await manager.subscribe(info.run_id, after=50)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert await asyncio.wait_for(sub.__anext__(), 1) is HEARTBEAT
+    backend.gate.set()  # "a" lands behind the cursor and wakes the read: no heartbeat for it
+    assert await asyncio.wait_for(sub.__anext__(), 1) is HEARTBEAT
+    assert loop.time() - started >= 0.19
+    await sub.aclose()
+    await manager.shutdown()
+
+
+async def test_by_default_a_dropped_viewer_leaves_the_run_going_and_a_resume_gets_the_whole_answer() -> None:
+    backend = HeldBackend([TextDelta("a"), TextDelta("b"), FinishEvent("stop")], hold_before=TextDelta("b"))
+    manager = RunManager(backend, MemoryRunStore())
+    info = await manager.start(HELLO, user_id="u", conversation_id="c")
+    sub = await manager.subscribe(info.run_id)
+    first = await asyncio.wait_for(sub.__anext__(), 5)
+    assert isinstance(first, list)
+    await sub.aclose()  # the connection dropped
+    assert (manager.active_runs, backend.cancelled.is_set()) == (1, False)
+    backend.gate.set()
+    rest = await asyncio.wait_for(collect(manager, info.run_id, after=first[-1].seq), 5)
+    assert texts(first + rest) == "ab"
+    assert rest[-1].event == FinishEvent("stop")

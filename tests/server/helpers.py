@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 
+from tests.conftest import wait_for_async
 from tokenrelay.backends._stats import StreamStats
 from tokenrelay.backends.base import GenerateOptions, Message
 from tokenrelay.events import Event, FinishEvent, TextDelta
+from tokenrelay.server import Relay, create_app
+from tokenrelay.server.serve import GracefulServer, build_server
 from tokenrelay.sse import Comment, ServerSentEvent, SSEDecoder
 
 
@@ -57,3 +62,67 @@ class GatedBackend:
         except (asyncio.CancelledError, GeneratorExit):
             self.cancelled.set()
             raise
+
+
+@asynccontextmanager
+async def uvicorn_server(relay: Relay, **config: Any) -> AsyncIterator[GracefulServer]:
+    """``relay``'s app served as ``tokenrelay serve`` serves it (limits, graceful shutdown), on a free port in this
+    event loop; yields the started server."""
+    server = build_server(create_app(relay=relay), relay, relay.settings, port=0, **{"log_level": "warning", **config})
+    task = asyncio.create_task(server.serve())
+    await wait_for_async(lambda: server.started or task.done(), timeout=15, what="uvicorn to start")
+    if task.done():
+        task.result()
+    try:
+        yield server
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 30)
+
+
+@asynccontextmanager
+async def serving(relay: Relay, **config: Any) -> AsyncIterator[tuple[str, int]]:
+    """:func:`uvicorn_server`, yielding (host, port)."""
+    async with uvicorn_server(relay, **config) as server:
+        host, port = server.servers[0].sockets[0].getsockname()[:2]
+        yield host, port
+
+
+async def raw_exchange(port: int, request: bytes, *, timeout: float = 5.0, first: bool = False) -> bytes:
+    """Send ``request`` as it is on a new connection and read until the server closes it (or ``timeout``); with
+    ``first``, only until the first response (with a Content-Length) is whole."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        out = bytearray()
+        with contextlib.suppress(TimeoutError, ConnectionError):
+            async with asyncio.timeout(timeout):
+                while chunk := await reader.read(65536):
+                    out += chunk
+                    if first and _whole(out):
+                        break
+        return bytes(out)
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+def _whole(response: bytes) -> bool:
+    head, sep, body = response.partition(b"\r\n\r\n")
+    for line in head.lower().split(b"\r\n"):
+        if line.startswith(b"content-length:"):
+            return bool(sep) and len(body) >= int(line.split(b":", 1)[1])
+    return False
+
+
+def status_of(response: bytes) -> int:
+    """The status code of a raw HTTP response (0 when there is none)."""
+    line = response.split(b"\r\n", 1)[0].split(b" ")
+    return int(line[1]) if len(line) > 1 and line[1].isdigit() else 0
+
+
+def json_body(response: bytes) -> Any:
+    """The JSON body of a raw HTTP response with a Content-Length."""
+    return json.loads(response.split(b"\r\n\r\n", 1)[1])

@@ -45,7 +45,7 @@ async def test_a_router_mounted_in_another_app_refuses_in_the_projects_shape() -
             404,
             {"error": {"code": "run_not_found", "message": "run nope is unknown or expired"}},
         )
-        r = await client.post("/relay/v1/chat/completions", content=b"[]")
+        r = await client.post("/relay/v1/chat/completions", content=b"[]", headers={"content-type": "application/json"})
         assert r.status_code == 400
         assert r.json()["error"] == {
             "message": "body: must be a JSON object",

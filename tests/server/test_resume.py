@@ -124,7 +124,7 @@ async def test_detached_run_is_cancelled_when_nobody_comes_back_and_its_partial_
 
 async def test_cancel_policy_a_resumed_viewer_keeps_the_run_alive_until_it_leaves() -> None:
     backend = ScriptedBackend([TextDelta("a"), Pause(60)])
-    async with serve(backend) as (url, relay), httpx.AsyncClient(base_url=url) as client:
+    async with serve(backend, on_disconnect="cancel") as (url, relay), httpx.AsyncClient(base_url=url) as client:
         async with client.stream("POST", "/api/chat/stream", json={"message": "hi"}) as r:
             run_id = r.headers["x-run-id"]
             reading = aiter_events(r)  # kept: a dropped generator closes its response, which is a disconnect

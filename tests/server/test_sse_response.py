@@ -88,7 +88,6 @@ async def test_the_frames_go_out_in_order_after_the_headers_and_the_body_ends() 
     assert dict(start["headers"]) == {
         b"cache-control": b"no-cache",
         b"x-accel-buffering": b"no",
-        b"connection": b"keep-alive",
         b"content-type": b"text/event-stream; charset=utf-8",
         b"x-run-id": b"r1",
     }

@@ -312,7 +312,6 @@ async def test_close_writes_what_is_pending_before_it_stops(redis_prefix: str) -
         await a.append("r1", [TextDelta(str(i)) for i in range(50)])
         await a.close()  # at once: the events are only queued for the flusher yet
         got = await b.read("r1", 0, 0)
-        print("DBG", await b._redis.hgetall(b._keys.meta("r1")), b._keys, a._keys, await b._load("r1"))
         assert texts(got) == "".join(str(i) for i in range(50))
         assert [e.seq for e in got] == list(range(1, 51))
 

@@ -158,7 +158,8 @@ async def test_cancel_on_one_instance_stops_the_run_on_the_other(redis_prefix: s
 
 
 async def test_with_cancel_on_disconnect_a_run_lives_while_anyone_anywhere_watches(redis_prefix: str) -> None:
-    with instances(redis_prefix, "--synthetic-tokens", "400", "--synthetic-interval-ms", "20") as [(_, a), (_, b)]:
+    flags = ("--synthetic-tokens", "400", "--synthetic-interval-ms", "20", "--on-disconnect", "cancel")
+    with instances(redis_prefix, *flags) as [(_, a), (_, b)]:
         async with httpx.AsyncClient(timeout=20) as client:
             async with client.stream("POST", f"{a}/api/chat/stream", json={"message": "hi"}) as r:
                 run_id = r.headers["x-run-id"]

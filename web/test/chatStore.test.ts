@@ -180,7 +180,7 @@ describe("createChatStore", () => {
     expect(store.getState().messages.map((message) => message.content)).toEqual(["one", "ok"]);
   });
 
-  it("shows the server's message on an HTTP error and retry() sends the same message again", async () => {
+  it("shows the server's message on an HTTP error, gives the message back, and retry() sends it again", async () => {
     let attempt = 0;
     const { store, calls } = setup(() => {
       attempt += 1;
@@ -191,13 +191,14 @@ describe("createChatStore", () => {
     await store.sendMessage("hello");
     expect(store.getState().status).toBe("error");
     expect(store.getState().error).toMatchObject({ kind: "http", status: 503, message: "The server is busy, try again.", retryable: true });
-    // The user message stays; the empty answer does not.
-    expect(store.getState().messages.map((message) => message.role)).toEqual(["user"]);
+    // Refused: the message leaves the conversation and comes back as `unsent`, for the composer.
+    expect(store.getState().messages).toEqual([]);
+    expect(store.getState().error?.unsent).toBe("hello");
 
     await store.retry();
     expect(calls).toHaveLength(2);
     expect(calls[1]!.body.message).toBe("hello");
-    expect(calls[1]!.body.regenerate).toBe(true);
+    expect(calls[1]!.body.regenerate).toBeUndefined();
     expect(store.getState().status).toBe("idle");
     expect(store.getState().error).toBeNull();
     expect(store.getState().messages.map(({ role, content }) => `${role}:${content}`)).toEqual(["user:hello", "assistant:recovered"]);

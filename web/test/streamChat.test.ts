@@ -122,18 +122,30 @@ describe("streamChat", () => {
     });
   });
 
-  it("ignores event kinds it does not know (reasoning, tool calls, named events)", async () => {
+  it("reads reasoning, tool calls, results and metadata; ignores kinds it does not know", async () => {
     const { fetch } = fakeFetch(() =>
       sseResponse(
         `id: 1\ndata: {"reasoning":"hmm"}\n\n` +
           `id: 2\ndata: {"tool_call":{"id":"t","name":"f"}}\n\n` +
+          `id: 3\ndata: {"tool_call_delta":{"id":"t","arguments":"{\\"a\\": 1}"}}\n\n` +
+          `id: 4\ndata: {"tool_result":{"id":"t","output":"boom","is_error":true}}\n\n` +
+          `id: 5\ndata: {"metadata":{"queue_position":2}}\n\n` +
+          `id: 6\ndata: {"sparkles":true}\n\n` +
           `event: ping\ndata: not json at all\n\n` +
-          deltaFrame(3, "ok") +
-          doneFrame(4),
+          deltaFrame(7, "ok") +
+          `id: 8\ndata: {"done":true,"finish_reason":"stop","saved":false}\n\n`,
       ),
     );
     const events = await collect(streamChat({ url: "/s", body: { message: "x" }, fetch }));
-    expect(events.map((event) => event.type)).toEqual(["delta", "done"]);
+    expect(events).toEqual([
+      { type: "reasoning", id: "1", text: "hmm" },
+      { type: "tool-call", id: "2", callId: "t", name: "f" },
+      { type: "tool-call-delta", id: "3", callId: "t", arguments: '{"a": 1}' },
+      { type: "tool-result", id: "4", callId: "t", output: "boom", isError: true },
+      { type: "metadata", id: "5", data: { queue_position: 2 } },
+      { type: "delta", id: "7", text: "ok" },
+      { type: "done", id: "8", finishReason: "stop", runId: undefined, conversationId: undefined, usage: undefined, saved: false },
+    ]);
   });
 
   it("parses the same events whatever the chunking (CRLF server, split everywhere)", async () => {

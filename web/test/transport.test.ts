@@ -45,11 +45,17 @@ describe("the chat store on a transport", () => {
     (await sends.nth(2)).stream.fail(new ChatStreamError("http", "busy", { status: 503, retryable: true }));
     await second;
     expect(store.getState().status).toBe("error");
+    // Refused before it was answered: the question is sent again as it was, not as a regenerate.
+    expect(store.getState().error).toMatchObject({ status: 503, unsent: "two" });
     const retried = store.retry();
     (await sends.nth(3)).stream.push(done(1));
     await retried;
+    const regenerated = store.regenerate();
+    (await sends.nth(4)).stream.push(done(1));
+    await regenerated;
     expect(sends.list.map(({ request }) => request.body)).toEqual([
       { message: "one" },
+      { message: "two", conversation_id: "conv-t" },
       { message: "two", conversation_id: "conv-t" },
       { message: "two", conversation_id: "conv-t", regenerate: true },
     ]);
@@ -109,8 +115,21 @@ describe("the chat store on a transport", () => {
     expect(errors).toEqual(["incomplete"]);
   });
 
-  it("reconnect: off by default, so a drop is the answer's error", async () => {
+  it("reconnect: on by default, six tries with backoff", async () => {
     const { store, sends, reconnects, answer } = setup();
+    const sent = store.sendMessage("q");
+    const first = (await sends.nth(1)).stream;
+    first.push(delta(1, "half "));
+    first.fail(dropped());
+    (await reconnects.nth(1)).stream.push(delta(2, "whole"), done(3));
+    await sent;
+    expect(reconnects.list[0]!.request).toMatchObject({ runId: "run-1", lastEventId: "1" });
+    expect(answer()).toMatchObject({ content: "half whole", status: "done" });
+    expect(store.getState()).toMatchObject({ status: "idle", error: null });
+  });
+
+  it("reconnect: `false` turns it off, so a drop is the answer's error", async () => {
+    const { store, sends, reconnects, answer } = setup({ reconnect: false });
     const sent = store.sendMessage("q");
     const stream = (await sends.nth(1)).stream;
     stream.push(delta(1, "cut"));
@@ -232,24 +251,23 @@ describe("createHttpTransport", () => {
     expect(calls[1]!.headers.has("last-event-id")).toBe(false);
   });
 
-  it("cancel POSTs to cancelUrl with keepalive, and sends nothing without one", async () => {
+  it("cancel POSTs to runs/{id}/cancel beside the endpoint (or cancelUrl) with keepalive", async () => {
     const seen: RequestInit[] = [];
     const { fetch, calls } = fakeFetch(() => jsonResponse(200, { cancelled: true }));
     const recording: typeof fetch = (input, init) => {
       seen.push(init ?? {});
       return fetch(input, init);
     };
-    await createHttpTransport({ api: "/api/chat/stream", fetch: recording }).cancel({ runId: "r", userId: "u" });
-    expect(calls).toHaveLength(0);
-    await createHttpTransport({ api: "/api/chat/stream", fetch: recording, cancelUrl: (runId) => `/api/runs/${runId}/cancel` }).cancel({
+    await createHttpTransport({ api: "/prefix/api/chat/stream", fetch: recording }).cancel({ runId: "r 1", userId: "u" });
+    await createHttpTransport({ api: "/api/chat/stream", fetch: recording, cancelUrl: (runId) => `/elsewhere/${runId}` }).cancel({
       runId: "r",
-      userId: "u",
+      userId: undefined,
     });
-    const url = new URL(calls[0]!.url);
-    expect(url.pathname).toBe("/api/runs/r/cancel");
-    expect(url.searchParams.get("user_id")).toBe("u");
-    expect(calls[0]!.method).toBe("POST");
-    expect(seen[0]!.keepalive).toBe(true);
+    const urls = calls.map((call) => new URL(call.url, "http://localhost/"));
+    expect(urls.map((url) => url.pathname)).toEqual(["/prefix/api/runs/r%201/cancel", "/elsewhere/r"]);
+    expect(urls.map((url) => url.searchParams.get("user_id"))).toEqual(["u", null]);
+    expect(calls.map((call) => call.method)).toEqual(["POST", "POST"]);
+    expect(seen.map((init) => init.keepalive)).toEqual([true, true]);
   });
 
   it("drives the store through a dropped connection: POST, then GET with Last-Event-ID", async () => {

@@ -4,7 +4,7 @@ reading of the Responses stream's text."""
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, TypedDict, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -27,6 +27,8 @@ __all__ = [
     "incomplete_reason",
     "public_url",
     "response_text",
+    "wire_incomplete_reason",
+    "wire_response_text",
 ]
 
 _Item = TypeVar("_Item")
@@ -133,6 +135,29 @@ def incomplete_reason(response: Response) -> FinishReason:
     return "content_filter" if details and details.reason == "content_filter" else "length"
 
 
+_TEXT_EVENTS: dict[Any, Callable[[str], Event]] = {
+    "response.output_text.delta": TextDelta,
+    "response.refusal.delta": TextDelta,
+    "response.reasoning_summary_text.delta": ReasoningDelta,
+    "response.reasoning_text.delta": ReasoningDelta,
+}
+
+
+def wire_response_text(event: dict[str, Any]) -> list[Event] | None:
+    """:func:`response_text` for the fast path, over the event's JSON data."""
+    kind = _TEXT_EVENTS.get(event.get("type"))
+    if kind is None:
+        return None
+    delta = event.get("delta")
+    return [kind(delta)] if delta else []
+
+
+def wire_incomplete_reason(response: dict[str, Any]) -> FinishReason:
+    """:func:`incomplete_reason` for the fast path, over the response's JSON data."""
+    details = response.get("incomplete_details")
+    return "content_filter" if details and details.get("reason") == "content_filter" else "length"
+
+
 class OpenAIOptions(TypedDict, total=False):
     """:class:`OpenAIBackendBase`'s keyword arguments besides ``model``, for a subclass that adds its own."""
 
@@ -143,6 +168,7 @@ class OpenAIOptions(TypedDict, total=False):
     system_prompt: str | None
     timeout_s: float
     max_retries: int
+    fast_path: bool
 
 
 class OpenAIBackendBase(TranslatingBackend["AsyncOpenAI", _Item]):
@@ -162,8 +188,10 @@ class OpenAIBackendBase(TranslatingBackend["AsyncOpenAI", _Item]):
         system_prompt: str | None = None,
         timeout_s: float = 60.0,
         max_retries: int = 2,
+        fast_path: bool = True,
     ) -> None:
         super().__init__()
+        self.fast_path = fast_path
         self.config = OpenAIConfig(
             "openai", model=model, base_url=base_url, api_key=api_key, timeout_s=timeout_s, max_retries=max_retries
         )

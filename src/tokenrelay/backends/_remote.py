@@ -1,5 +1,6 @@
 """What the backends that call a vendor's SDK share: a client made on first use, the stream counts, and the loop
-that turns the SDK's stream into events."""
+that turns the upstream stream into events — read by tokenrelay itself (the fast path, ``_wire.py``) or by the
+SDK."""
 
 from __future__ import annotations
 
@@ -78,15 +79,20 @@ class RemoteBackend(Generic[_ClientT]):
 
 
 class TranslatingBackend(RemoteBackend[_ClientT], Generic[_ClientT, _Item]):
-    """A remote backend whose stream is the SDK's stream, translated item by item.
+    """A remote backend whose stream is the upstream's stream, translated item by item.
 
-    A subclass says how to open the SDK's stream (:meth:`open_upstream`) and which :class:`Translator` reads it
-    (``translator``); errors are named for the backend's ``name``.
+    Two ways to read it, which give the same events: the fast path (``fast_path``, the default) sends the request
+    through the SDK but decodes the body itself into plain dicts (:meth:`open_wire`, read by ``wire_translator``);
+    the SDK path lets the SDK parse each item into its models (:meth:`open_upstream`, read by ``translator``).
+    Errors are named for the backend's ``name``.
     """
 
     name: str
     translator: Callable[[], Translator[_Item]]
-    """Makes a fresh translator for each stream (the translator class)."""
+    """Makes a fresh translator of the SDK's items for each stream (the translator class)."""
+    wire_translator: Callable[[], Translator[dict[str, Any]]]
+    """The same for the fast path: the items are the events' JSON data, as dicts."""
+    fast_path: bool = True
 
     def params(self, messages: Sequence[Message], options: GenerateOptions) -> dict[str, Any]:
         """The request body (less ``stream``), for this conversation and these overrides."""
@@ -100,15 +106,21 @@ class TranslatingBackend(RemoteBackend[_ClientT], Generic[_ClientT, _Item]):
         """
         raise NotImplementedError
 
+    async def open_wire(self, params: dict[str, Any]) -> Upstream[dict[str, Any]]:
+        """Send the streaming request through the SDK; its body, read by the fast path (``_wire.open_wire``)."""
+        raise NotImplementedError
+
     def stream(self, messages: Sequence[Message], options: GenerateOptions) -> AsyncGenerator[Event, None]:
         return self._translate(messages, options)
 
     async def _translate(self, messages: Sequence[Message], options: GenerateOptions) -> AsyncGenerator[Event, None]:
         # The request is sent when the stream is first iterated, inside the error mapping and the stream counts.
-        translator = self.translator()
+        fast = self.fast_path
+        translator: Translator[Any] = self.wire_translator() if fast else self.translator()
         with self.stats.track():
             with upstream_errors(self.name):
-                upstream = await self.open_upstream(self.params(messages, options))
+                params = self.params(messages, options)
+                upstream: Upstream[Any] = await (self.open_wire(params) if fast else self.open_upstream(params))
                 try:
                     async for item in upstream:
                         for event in translator.feed(item):

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 from tokenrelay.backends._errors import missing_extra, to_backend_error, upstream_errors
 from tokenrelay.backends._openai import OpenAIConfig, incomplete_reason, public_url, response_text
 from tokenrelay.backends._remote import RemoteBackend
-from tokenrelay.backends._tools import text_turn
+from tokenrelay.backends._tools import agents_input
 from tokenrelay.backends.base import BackendError, GenerateOptions, Message
 from tokenrelay.events import (
     Event,
@@ -119,7 +119,7 @@ def _field(raw: Any, name: str) -> str | None:
 
 
 def _input(messages: Sequence[Message]) -> list[TResponseInputItem]:
-    return [{"role": role, "content": content} for role, content in map(text_turn, messages)]
+    return agents_input(messages)
 
 
 @dataclass(slots=True)

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 from tokenrelay.backends._errors import missing_extra
 from tokenrelay.backends._openai import public_url
 from tokenrelay.backends._remote import TranslatingBackend, Upstream
-from tokenrelay.backends._tools import text_turn
+from tokenrelay.backends._tools import anthropic_turns, text_turn
+from tokenrelay.backends._wire import ANTHROPIC, open_wire
 from tokenrelay.backends.base import BackendError, GenerateOptions, Message
 from tokenrelay.events import (
     Event,
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
     from anthropic import AsyncAnthropic, AsyncStream
     from anthropic.types import RawContentBlockDeltaEvent, RawContentBlockStartEvent, RawMessageStreamEvent
 
-__all__ = ["AnthropicBackend", "MessagesTranslator"]
+__all__ = ["AnthropicBackend", "MessagesTranslator", "MessagesWireTranslator"]
 
 _STOP: dict[str, FinishReason] = {
     "end_turn": "stop",
@@ -50,14 +51,25 @@ _STOP: dict[str, FinishReason] = {
 }
 
 
-class MessagesTranslator:
-    """Messages stream events in, tokenrelay events out. Pure: no I/O, one instance per stream."""
+class _MessagesStream:
+    """What a Messages translator keeps between events, and how the stream must end."""
 
     def __init__(self) -> None:
         self.reason: FinishReason | None = None
         self.stopped = False
         self._input_tokens: int | None = None
         self._calls: dict[int, str] = {}  # content block index -> tool use id
+
+    def finish(self) -> FinishEvent:
+        if not self.stopped and self.reason is None:
+            raise BackendError(
+                "connection_error", "anthropic: the stream ended before the message was complete", retryable=True
+            )
+        return FinishEvent(self.reason or "stop")
+
+
+class MessagesTranslator(_MessagesStream):
+    """Messages stream events in, tokenrelay events out. Pure: no I/O, one instance per stream."""
 
     def feed(self, event: RawMessageStreamEvent) -> list[Event]:
         if event.type == "message_start":
@@ -105,12 +117,66 @@ class MessagesTranslator:
             return [ToolCallArgsDelta(call_id, delta.partial_json)] if delta.partial_json else []
         return []  # signature_delta, citations_delta: nothing to show
 
-    def finish(self) -> FinishEvent:
-        if not self.stopped and self.reason is None:
-            raise BackendError(
-                "connection_error", "anthropic: the stream ended before the message was complete", retryable=True
-            )
-        return FinishEvent(self.reason or "stop")
+
+class MessagesWireTranslator(_MessagesStream):
+    """:class:`MessagesTranslator` for the fast path: the same events, from each event's JSON data (a dict).
+
+    A server tool's result (rare, and dumped whole as the SDK's models dump it) is handed to the SDK's models.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._sdk = MessagesTranslator()
+
+    def feed(self, event: dict[str, Any]) -> list[Event]:
+        kind = event.get("type")
+        if kind == "content_block_delta":
+            return self._block_delta(event)
+        if kind == "content_block_start":
+            return self._block_start(event)
+        if kind == "message_start":
+            self._input_tokens = _wire_input_tokens(event["message"].get("usage"))
+        elif kind == "message_delta":
+            stop_reason = event["delta"].get("stop_reason")
+            if stop_reason is not None:
+                self.reason = _STOP.get(stop_reason, "stop")
+            usage = event["usage"]
+            inputs = _wire_input_tokens(usage) if usage.get("input_tokens") is not None else self._input_tokens
+            return [UsageEvent(inputs, usage.get("output_tokens"))]
+        elif kind == "message_stop":
+            self.stopped = True
+        return []
+
+    def _block_start(self, event: dict[str, Any]) -> list[Event]:
+        block, index = event["content_block"], event["index"]
+        kind = block.get("type")
+        if kind in ("tool_use", "server_tool_use", "mcp_tool_use"):
+            call_id = block.get("id") or f"toolu_{index}"
+            self._calls[index] = call_id
+            return [ToolCallStart(call_id, block.get("name") or "")]
+        if isinstance(block.get("tool_use_id"), str):
+            from anthropic.types import RawContentBlockStartEvent
+
+            return self._sdk._block_start(RawContentBlockStartEvent.construct(**event))
+        if kind == "text" and block.get("text"):
+            return [TextDelta(block["text"])]
+        if kind == "thinking" and block.get("thinking"):
+            return [ReasoningDelta(block["thinking"])]
+        return []
+
+    def _block_delta(self, event: dict[str, Any]) -> list[Event]:
+        delta = event["delta"]
+        kind = delta.get("type")
+        if kind == "text_delta":
+            text = delta.get("text")
+            return [TextDelta(text)] if text else []
+        if kind == "thinking_delta":
+            thinking = delta.get("thinking")
+            return [ReasoningDelta(thinking)] if thinking else []
+        if kind == "input_json_delta":
+            index, partial = event["index"], delta.get("partial_json")
+            return [ToolCallArgsDelta(self._calls.get(index, f"toolu_{index}"), partial)] if partial else []
+        return []  # signature_delta, citations_delta: nothing to show
 
 
 def _input_tokens(usage: Any) -> int | None:
@@ -120,6 +186,15 @@ def _input_tokens(usage: Any) -> int | None:
     ]
     known = [p for p in parts if isinstance(p, int)]
     return sum(known) if known else None
+
+
+def _wire_input_tokens(usage: dict[str, Any] | None) -> int | None:
+    """:func:`_input_tokens` over the usage's JSON data."""
+    if not usage:
+        return None
+    known = [usage.get(k) for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")]
+    counted = [k for k in known if isinstance(k, int)]
+    return sum(counted) if counted else None
 
 
 @functools.cache
@@ -160,6 +235,7 @@ class AnthropicBackend(TranslatingBackend["AsyncAnthropic", "RawMessageStreamEve
 
     name = "anthropic"
     translator = MessagesTranslator
+    wire_translator = MessagesWireTranslator
 
     def __init__(
         self,
@@ -173,6 +249,7 @@ class AnthropicBackend(TranslatingBackend["AsyncAnthropic", "RawMessageStreamEve
         thinking_budget: int | None = None,
         timeout_s: float = 60.0,
         max_retries: int = 2,
+        fast_path: bool = True,
     ) -> None:
         try:
             import anthropic  # noqa: F401
@@ -201,6 +278,7 @@ class AnthropicBackend(TranslatingBackend["AsyncAnthropic", "RawMessageStreamEve
         self.thinking_budget = thinking_budget
         self.timeout_s = timeout_s
         self.max_retries = max_retries
+        self.fast_path = fast_path
 
     def new_client(self) -> AsyncAnthropic:
         from anthropic import AsyncAnthropic
@@ -214,7 +292,7 @@ class AnthropicBackend(TranslatingBackend["AsyncAnthropic", "RawMessageStreamEve
         return {"model": self.model, "base_url": base_url, **self.stats.as_dict()}
 
     def params(self, messages: Sequence[Message], options: GenerateOptions) -> dict[str, Any]:
-        system, turns = anthropic_messages(messages)
+        system, turns = anthropic_turns(messages)
         if self.system_prompt:
             system.insert(0, self.system_prompt)
         params: dict[str, Any] = {
@@ -236,3 +314,7 @@ class AnthropicBackend(TranslatingBackend["AsyncAnthropic", "RawMessageStreamEve
     async def open_upstream(self, params: dict[str, Any]) -> Upstream[RawMessageStreamEvent]:
         stream: AsyncStream[RawMessageStreamEvent] = await self.client.messages.create(stream=True, **params)
         return stream
+
+    async def open_wire(self, params: dict[str, Any]) -> Upstream[dict[str, Any]]:
+        call = self.client.messages.with_streaming_response.create(stream=True, **params)
+        return await open_wire(call, ANTHROPIC, self.name)

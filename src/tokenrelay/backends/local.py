@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from tokenrelay.backends._stats import StreamStats
+from tokenrelay.backends._tools import plain_messages
 from tokenrelay.backends.base import BackendError, GenerateOptions, Message
 from tokenrelay.events import Event, FinishEvent, MetadataEvent, TextDelta, UsageEvent
 
@@ -33,6 +34,10 @@ __all__ = ["LocalBackend", "default_model_path"]
 log = logging.getLogger("tokenrelay.backends.local")
 
 _DONE = object()
+
+
+class _PromptTokens(int):
+    """Delivered by the worker once the prompt is evaluated: how many tokens it is."""
 
 
 def default_model_path() -> Path:
@@ -205,19 +210,23 @@ class LocalBackend:
         stop = threading.Event()
         max_tokens = options.max_tokens or self.max_tokens
         temperature = self.temperature if options.temperature is None else options.temperature
-        prompt = self._fit(messages, max_tokens)
+        prompt = self._fit(plain_messages(messages), max_tokens)
 
         def deliver(item: object) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, item)
 
         worker = loop.run_in_executor(self._worker(), self._sample, prompt, max_tokens, temperature, stop, deliver)
         produced = 0
+        prompt_tokens: int | None = None
         reason = "stop"
         try:
             while True:
                 item = await queue.get()
                 if item is _DONE:
                     break
+                if isinstance(item, _PromptTokens):
+                    prompt_tokens = int(item)
+                    continue
                 if isinstance(item, Exception):
                     raise BackendError("model_error", f"llama.cpp failed: {item}") from item
                 text = item["delta"].get("content")
@@ -226,7 +235,7 @@ class LocalBackend:
                     yield TextDelta(text)
                 if item.get("finish_reason"):
                     reason = item["finish_reason"]
-            yield UsageEvent(input_tokens=None, output_tokens=produced)
+            yield UsageEvent(input_tokens=prompt_tokens, output_tokens=produced)
             yield FinishEvent("length" if reason == "length" else "stop")
         finally:
             stop.set()
@@ -243,6 +252,18 @@ class LocalBackend:
         deliver: Callable[[object], None],
     ) -> None:
         """In the worker thread: run the sampler, delivering each chunk's choice, then an exception or ``_DONE``."""
+        counted = False
+
+        def count_prompt(input_ids: Any, scores: Any) -> Any:
+            # llama.cpp's streamed chunks carry no usage. When the sampler first runs, the chat template's prompt
+            # has just been evaluated, so the context holds exactly the prompt's tokens: the count llama.cpp's own
+            # non-streamed usage reports. The scores go on unchanged.
+            nonlocal counted
+            if not counted:
+                counted = True
+                deliver(_PromptTokens(self._llm.n_tokens))
+            return scores
+
         try:
             chunks = self._llm.create_chat_completion(
                 messages=prompt,
@@ -253,6 +274,7 @@ class LocalBackend:
                 top_k=self.top_k,
                 repeat_penalty=self.repeat_penalty,
                 seed=self.seed,
+                logits_processor=[count_prompt],
             )
             for chunk in chunks:
                 if stop.is_set():  # checked between two tokens: this is where cancellation lands

@@ -2,6 +2,8 @@
 
 :class:`AsyncClient` and :class:`Client` are two thin shells with the same methods around one I/O-free core
 (:mod:`tokenrelay.client.core`), which decides every attempt: what to request, how long to wait, when to give up.
+Their streams (:class:`AsyncRunStream`, :class:`RunStream`) know their run: ``stream.cancel()`` is the Stop, and
+leaving the loop only closes the connection (see :mod:`tokenrelay.client.stream`).
 """
 
 from __future__ import annotations
@@ -14,21 +16,45 @@ from tokenrelay.client.errors import (
     TokenrelayError,
     TokenrelayHTTPError,
 )
-from tokenrelay.client.events import ChatResult, Delta, Done, Other, StreamError, StreamEvent
+from tokenrelay.client.events import (
+    ChatResult,
+    Delta,
+    Done,
+    Metadata,
+    Other,
+    Reasoning,
+    StreamError,
+    StreamEvent,
+    ToolCall,
+    ToolCallDelta,
+    ToolCallRecord,
+    ToolResult,
+    Usage,
+)
+from tokenrelay.client.stream import AsyncRunStream, RunStream
 from tokenrelay.client.sync import Client
 
 __all__ = [
     "AsyncClient",
+    "AsyncRunStream",
     "ChatResult",
     "Client",
     "Delta",
     "Done",
     "IncompleteStreamError",
+    "Metadata",
     "Other",
+    "Reasoning",
     "Resume",
+    "RunStream",
     "StreamError",
     "StreamEvent",
     "TokenrelayConnectionError",
     "TokenrelayError",
     "TokenrelayHTTPError",
+    "ToolCall",
+    "ToolCallDelta",
+    "ToolCallRecord",
+    "ToolResult",
+    "Usage",
 ]

@@ -12,16 +12,20 @@ from tokenrelay.client import core
 from tokenrelay.client.errors import unreachable
 from tokenrelay.client.events import ChatResult, StreamEvent
 from tokenrelay.client.shell import Shell
+from tokenrelay.client.stream import AsyncRunStream
 
 __all__ = ["AsyncClient"]
 
 
-class AsyncClient(Shell[httpx.AsyncClient, AsyncGenerator[StreamEvent, None]]):
+class AsyncClient(Shell[httpx.AsyncClient, AsyncRunStream]):
     """``async for event in client.stream_chat("hi"): ...``
 
     A stream cut before its done frame (a network switch, a proxy's idle timeout, a restarted instance) is resumed
     by itself from the last event id (``resume``); the caller sees one unbroken stream. ``token`` is sent as a
     bearer token.
+
+    Stop is ``await stream.cancel()`` (or :meth:`cancel` with the run's id): leaving the loop only closes the
+    connection, and the server keeps the run for a resume (see :mod:`tokenrelay.client.stream`).
     """
 
     async def __aenter__(self) -> AsyncClient:
@@ -37,8 +41,11 @@ class AsyncClient(Shell[httpx.AsyncClient, AsyncGenerator[StreamEvent, None]]):
     async def chat(self, message: str, *, user_id: str | None = None, conversation_id: str | None = None) -> ChatResult:
         """The whole answer, collected from :meth:`stream_chat`."""
         result = ChatResult("", "", None, None)
-        async for event in self.stream_chat(message, user_id=user_id, conversation_id=conversation_id):
+        stream = self.stream_chat(message, user_id=user_id, conversation_id=conversation_id)
+        async for event in stream:
             result.add(event)
+        result.run_id = result.run_id or stream.run_id
+        result.conversation_id = result.conversation_id or stream.conversation_id
         return result
 
     async def cancel(self, run_id: str, *, user_id: str | None = None) -> bool:
@@ -58,7 +65,10 @@ class AsyncClient(Shell[httpx.AsyncClient, AsyncGenerator[StreamEvent, None]]):
         except httpx.ConnectError as exc:
             raise unreachable(self._http.base_url, exc) from exc
 
-    async def _follow(self, attempts: core.Attempts) -> AsyncGenerator[StreamEvent, None]:
+    def _follow(self, attempts: core.Attempts) -> AsyncRunStream:
+        return AsyncRunStream(attempts, self._events(attempts), self._send)
+
+    async def _events(self, attempts: core.Attempts) -> AsyncGenerator[StreamEvent, None]:
         while (request := attempts.next_request()) is not None:
             if request.delay:
                 await asyncio.sleep(request.delay)
@@ -67,6 +77,8 @@ class AsyncClient(Shell[httpx.AsyncClient, AsyncGenerator[StreamEvent, None]]):
                     if not attempts.accepts(response):
                         attempts.refused(response, await response.aread())
                         continue
+                    if cancel := attempts.pending_cancel():
+                        await self._send(cancel)
                     async for chunk in response.aiter_raw():
                         for event in attempts.feed(chunk):
                             yield event

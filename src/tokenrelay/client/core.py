@@ -136,6 +136,8 @@ class Attempts:
             try:
                 response = send(request)                     # I/O
                 if attempts.accepts(response):
+                    if cancel := attempts.pending_cancel():
+                        send(cancel)                         # I/O: a Stop asked for before the run was named
                     for chunk in response's bytes:           # I/O
                         yield from attempts.feed(chunk)
                 else:
@@ -161,6 +163,7 @@ class Attempts:
         self.policy = policy
         self.follower = Follower(str(after) if after else "")
         self.run_id = run_id
+        self.conversation_id: str | None = None
         self._body = body  # the chat's POST body; None when following a run by id
         self._user_id = user_id
         self._sent = 0  # requests sent: 1 while the first one is answered
@@ -168,6 +171,7 @@ class Attempts:
         self._nothing_more = False  # the first answer was a 204: a finished run with nothing after ``after``
         self.failures = 0  # resumes in a row without progress
         self._seen = ""  # the last event id when progress was last counted
+        self._cancel_wanted = False  # a cancel asked for before the server named the run
 
     @classmethod
     def chat(cls, policy: Resume, message: str, user_id: str | None, conversation_id: str | None) -> Attempts:
@@ -187,6 +191,29 @@ class Attempts:
     @property
     def _first(self) -> bool:
         return self._sent == 1
+
+    @property
+    def started(self) -> bool:
+        """Whether a request was sent: before that, there is no run to stop."""
+        return self._sent > 0
+
+    def cancel(self) -> Request | None:
+        """The request that stops this stream's run, to send now; ``None`` while the server has not named the run.
+
+        A cancel asked for while the chat's POST is still unanswered is remembered, and :meth:`pending_cancel` hands
+        it over as soon as the answer names the run.
+        """
+        if self.run_id is None:
+            self._cancel_wanted = True
+            return None
+        return cancel_request(self.run_id, self._user_id)
+
+    def pending_cancel(self) -> Request | None:
+        """The cancel asked for before the run was named, once the run is: the shell sends it, once."""
+        if not self._cancel_wanted or self.run_id is None:
+            return None
+        self._cancel_wanted = False
+        return cancel_request(self.run_id, self._user_id)
 
     def next_request(self) -> Request | None:
         """The request to send now, or ``None`` when there is none left to try (then call :meth:`end`)."""
@@ -224,6 +251,7 @@ class Attempts:
             return False
         if self._body is not None:
             self.run_id = response.headers.get("x-run-id")
+        self.conversation_id = response.headers.get("x-conversation-id") or self.conversation_id
         return True
 
     def refused(self, response: httpx.Response, body: bytes) -> None:

@@ -15,7 +15,7 @@ Stream = TypeVar("Stream")
 
 
 class Shell(Generic[HTTP, Stream]):
-    """A client over one ``httpx`` client (``HTTP``), whose streams are ``Stream`` (an async or a sync generator).
+    """A client over one ``httpx`` client (``HTTP``), whose streams are ``Stream`` (an async or a sync run stream).
 
     A subclass does the I/O: it opens its ``httpx`` client (:meth:`_open`) and runs the core's loop
     (:meth:`_follow`, see :class:`~tokenrelay.client.core.Attempts`); every decision is the core's.
@@ -35,8 +35,18 @@ class Shell(Generic[HTTP, Stream]):
         self._http: HTTP = http if http is not None else self._open(http_options(base_url, headers, token, timeout))
         self.resume = resume or Resume()
 
+    @property
+    def base_url(self) -> str:
+        """The server's URL, as requests are sent to it."""
+        return str(self._http.base_url)
+
     def stream_chat(self, message: str, *, user_id: str | None = None, conversation_id: str | None = None) -> Stream:
-        """Send a message and stream the answer's events, resuming a cut stream from its last event id."""
+        """Send a message and stream the answer's events, resuming a cut stream from its last event id.
+
+        The stream is an iterator of events with the run's ``run_id`` and ``conversation_id`` (once the server has
+        answered) and a ``cancel()``, the Stop. Leaving the loop only closes the connection, and the server keeps
+        the run for a resume: see :mod:`tokenrelay.client.stream`.
+        """
         return self._follow(Attempts.chat(self.resume, message, user_id, conversation_id))
 
     def stream_run(self, run_id: str, *, after: int = 0, user_id: str | None = None) -> Stream:

@@ -12,11 +12,12 @@ from tokenrelay.client import core
 from tokenrelay.client.errors import unreachable
 from tokenrelay.client.events import ChatResult, StreamEvent
 from tokenrelay.client.shell import Shell
+from tokenrelay.client.stream import RunStream
 
 __all__ = ["Client"]
 
 
-class Client(Shell[httpx.Client, Generator[StreamEvent, None, None]]):
+class Client(Shell[httpx.Client, RunStream]):
     """The synchronous twin of :class:`~tokenrelay.client.AsyncClient`, resuming cut streams the same way."""
 
     def __enter__(self) -> Client:
@@ -32,8 +33,11 @@ class Client(Shell[httpx.Client, Generator[StreamEvent, None, None]]):
     def chat(self, message: str, *, user_id: str | None = None, conversation_id: str | None = None) -> ChatResult:
         """The whole answer, collected from :meth:`stream_chat`."""
         result = ChatResult("", "", None, None)
-        for event in self.stream_chat(message, user_id=user_id, conversation_id=conversation_id):
+        stream = self.stream_chat(message, user_id=user_id, conversation_id=conversation_id)
+        for event in stream:
             result.add(event)
+        result.run_id = result.run_id or stream.run_id
+        result.conversation_id = result.conversation_id or stream.conversation_id
         return result
 
     def cancel(self, run_id: str, *, user_id: str | None = None) -> bool:
@@ -53,7 +57,10 @@ class Client(Shell[httpx.Client, Generator[StreamEvent, None, None]]):
         except httpx.ConnectError as exc:
             raise unreachable(self._http.base_url, exc) from exc
 
-    def _follow(self, attempts: core.Attempts) -> Generator[StreamEvent, None, None]:
+    def _follow(self, attempts: core.Attempts) -> RunStream:
+        return RunStream(attempts, self._events(attempts), self._send)
+
+    def _events(self, attempts: core.Attempts) -> Generator[StreamEvent, None, None]:
         while (request := attempts.next_request()) is not None:
             if request.delay:
                 time.sleep(request.delay)
@@ -62,6 +69,8 @@ class Client(Shell[httpx.Client, Generator[StreamEvent, None, None]]):
                     if not attempts.accepts(response):
                         attempts.refused(response, response.read())
                         continue
+                    if cancel := attempts.pending_cancel():
+                        self._send(cancel)
                     for chunk in response.iter_raw():
                         yield from attempts.feed(chunk)
             except httpx.TransportError as exc:

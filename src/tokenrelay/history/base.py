@@ -3,7 +3,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from tokenrelay.messages import Message, Role
+from tokenrelay.messages import Message, Part, Role
 
 __all__ = ["Conversation", "History", "MessageStatus", "StoredMessage", "title_for"]
 
@@ -12,6 +12,12 @@ MessageStatus = Literal["complete", "cancelled", "failed"]
 
 @dataclass(frozen=True, slots=True)
 class StoredMessage:
+    """A message as the history keeps it: the :class:`~tokenrelay.messages.Message` and how its answer ended.
+
+    ``content`` is any ``str`` (NUL, lone surrogates included): every history gives it back character for
+    character.
+    """
+
     role: Role
     content: str
     status: MessageStatus = "complete"
@@ -20,9 +26,11 @@ class StoredMessage:
     error_code: str | None = None
     """For a failed answer: the error's code (``model_error``, ``interrupted``...)."""
     output_tokens: int | None = None
+    parts: tuple[Part, ...] = ()
+    """What the message was made of, in order (see :mod:`tokenrelay.messages`); empty: it is its text alone."""
 
     def as_message(self) -> Message:
-        return Message(self.role, self.content)
+        return Message(self.role, self.content, self.parts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +54,10 @@ class History(Protocol):
     id are two conversations.
     """
 
+    async def check(self) -> None:
+        """Return when the history answers; raise :class:`~tokenrelay.errors.StoreUnavailable` when it does not."""
+        ...
+
     async def start(self) -> None:
         """Connect (and bring the schema up to date); called once before use."""
         ...
@@ -54,8 +66,12 @@ class History(Protocol):
         """The conversation's messages, oldest first (the most recent ones, if the store keeps a bound)."""
         ...
 
-    async def add(self, user_id: str, conversation_id: str, message: StoredMessage) -> None:
-        """Append a message, creating the conversation if it is new."""
+    async def add(self, user_id: str, conversation_id: str, message: StoredMessage, *, create: bool = True) -> bool:
+        """Append a message, creating the conversation if it is new; whether it was written.
+
+        ``create=False`` appends only to a conversation that exists: an answer whose conversation was deleted
+        while it ran is dropped (``False``) rather than bringing the conversation back.
+        """
         ...
 
     async def conversations(self, user_id: str, *, limit: int = 50) -> list[Conversation]:

@@ -2,8 +2,13 @@
 
 - A question is stored as it is asked; a run's answer when the run ends (:meth:`Conversations.save_answer`), every
   ending included, so the conversation shows an answer that failed or was stopped.
-- The model's context is the stored turns with empty answers left out, and of answers in a row (regenerates) only
-  the latest: the history is a log, the context the conversation as it stands.
+- An answer is saved as its parts (text, reasoning, tool calls and results, metadata) and how it ended (usage,
+  error, finish): a run that reported an error is saved as ``failed`` even when a finish came after it.
+- An answer is only ever added to a conversation that is still there: a conversation deleted while its run was
+  going stays deleted.
+- The model's context is the stored turns with empty answers left out (no text and no tool turn: a run stopped
+  before its first token), and of answers in a row (regenerates) only the latest: the history is a log, the
+  context the conversation as it stands.
 - ``regenerate`` asks the last question again instead of asking it twice.
 - A run started with :data:`STATELESS` in its extras (OpenAI's stateless API) is not a conversation: its answer is
   not written. The flag rides on the run, so whichever instance records the run's end sees it.
@@ -13,20 +18,32 @@ Nothing here knows of HTTP or of backends: only the history, the messages and a 
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from typing import Final, Protocol
 
 from tokenrelay.events import ErrorEvent, FinishReason, UsageEvent
 from tokenrelay.history.base import History, MessageStatus, StoredMessage
-from tokenrelay.messages import Message
+from tokenrelay.messages import (
+    ErrorPart,
+    FinishPart,
+    Message,
+    Part,
+    TextPart,
+    ToolCallPart,
+    ToolResultPart,
+    UsagePart,
+)
 
-__all__ = ["STATELESS", "Conversations", "Outcome", "context", "is_stateless"]
+__all__ = ["STATELESS", "Conversations", "Outcome", "answer_message", "context", "is_stateless"]
 
 STATELESS: Final[Mapping[str, str]] = {"stateless": "1"}
 """The run extras of a conversation that is not history: ``RunManager.start(..., extra=dict(STATELESS))``."""
 
 _STATUS: Final[Mapping[FinishReason, MessageStatus]] = {"cancelled": "cancelled", "error": "failed"}
+
+log = logging.getLogger("tokenrelay.history")
 
 
 class Outcome(Protocol):
@@ -40,6 +57,11 @@ class Outcome(Protocol):
     def conversation_id(self) -> str: ...
     @property
     def text(self) -> str: ...
+    @property
+    def parts(self) -> Sequence[Part]:
+        """What the answer said, in order (``tokenrelay.messages.answer_parts``); empty: its text alone."""
+        ...
+
     @property
     def reason(self) -> FinishReason: ...
     @property
@@ -55,11 +77,16 @@ def is_stateless(extra: Mapping[str, str]) -> bool:
     return extra.get("stateless") == STATELESS["stateless"]
 
 
+def _says_something(message: StoredMessage) -> bool:
+    """Whether a model should see ``message``: it has text, or a tool turn (a call, a result)."""
+    return bool(message.content) or any(isinstance(p, ToolCallPart | ToolResultPart) for p in message.parts)
+
+
 def context(earlier: Sequence[StoredMessage]) -> list[Message]:
     """The turns a model sees: empty answers dropped, and of answers in a row (a regenerate) only the last."""
     out: list[Message] = []
     for m in earlier:
-        if not m.content:
+        if not _says_something(m):
             continue
         if m.role == "assistant" and out and out[-1].role == "assistant":
             out[-1] = m.as_message()
@@ -111,25 +138,40 @@ class Conversations:
             return
         now = time.time()
         for message in transcript:
-            if message.content:
-                await self.history.add(
-                    user_id, conversation_id, StoredMessage(message.role, message.content, created_at=now)
-                )
+            if message.content or message.parts:
+                stored = StoredMessage(message.role, message.content, created_at=now, parts=message.parts)
+                await self.history.add(user_id, conversation_id, stored)
 
     async def save_answer(self, outcome: Outcome) -> None:
-        """Write a run's answer to its conversation, however the run ended (an empty answer too)."""
+        """Write a run's answer to its conversation, however the run ended (an empty answer too), unless the
+        conversation was deleted meanwhile."""
         if is_stateless(outcome.extra):
             return
-        await self.history.add(
-            outcome.user_id,
-            outcome.conversation_id,
-            StoredMessage(
-                "assistant",
-                outcome.text,
-                status=_STATUS.get(outcome.reason, "complete"),
-                run_id=outcome.run_id,
-                created_at=time.time(),
-                error_code=outcome.error.code if outcome.error is not None else None,
-                output_tokens=outcome.usage.output_tokens if outcome.usage is not None else None,
-            ),
+        written = await self.history.add(
+            outcome.user_id, outcome.conversation_id, answer_message(outcome, time.time()), create=False
         )
+        if not written:
+            log.info("run %s: its conversation was deleted; the answer is not saved", outcome.run_id)
+
+
+def answer_message(outcome: Outcome, created_at: float) -> StoredMessage:
+    """The message a run's outcome is saved as: its parts, then how it ended (usage, error, finish)."""
+    said: list[Part] = list(outcome.parts) if outcome.parts else ([TextPart(outcome.text)] if outcome.text else [])
+    if outcome.usage is not None:
+        said.append(UsagePart(outcome.usage.input_tokens, outcome.usage.output_tokens))
+    error = outcome.error
+    if error is not None:
+        said.append(ErrorPart(error.code, error.message, error.retryable))
+    said.append(FinishPart(outcome.reason))
+    # An error is how the answer ended, whatever finish the backend sent after it.
+    status: MessageStatus = "failed" if error is not None else _STATUS.get(outcome.reason, "complete")
+    return StoredMessage(
+        "assistant",
+        outcome.text,
+        status=status,
+        run_id=outcome.run_id,
+        created_at=created_at,
+        error_code=error.code if error is not None else None,
+        output_tokens=outcome.usage.output_tokens if outcome.usage is not None else None,
+        parts=tuple(said),
+    )

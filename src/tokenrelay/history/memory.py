@@ -24,6 +24,9 @@ class MemoryHistory:
         self.max_messages = max_messages
         self._conversations: OrderedDict[tuple[str, str], _Conversation] = OrderedDict()
 
+    async def check(self) -> None:
+        return None  # nothing to reach
+
     async def start(self) -> None:
         return None
 
@@ -35,10 +38,12 @@ class MemoryHistory:
         self._conversations.move_to_end(key)
         return list(conversation.messages)
 
-    async def add(self, user_id: str, conversation_id: str, message: StoredMessage) -> None:
+    async def add(self, user_id: str, conversation_id: str, message: StoredMessage, *, create: bool = True) -> bool:
         key = (user_id, conversation_id)
         conversation = self._conversations.get(key)
         if conversation is None:
+            if not create:
+                return False
             title = title_for(message.content) if message.role == "user" else ""
             conversation = self._conversations[key] = _Conversation(title, message.created_at, message.created_at)
         self._conversations.move_to_end(key)
@@ -47,6 +52,7 @@ class MemoryHistory:
         del conversation.messages[: -self.max_messages]
         while len(self._conversations) > self.max_conversations:
             self._conversations.popitem(last=False)
+        return True
 
     async def conversations(self, user_id: str, *, limit: int = 50) -> list[Conversation]:
         mine = [

@@ -10,14 +10,19 @@ Schema (``messages.user_id`` repeats the owner so that every query filters on th
 - ``conversations(user_id, id, title, created_at, updated_at)``, primary key ``(user_id, id)``: conversation ids
   are chosen by clients, so they are scoped per user.
 - ``messages(id, user_id, conversation_id, role, content, status, run_id, error_code, output_tokens,
-  created_at)``; ``status`` is ``complete``, ``cancelled`` (partial text) or ``failed`` (partial text, with
-  ``error_code``). Deleting a conversation deletes its messages.
+  created_at, parts, encoding)``; ``status`` is ``complete``, ``cancelled`` (partial text) or ``failed`` (partial
+  text, with ``error_code``); ``parts`` is the message's parts as JSON and ``encoding`` marks a content stored
+  encoded because no database could hold it as text (the encoding: :mod:`tokenrelay.history.codec`). Deleting a
+  conversation deletes its messages.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import weakref
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,15 +42,20 @@ try:
         delete,
         event,
         select,
+        text,
+        update,
     )
     from sqlalchemy.dialects.postgresql import insert as pg_insert
     from sqlalchemy.dialects.sqlite import insert as sqlite_insert
     from sqlalchemy.engine import Connection, make_url
-    from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError("the SQL history needs SQLAlchemy: pip install 'tokenrelay[sql]'") from exc
 
+from tokenrelay.errors import StoreUnavailable
 from tokenrelay.history.base import Conversation, MessageStatus, StoredMessage, title_for
+from tokenrelay.history.batch import UNREACHABLE, WriteBatcher
+from tokenrelay.history.codec import decode_parts, decode_text, encode_parts, encode_text, storable
 
 __all__ = ["SQLHistory", "conversations", "messages", "metadata", "normalize_url"]
 
@@ -75,6 +85,8 @@ messages = Table(
     Column("error_code", String(64), nullable=True),
     Column("output_tokens", Integer, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("parts", Text, nullable=True),
+    Column("encoding", String(16), nullable=True),
     ForeignKeyConstraint(
         ["user_id", "conversation_id"],
         ["conversations.user_id", "conversations.id"],
@@ -117,10 +129,45 @@ def _ts(value: datetime) -> float:
     return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
 
 
+@dataclass(frozen=True, slots=True)
+class _Add:
+    user_id: str
+    conversation_id: str
+    message: StoredMessage
+    create: bool
+
+
+@contextlib.contextmanager
+def _reachable() -> Iterator[None]:
+    """A database that cannot be reached (or written: a read-only file, a full disk) is unavailable, for the
+    server to answer 503 and retry later; any other error stays what it is."""
+    try:
+        yield
+    except UNREACHABLE as exc:
+        raise StoreUnavailable(f"the history database is unavailable: {type(exc).__name__}") from exc
+
+
+def _stored(row: Any) -> StoredMessage:
+    content = decode_text(row.content, row.encoding)
+    return StoredMessage(
+        role=row.role,
+        content=content,
+        status=row.status,
+        run_id=row.run_id,
+        created_at=_ts(row.created_at),
+        error_code=row.error_code,
+        output_tokens=row.output_tokens,
+        parts=decode_parts(row.parts, content),
+    )
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")  # off by default in SQLite: needed for ON DELETE CASCADE
     cursor.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer
+    # In WAL mode NORMAL syncs at checkpoints, not at each commit: a commit can be lost to a power cut (never to a
+    # crash of the process), and the file is never corrupted. A commit per saved answer then costs no fsync.
+    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=5000")
     cursor.close()
 
@@ -168,6 +215,14 @@ class SQLHistory:
         self.engine = engine or create_async_engine(self.url, connect_args=connect_args, pool_pre_ping=True)
         if self.dialect == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        self._writes: WriteBatcher[_Add] = WriteBatcher(self.engine, self._write)
+
+    async def check(self) -> None:
+        try:
+            async with asyncio.timeout(2.0), self.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except Exception as exc:
+            raise StoreUnavailable(f"the history database is unreachable: {type(exc).__name__}") from exc
 
     async def start(self) -> None:
         if self.migrate_on_start:
@@ -181,60 +236,75 @@ class SQLHistory:
             await conn.commit()
 
     async def close(self) -> None:
+        await self._writes.close()
         await self.engine.dispose()
 
     async def load(self, user_id: str, conversation_id: str) -> list[StoredMessage]:
         m = messages.c
         query = (
-            select(m.role, m.content, m.status, m.run_id, m.created_at, m.error_code, m.output_tokens)
+            select(
+                m.role, m.content, m.status, m.run_id, m.created_at, m.error_code, m.output_tokens, m.parts, m.encoding
+            )
             .where(m.user_id == user_id, m.conversation_id == conversation_id)
             .order_by(m.id.desc())
             .limit(self.max_messages)
         )
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
-        return [
-            StoredMessage(
-                role=row.role,
-                content=row.content,
-                status=row.status,
-                run_id=row.run_id,
-                created_at=_ts(row.created_at),
-                error_code=row.error_code,
-                output_tokens=row.output_tokens,
-            )
-            for row in reversed(rows)
-        ]
+        with _reachable():
+            async with self.engine.connect() as conn:
+                rows = (await conn.execute(query)).all()
+        return [_stored(row) for row in reversed(rows)]
 
-    async def add(self, user_id: str, conversation_id: str, message: StoredMessage) -> None:
-        when = _when(message.created_at)
+    async def add(self, user_id: str, conversation_id: str, message: StoredMessage, *, create: bool = True) -> bool:
+        # Batched with the writes waiting at the same moment (history.batch): one commit for a burst of runs.
+        with _reachable():
+            return await self._writes.submit(_Add(user_id, conversation_id, message, create))
+
+    async def _write(self, conn: AsyncConnection, add: _Add) -> bool:
+        when = _when(add.message.created_at)
+        content, encoding = encode_text(add.message.content)
+        status: MessageStatus = add.message.status
+        if add.create:
+            await conn.execute(self._upsert(add.user_id, add.conversation_id, add.message, when))
+        else:
+            # Only into a conversation that is still there: the UPDATE locks its row until the transaction ends,
+            # so a delete either comes first (nothing is written) or after (and removes this too).
+            c = conversations.c
+            touched = await conn.execute(
+                update(conversations)
+                .where(c.user_id == add.user_id, c.id == add.conversation_id)
+                .values(updated_at=when)
+            )
+            if not touched.rowcount:
+                return False
+        await conn.execute(
+            messages.insert().values(
+                user_id=add.user_id,
+                conversation_id=add.conversation_id,
+                role=add.message.role,
+                content=content,
+                encoding=encoding,
+                parts=encode_parts(add.message.parts, add.message.content),
+                status=status,
+                run_id=add.message.run_id,
+                error_code=add.message.error_code,
+                output_tokens=add.message.output_tokens,
+                created_at=when,
+            )
+        )
+        return True
+
+    def _upsert(self, user_id: str, conversation_id: str, message: StoredMessage, when: datetime) -> Any:
         insert = pg_insert if self.dialect == "postgresql" else sqlite_insert
         upsert = insert(conversations).values(
             user_id=user_id,
             id=conversation_id,
-            title=title_for(message.content) if message.role == "user" else "",
+            title=storable(title_for(message.content)) if message.role == "user" else "",
             created_at=when,
             updated_at=when,
         )
-        upsert = upsert.on_conflict_do_update(
+        return upsert.on_conflict_do_update(
             index_elements=["user_id", "id"], set_={"updated_at": upsert.excluded.updated_at}
         )
-        status: MessageStatus = message.status
-        async with self.engine.begin() as conn:
-            await conn.execute(upsert)
-            await conn.execute(
-                messages.insert().values(
-                    user_id=user_id,
-                    conversation_id=conversation_id,
-                    role=message.role,
-                    content=message.content,
-                    status=status,
-                    run_id=message.run_id,
-                    error_code=message.error_code,
-                    output_tokens=message.output_tokens,
-                    created_at=when,
-                )
-            )
 
     async def conversations(self, user_id: str, *, limit: int = 50) -> list[Conversation]:
         c = conversations.c
@@ -244,11 +314,16 @@ class SQLHistory:
             .order_by(c.updated_at.desc(), c.id)
             .limit(limit)
         )
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
+        with _reachable():
+            async with self.engine.connect() as conn:
+                rows = (await conn.execute(query)).all()
         return [Conversation(row.id, row.title, _ts(row.created_at), _ts(row.updated_at)) for row in rows]
 
     async def delete(self, user_id: str, conversation_id: str) -> bool:
+        with _reachable():
+            return await self._delete(user_id, conversation_id)
+
+    async def _delete(self, user_id: str, conversation_id: str) -> bool:
         async with self.engine.begin() as conn:
             # The foreign key cascades; deleting the messages first as well keeps that true on a database whose
             # foreign keys are off (a SQLite file opened by another tool, for instance).

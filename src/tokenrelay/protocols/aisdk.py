@@ -17,6 +17,14 @@ Frames carry the run's sequence ids (``id:``) like every tokenrelay stream: the 
 carries its id, so resuming after it is exact. Part ids are counters (``text-1``, ``reasoning-2``), not sequence
 ids, so they come out the same however the deltas were coalesced — which is what lets a resume after an event id
 catch up with :meth:`AISDKEncoder.prime` and continue the same parts.
+
+A resumed stream is read by a fresh stream parser: the ``ai`` package keeps its open parts per stream, and refuses a
+``text-delta`` (or ``-end``) for a part that stream has not started. So a resume re-opens what was in flight when
+the client's id was written, each only when the run next touches it: ``text-start`` / ``reasoning-start`` (same
+id) before an open part's next delta (a part that ends before saying more is left alone); ``tool-input-start`` with
+the arguments so far as one ``tool-input-delta`` before a streaming tool call's next fragment; the settled
+``tool-input-available`` (or ``tool-input-error``) again before the result of a call that was waiting for it. The
+SDK then shows the continuation of a text or reasoning part as a part of its own.
 """
 
 from __future__ import annotations
@@ -77,9 +85,13 @@ class AISDKEncoder:
         self._reasoning: bytes | None = None
         self._tool_names: dict[str, str] = {}
         self._pending_inputs: dict[str, list[str]] = {}  # tool calls whose arguments may still grow
+        self._inputs: dict[str, bytes] = {}  # settled tool inputs (their chunk), kept until the call's result
         self._step_done = False  # a tool result arrived: the model's next words are a new step
         self._usage: UsageEvent | None = None
         self._out: list[bytes] = []
+        # After a resume: parts and tool calls in flight that this connection's reader has not seen start.
+        self._reopen: set[bytes] = set()
+        self._reopen_calls: set[str] = set()
 
     def open(self) -> bytes:
         if self._started:
@@ -101,6 +113,8 @@ class AISDKEncoder:
         for item in earlier:
             self._event(item.event)
         self._out.clear()
+        self._reopen = {part for part in (self._text, self._reasoning) if part is not None}
+        self._reopen_calls = set(self._tool_names)  # the calls still waiting for their result
 
     def encode(self, batch: Sequence[StoredEvent]) -> bytes:
         frames: list[bytes] = []
@@ -124,6 +138,8 @@ class AISDKEncoder:
                     self._settle()
                     self._text = self._new_part("text")
                     self._out.append(b'{"type":"text-start","id":%s}' % self._text)
+                elif self._reopen:
+                    self._reopen_part(self._text, b"text")
                 self._out.append(b'{"type":"text-delta","id":%s,"delta":%s}' % (self._text, _json(event.text)))
             case "reasoning-delta":
                 self._reasoning_delta(event.text)
@@ -150,7 +166,14 @@ class AISDKEncoder:
             self._settle()
             self._reasoning = self._new_part("reasoning")
             self._out.append(b'{"type":"reasoning-start","id":%s}' % self._reasoning)
+        elif self._reopen:
+            self._reopen_part(self._reasoning, b"reasoning")
         self._out.append(b'{"type":"reasoning-delta","id":%s,"delta":%s}' % (self._reasoning, _json(text)))
+
+    def _reopen_part(self, part: bytes, kind: bytes) -> None:
+        if part in self._reopen:
+            self._reopen.discard(part)
+            self._out.append(b'{"type":"%s-start","id":%s}' % (kind, part))
 
     def _tool_call_start(self, event: ToolCallStart) -> None:
         self._settle(tools=False)
@@ -162,14 +185,29 @@ class AISDKEncoder:
     def _tool_call_args(self, event: ToolCallArgsDelta) -> None:
         pending = self._pending_inputs.get(event.call_id)
         if pending is not None:
+            if event.call_id in self._reopen_calls:
+                self._reopen_input(event.call_id, "".join(pending))
             pending.append(event.delta)
             delta = {"type": "tool-input-delta", "toolCallId": event.call_id, "inputTextDelta": event.delta}
             self._out.append(_json(delta))
 
+    def _reopen_input(self, call_id: str, so_far: str) -> None:
+        """Start a tool call's input again for a resumed reader, with the arguments it streamed so far."""
+        self._reopen_calls.discard(call_id)
+        chunk = {"type": "tool-input-start", "toolCallId": call_id, "toolName": self._tool_names[call_id]}
+        self._out.append(_json({**chunk, "providerExecuted": True}))
+        if so_far:
+            self._out.append(_json({"type": "tool-input-delta", "toolCallId": call_id, "inputTextDelta": so_far}))
+
     def _tool_call_result(self, event: ToolCallResult) -> None:
         if event.call_id in self._pending_inputs:
             self._input_available(event.call_id)
-        if event.call_id in self._tool_names:
+        elif event.call_id in self._reopen_calls:
+            # A resumed reader may not hold the call: its settled input again, so the result has a part to land in.
+            self._reopen_calls.discard(event.call_id)
+            self._out.append(self._inputs[event.call_id])
+        if self._tool_names.pop(event.call_id, None) is not None:
+            self._inputs.pop(event.call_id, None)
             chunk = (
                 {"type": "tool-output-error", "toolCallId": event.call_id, "errorText": event.output}
                 if event.is_error
@@ -184,11 +222,12 @@ class AISDKEncoder:
 
     def _settle(self, *, tools: bool = True) -> None:
         """Close the open text or reasoning part (and, unless a tool call follows, the pending tool inputs)."""
+        # A part still waiting to be re-opened ends unseen: its end would name a part this reader never started.
         if self._text is not None:
-            self._out.append(b'{"type":"text-end","id":%s}' % self._text)
+            self._end_part(self._text, b"text")
             self._text = None
         if self._reasoning is not None:
-            self._out.append(b'{"type":"reasoning-end","id":%s}' % self._reasoning)
+            self._end_part(self._reasoning, b"reasoning")
             self._reasoning = None
         if tools:
             for call_id in list(self._pending_inputs):
@@ -198,17 +237,28 @@ class AISDKEncoder:
             self._out.append(b'{"type":"finish-step"}')
             self._out.append(b'{"type":"start-step"}')
 
+    def _end_part(self, part: bytes, kind: bytes) -> None:
+        if part in self._reopen:
+            self._reopen.discard(part)
+        else:
+            self._out.append(b'{"type":"%s-end","id":%s}' % (kind, part))
+
     def _input_available(self, call_id: str) -> None:
         raw = "".join(self._pending_inputs.pop(call_id))
         name = self._tool_names[call_id]
+        # The settled input creates the tool part when a resumed reader has none: nothing to re-open first.
+        self._reopen_calls.discard(call_id)
+        chunk: dict[str, Any]
         try:
             parsed: Any = json.loads(raw) if raw.strip() else {}
         except ValueError as exc:
-            error = {"type": "tool-input-error", "toolCallId": call_id, "toolName": name, "input": raw}
-            self._out.append(_json({**error, "errorText": f"invalid JSON arguments: {exc}", "providerExecuted": True}))
-            return
-        chunk = {"type": "tool-input-available", "toolCallId": call_id, "toolName": name, "input": parsed}
-        self._out.append(_json({**chunk, "providerExecuted": True}))
+            chunk = {"type": "tool-input-error", "toolCallId": call_id, "toolName": name, "input": raw}
+            chunk["errorText"] = f"invalid JSON arguments: {exc}"
+        else:
+            chunk = {"type": "tool-input-available", "toolCallId": call_id, "toolName": name, "input": parsed}
+        settled = _json({**chunk, "providerExecuted": True})
+        self._inputs[call_id] = settled
+        self._out.append(settled)
 
     def _finish(self, reason: FinishReason) -> None:
         self._step_done = False

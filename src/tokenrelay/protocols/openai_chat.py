@@ -6,6 +6,11 @@ last chunk with ``finish_reason``, an optional usage chunk (``stream_options.inc
 and ``data: [DONE]``. A failure mid-stream is one ``data: {"error": {...}}`` frame and the end of the stream, which
 the ``openai`` client raises as ``APIError``. No ``id:`` lines: the frames are OpenAI's, byte for byte in shape.
 
+A run that did not finish has no ``finish_reason`` in OpenAI's vocabulary ("stop" would claim a whole answer, and
+"length" a cut one): a cancelled run ends like a failure, with an error frame whose ``code`` and ``type`` are
+``"cancelled"`` (``APIError`` in the ``openai`` client, telling a cut-short answer from a whole one), and a
+non-streaming request for it is refused with that error.
+
 Tool results have no place in a Chat Completions response (there the client runs the tools), so the calls a backend
 runs itself show as ``tool_calls`` and their results are left out.
 """
@@ -47,14 +52,19 @@ _FINISH_REASONS: dict[FinishReason, str] = {
     "length": "length",
     "tool_calls": "tool_calls",
     "content_filter": "content_filter",
-    "cancelled": "stop",
-    "error": "stop",
 }
 
 
-def finish_reason(reason: FinishReason) -> str:
-    """OpenAI's name for a run's finish reason (a cancelled run simply stopped)."""
-    return _FINISH_REASONS.get(reason, "stop")
+def finish_reason(reason: FinishReason) -> str | None:
+    """OpenAI's name for a run's finish reason; ``None`` for a run that did not finish (cancelled, failed)."""
+    return _FINISH_REASONS.get(reason)
+
+
+def _unfinished(reason: FinishReason) -> ErrorEvent:
+    """The error that ends a run with no OpenAI finish reason, when no error event has said why already."""
+    if reason == "cancelled":
+        return ErrorEvent("cancelled", "the run was cancelled before it finished")
+    return ErrorEvent(reason, f"the run ended without finishing ({reason})")
 
 
 def completion_id(run_id: str) -> str:
@@ -153,7 +163,8 @@ class OpenAIChatEncoder:
                 return sse.frame(_json(error_body(event.message, "server_error", event.code)))
             case "finish":
                 self._ended = True
-                return self._finish(event.reason)
+                name = finish_reason(event.reason)
+                return self._finish(name) if name is not None else self._unfinished(event.reason)
             case "tool-call-result" | "metadata":
                 # Not part of a Chat Completions stream: see the module's docstring.
                 return b""
@@ -176,10 +187,14 @@ class OpenAIChatEncoder:
         call = {"index": self._tool_index[event.call_id], "function": {"arguments": event.delta}}
         return self._chunk(b'{"tool_calls":[%s]}' % _json(call))
 
-    def _finish(self, reason: FinishReason) -> bytes:
+    def _unfinished(self, reason: FinishReason) -> bytes:
+        error = _unfinished(reason)
+        return sse.frame(_json(error_body(error.message, error.code, error.code)))
+
+    def _finish(self, name: str) -> bytes:
         last = b'%s,"choices":[{"index":0,"delta":{},"logprobs":null,"finish_reason":"%s"}]%s}' % (
             self._head,
-            finish_reason(reason).encode(),
+            name.encode(),
             self._usage_null,
         )
         frames = [sse.frame(last)]
@@ -220,6 +235,8 @@ class CompletionBuilder:
                 self.error = self.error or event
             case "finish":
                 self.reason = event.reason
+                if finish_reason(event.reason) is None:
+                    self.error = self.error or _unfinished(event.reason)  # refused, never a completion
             case "tool-call-result" | "metadata":
                 pass  # a completion's message has no place for them (the client runs the tools)
             case _:

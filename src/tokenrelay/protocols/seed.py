@@ -12,7 +12,7 @@ from json.encoder import encode_basestring_ascii
 from typing import Any, ClassVar, assert_never
 
 from tokenrelay import sse
-from tokenrelay.events import ErrorEvent, FinishReason, StoredEvent, UsageEvent
+from tokenrelay.events import ErrorEvent, FinishEvent, StoredEvent, UsageEvent
 from tokenrelay.protocols.base import StreamContext
 
 __all__ = ["SeedEncoder", "SeedProtocol", "seed_frame"]
@@ -70,7 +70,7 @@ class SeedEncoder:
                 case "usage":
                     self._usage = _usage(event)
                 case "finish":
-                    out.append(seed_frame(item.seq, self._done(event.reason)))
+                    out.append(seed_frame(item.seq, self._done(event)))
                 case "error":
                     out.append(seed_frame(item.seq, _error(event)))
                 case "reasoning-delta":
@@ -89,15 +89,18 @@ class SeedEncoder:
                     assert_never(event)
         return b"".join(out)
 
-    def _done(self, reason: FinishReason) -> dict[str, Any]:
+    def _done(self, event: FinishEvent) -> dict[str, Any]:
         done: dict[str, Any] = {
             "done": True,
-            "finish_reason": reason,
+            "finish_reason": event.reason,
             "run_id": self._ctx.run_id,
             "conversation_id": self._ctx.conversation_id,
         }
         if self._usage is not None:
             done["usage"] = self._usage
+        if event.saved is False:
+            # Only when saving failed: a frame for a saved answer stays byte for byte what it always was.
+            done["saved"] = False
         return done
 
 

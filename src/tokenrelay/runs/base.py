@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from tokenrelay.events import ErrorEvent, Event, FinishEvent, FinishReason, TextDelta, UsageEvent
+from tokenrelay.messages import Part, answer_parts
 from tokenrelay.stores.base import RunInfo
 
 __all__ = ["HEARTBEAT", "DisconnectPolicy", "Heartbeat", "RunOutcome", "Transcript", "new_run_id"]
@@ -43,6 +44,7 @@ class RunOutcome:
     # Per-run flags set at start (``RunManager.start(extra=...)``), e.g. ``{"stateless": "1"}``: carried on the run
     # rather than kept by the instance, so whichever instance ends the run sees them.
     extra: dict[str, str] = field(default_factory=dict)
+    parts: tuple[Part, ...] = ()  # what the answer said, in order: text, reasoning, tool calls and results, metadata
 
 
 @dataclass(slots=True)
@@ -58,6 +60,8 @@ class Transcript:
     error: ErrorEvent | None = None  # the last error the backend reported, or the failure that ended the run
     reason: FinishReason = "stop"
     finished: bool = False  # the backend sent its finish event; nothing after it counts
+    # The other events the parts are built from, each with how many texts came before it (text stays a plain list).
+    marks: list[tuple[int, Event]] = field(default_factory=list)
 
     @classmethod
     def of_log(cls, events: Iterable[Event]) -> Transcript:
@@ -84,12 +88,15 @@ class Transcript:
         if type(event) is TextDelta:
             self.texts.append(event.text)
         elif isinstance(event, FinishEvent):
-            self.reason = event.reason
+            # An error the backend reported and then finished anyway still failed the answer: it ends as an error.
+            self.reason = "error" if self.error is not None else event.reason
             self.finished = True
         elif isinstance(event, UsageEvent):
             self.usage = event
         elif isinstance(event, ErrorEvent):
             self.error = event
+        else:
+            self.marks.append((len(self.texts), event))
 
     def backend_ended(self) -> None:
         """The backend's stream ran out: an error it reported without finishing is how the run ends."""
@@ -113,4 +120,5 @@ class Transcript:
             usage=self.usage,
             error=self.error,
             extra=dict(info.extra),
+            parts=answer_parts(self.texts, self.marks),
         )

@@ -15,10 +15,11 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from tokenrelay.backends.base import Backend, GenerateOptions
 from tokenrelay.coalescing import Coalescer
-from tokenrelay.errors import BackendError, RunClosedError, RunLimitError
-from tokenrelay.events import ErrorEvent, Event, FinishEvent, TextDelta
+from tokenrelay.errors import RunLimitError, StoreUnavailable
+from tokenrelay.events import ErrorEvent, FinishEvent
 from tokenrelay.messages import Message
 from tokenrelay.runs.base import DisconnectPolicy, RunOutcome, Transcript, new_run_id
+from tokenrelay.runs.drive import Driver
 from tokenrelay.runs.state import Run
 from tokenrelay.runs.subscription import Subscription, Subscriptions
 from tokenrelay.stores.base import RunInfo, RunStore, StoredEvent
@@ -31,9 +32,14 @@ log = logging.getLogger("tokenrelay.runs")
 class RunManager:
     """Starts, tracks, cancels and finishes the runs of one instance.
 
-    ``on_disconnect`` is what happens when a run's last subscriber leaves: ``"cancel"`` stops the backend at once;
-    ``"detach"`` lets the run go on for ``detach_grace_s`` seconds so the client can resume, and cancels it if
-    nobody has come back by then.
+    ``on_disconnect`` is what happens when a run's last subscriber leaves: ``"detach"`` (the default) lets the run
+    go on for ``detach_grace_s`` seconds so the client can resume, and cancels it if nobody has come back by then;
+    ``"cancel"`` stops the backend at once. A lost connection is not a Stop: a client stops a run with
+    :meth:`cancel`, which acts at once whatever the policy.
+
+    Every run ends within a bounded time (see :mod:`tokenrelay.runs.drive`): a store that refuses an append is
+    retried for ``append_retry_s`` seconds before the run is ended here, and saving the answer is given
+    ``save_timeout_s`` seconds.
 
     With a shared store (Redis) the manager of each instance drives only the runs it started, but viewers and
     cancels count wherever they happen: viewers are counted in the store, and the store tells the owning manager
@@ -48,20 +54,30 @@ class RunManager:
         store: RunStore,
         *,
         heartbeat_s: float = 15.0,
-        on_disconnect: DisconnectPolicy = "cancel",
+        on_disconnect: DisconnectPolicy = "detach",
         detach_grace_s: float = 30.0,
         max_active_runs: int = 10_000,
         coalesce_window_s: float = 0.0,
         coalesce_max_s: float = 0.1,
         on_finish: Callable[[RunOutcome], Awaitable[None]] | None = None,
+        append_retry_s: float = 10.0,
+        save_timeout_s: float = 15.0,
     ) -> None:
         self.backend = backend
         self.store = store
         self.heartbeat_s = heartbeat_s
         self.max_active_runs = max_active_runs
         self.coalescer = Coalescer(floor_s=coalesce_window_s, max_s=coalesce_max_s)
-        self.on_finish = on_finish
         self._runs: dict[str, Run] = {}
+        self._closing = False  # shutting down: no new runs
+        self._driver = Driver(
+            backend,
+            store,
+            self._runs,
+            on_finish=on_finish,
+            append_retry_s=append_retry_s,
+            save_timeout_s=save_timeout_s,
+        )
         self.subscriptions = Subscriptions(
             store,
             self._runs,
@@ -71,6 +87,15 @@ class RunManager:
             detach_grace_s=detach_grace_s,
         )
         store.attach(self)
+
+    @property
+    def on_finish(self) -> Callable[[RunOutcome], Awaitable[None]] | None:
+        """Called with each run's outcome when it ends (to write history)."""
+        return self._driver.on_finish
+
+    @on_finish.setter
+    def on_finish(self, on_finish: Callable[[RunOutcome], Awaitable[None]] | None) -> None:
+        self._driver.on_finish = on_finish
 
     @property
     def active_runs(self) -> int:
@@ -109,6 +134,8 @@ class RunManager:
 
         ``extra`` is kept in ``RunInfo.extra`` and handed back in ``RunOutcome.extra``.
         """
+        if self._closing:
+            raise RunLimitError("this instance is shutting down")
         if len(self._runs) >= self.max_active_runs:
             raise RunLimitError(f"this instance is running its maximum of {self.max_active_runs} runs")
         info = RunInfo(
@@ -123,28 +150,61 @@ class RunManager:
         run = Run(info)
         self._runs[info.run_id] = run
         run.task = asyncio.create_task(
-            self._drive(run, list(messages), options or GenerateOptions()), name=f"run-{info.run_id}"
+            self._driver.drive(run, list(messages), options or GenerateOptions()), name=f"run-{info.run_id}"
         )
         return info
 
     async def cancel(self, run_id: str, *, timeout: float = 10.0) -> bool:
         """Stop a run, here or on the instance that drives it; ``False`` if it is not running anywhere.
 
-        Returns once the run's end is recorded (its backend closed, its finish event stored), or after ``timeout``.
+        Returns once the run's end is recorded (its backend closed, its finish event stored), or after ``timeout``
+        whatever the store does. ``StoreUnavailable`` when the store cannot be asked (or does not answer in time)
+        whether another instance drives the run.
         """
         run = self._runs.get(run_id)
-        ended: Awaitable[object]
         if run is not None:
             run.cancel()
-            ended = run.done.wait()
-        elif await self.store.request_cancel(run_id):
-            ended = self._wait_finished(run_id)
-        else:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await run.done.wait()
+            return True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        try:
+            async with asyncio.timeout_at(deadline):
+                requested = await self.store.request_cancel(run_id)
+        except TimeoutError:
+            raise StoreUnavailable("the run store did not answer in time", retry_after=1.0) from None
+        if not requested:
             return False
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                await ended
+        # Asked: the owner stops it. Waiting to see its end is a courtesy the store may not be able to pay.
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout_at(deadline):
+                await self._wait_finished(run_id)
         return True
+
+    async def cancel_conversation(self, user_id: str, conversation_id: str, *, timeout: float = 10.0) -> int:
+        """Stop every run of a conversation (when it is deleted); how many were asked to stop.
+
+        The runs this instance drives, and the conversation's latest run elsewhere when the store's chat index
+        knows it (a useChat chat id is its conversation id). Returns when they have ended, or after ``timeout``.
+        """
+        run_ids = [
+            run_id
+            for run_id, run in self._runs.items()
+            if run.info.user_id == user_id and run.info.conversation_id == conversation_id
+        ]
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(timeout):
+                latest = await self.store.chat_run_index().get(user_id, conversation_id)
+                if latest is not None and latest not in run_ids:
+                    info = await self.store.get(latest)
+                    if info is not None and (info.user_id, info.conversation_id) == (user_id, conversation_id):
+                        run_ids.append(latest)
+        results = await asyncio.gather(
+            *(self.cancel(run_id, timeout=timeout) for run_id in run_ids), return_exceptions=True
+        )
+        return sum(1 for r in results if r is True)
 
     async def _wait_finished(self, run_id: str) -> None:
         """Wait until a run driven elsewhere has its finish event in the store."""
@@ -165,11 +225,23 @@ class RunManager:
         if run is not None:
             await run.done.wait()
 
-    async def shutdown(self) -> None:
-        """Cancel every run (recording partial answers) and wait for them to end."""
+    async def shutdown(self, grace_s: float = 0.0) -> None:
+        """Refuse new runs, give the running ones ``grace_s`` seconds to end by themselves, then end each one left
+        with a retryable ``shutdown`` error and its finish (its partial answer saved); returns when every run has
+        recorded its end (a backend that ignores its cancel holds that up until it lets go). New runs are refused
+        (``RunLimitError``, answered 503) from the first moment."""
+        self._closing = True
+        if grace_s > 0 and self._runs:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(grace_s):
+                    for run in list(self._runs.values()):
+                        await run.done.wait()
         runs = list(self._runs.values())
+        if runs:
+            log.info("shutting down: ending %d running run(s)", len(runs))
+        error = ErrorEvent("shutdown", "the server is shutting down", retryable=True)
         for run in runs:
-            run.cancel()
+            run.stop(error)
         for run in runs:
             await run.done.wait()
 
@@ -207,89 +279,4 @@ class RunManager:
         """This instance ended a run whose owner died: save what it had said, as the owner would have."""
         if self.on_finish is not None:
             transcript = Transcript.of_log(e.event for e in events)
-            await self._report(transcript.outcome(info, reason="error"))
-
-    async def _report(self, outcome: RunOutcome) -> None:
-        assert self.on_finish is not None
-        try:
-            await self.on_finish(outcome)
-        except Exception:
-            log.exception("run %s: saving the outcome failed", outcome.run_id)
-
-    # The drive: the run's own task, from the backend's first event to the run's recorded end.
-
-    async def _drive(self, run: Run, messages: list[Message], options: GenerateOptions) -> None:
-        transcript = Transcript()
-        try:
-            await self._pump(run, messages, options, transcript)
-        finally:
-            await self._record_end(run, transcript)
-
-    async def _pump(self, run: Run, messages: list[Message], options: GenerateOptions, transcript: Transcript) -> None:
-        """Backend → store, until the backend ends, fails or the run is stopped; a failure is recorded as an error."""
-        run_id = run.info.run_id
-        try:
-            if not run.begin():
-                raise asyncio.CancelledError  # cancelled (or lost) before its first step
-            stream = self.backend.stream(messages, options)
-            try:
-                texts, append = transcript.texts, self.store.append
-                async for event in stream:
-                    # A text delta (nearly every event) is noted inline: a call per token shows in the throughput.
-                    if type(event) is TextDelta and not transcript.finished:
-                        texts.append(event.text)
-                    elif not transcript.take(event):
-                        continue
-                    await append(run_id, (event,))
-            finally:
-                # Closing the backend's iterator is what stops its upstream work (HTTP response, sampler).
-                await stream.aclose()
-            transcript.backend_ended()
-        except asyncio.CancelledError:
-            run.finishing()
-            transcript.stopped("cancelled")
-            task = asyncio.current_task()
-            if task is not None:
-                task.uncancel()  # the cancel was ours, and is handled: the task goes on to record the end
-        except RunClosedError:
-            run.finishing()
-            run.lose()
-            log.warning("run %s: ended by another instance (this one was taken for dead); stopping", run_id)
-        except BackendError as exc:
-            run.finishing()
-            await self._fail(run_id, transcript, ErrorEvent(exc.code, exc.message, exc.retryable, exc.retry_after))
-        except Exception as exc:
-            run.finishing()
-            log.exception("run %s: backend %s failed", run_id, self.backend.name)
-            await self._fail(run_id, transcript, ErrorEvent("internal_error", f"{type(exc).__name__}: {exc}", False))
-
-    async def _fail(self, run_id: str, transcript: Transcript, error: ErrorEvent) -> None:
-        transcript.stopped("error", error)
-        await self._append_quietly(run_id, error)
-
-    async def _record_end(self, run: Run, transcript: Transcript) -> None:
-        """History, then the finish event, then the store is told; ``done`` is set whatever fails."""
-        run.finishing()
-        run_id = run.info.run_id
-        try:
-            # Decided here, once: a run lost before now records nothing (the instance that ended it has).
-            if not run.lost:
-                # History first, then the finish event: a client that saw "done" and sends a follow-up at once
-                # must find this answer in the conversation.
-                if self.on_finish is not None:
-                    await self._report(transcript.outcome(run.info))
-                await self._append_quietly(run_id, FinishEvent(transcript.reason))
-            with contextlib.suppress(Exception):
-                await self.store.finish(run_id)
-        finally:
-            run.info.status = "finished"
-            self._runs.pop(run_id, None)
-            run.end()
-
-    async def _append_quietly(self, run_id: str, event: Event) -> None:
-        try:
-            await self.store.append(run_id, (event,))
-        except RunClosedError:
-            log.debug("run %s: already ended elsewhere, %s not recorded", run_id, event.type)
-        except Exception:
-            log.exception("run %s: could not record %s", run_id, event.type)
+            await self._driver.report(transcript.outcome(info, reason="error"))

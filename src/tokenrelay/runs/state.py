@@ -6,6 +6,7 @@ import asyncio
 import enum
 from dataclasses import dataclass, field
 
+from tokenrelay.events import ErrorEvent, Event
 from tokenrelay.stores.base import RunInfo
 
 __all__ = ["Run", "RunState"]
@@ -17,6 +18,7 @@ class RunState(enum.Enum):
         PENDING          begin()      -> RUNNING      the task's first step
         PENDING          cancel()     -> CANCELLING   the task is not cancelled: it sees this at its first step
         RUNNING          cancel()     -> CANCELLING   the task is cancelled
+        PENDING, RUNNING stop(error)  -> CANCELLING   as cancel(), but the run ends with ``error`` (a shutdown)
         RUNNING          finishing()  -> FINISHING    the backend ended or failed
         CANCELLING       finishing()  -> FINISHING    the backend, stopped, has closed
         any but DONE     lose()       -> LOST         the task is cancelled if RUNNING; finishing() keeps LOST
@@ -45,6 +47,10 @@ class Run:
     detach_timer: asyncio.TimerHandle | None = None
     state: RunState = RunState.PENDING
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    # Why the run was stopped, when it is not a plain cancel: the error it ends with (``stop``).
+    stop_error: ErrorEvent | None = None
+    # The end the store could not take (it failed): this instance's viewers are handed it instead.
+    ending: list[Event] = field(default_factory=list)
 
     def begin(self) -> bool:
         """The task's first step: the run is running, unless it was cancelled or lost before (then ``False``)."""
@@ -64,6 +70,13 @@ class Run:
             self._interrupt()
         # Otherwise it is stopping or recording its end already. A second cancel (an explicit one racing the last
         # viewer leaving) landing while the run records its end would cut that short and leave it running forever.
+
+    def stop(self, error: ErrorEvent) -> None:
+        """Stop the backend like :meth:`cancel`, to end the run with ``error`` rather than as cancelled; a run
+        already stopping or recording its end keeps the end it has."""
+        if self.state in (RunState.PENDING, RunState.RUNNING):
+            self.stop_error = error
+            self.cancel()
 
     def lose(self) -> None:
         """Another instance ended this run: stop it if it still runs, and let it record nothing from now on."""

@@ -11,21 +11,50 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import AsyncGenerator, Callable, Coroutine, Mapping
+from collections.abc import AsyncGenerator, Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 from tokenrelay.coalescing import Coalescer
 from tokenrelay.errors import RunNotFound
-from tokenrelay.events import FinishEvent, StoredEvent, TextDelta
+from tokenrelay.events import ErrorEvent, Event, FinishEvent, StoredEvent, TextDelta
 from tokenrelay.runs.base import HEARTBEAT, DisconnectPolicy, Heartbeat
 from tokenrelay.runs.state import Run
-from tokenrelay.stores.base import RunStore
+from tokenrelay.stores.base import RunInfo, RunStore
 
 __all__ = ["Subscription", "Subscriptions"]
 
 log = logging.getLogger("tokenrelay.runs")
 
 Batch = list[StoredEvent] | Heartbeat
+
+_LOST = ErrorEvent("run_lost", "the run store no longer has this run", retryable=True)
+_UNFINISHED = ErrorEvent("run_unfinished", "the run ended without its last events being recorded", retryable=True)
+
+
+def local_ending(cursor: int, events: Sequence[Event]) -> list[StoredEvent]:
+    """Events the store does not have, handed to a viewer under its own cursor: a resume from their id asks the
+    store for exactly what follows what it has seen."""
+    return [StoredEvent(cursor, event) for event in events]
+
+
+def unreadable(cursor: int, run: Run | None, exc: Exception) -> list[StoredEvent]:
+    """The end of a stream whose store cannot be read: a retryable error (resuming later, or on another instance,
+    can work) and the finish."""
+    if run is not None and run.ending:
+        return local_ending(cursor, run.ending)
+    retry_after = float(getattr(exc, "retry_after", 1.0) or 1.0)
+    message = f"the run store cannot be read ({type(exc).__name__}); resume later"
+    return local_ending(cursor, [ErrorEvent("store_unavailable", message, True, retry_after), FinishEvent("error")])
+
+
+def _text_deltas(batch: list[StoredEvent], cursor: int) -> int:
+    """The text deltas in a batch read after ``cursor``: every id it advances by, but for events that are not text
+    (a coalesced delta stands for every id it spans)."""
+    tokens = batch[-1].seq - cursor
+    for item in batch:
+        if type(item.event) is not TextDelta:
+            tokens -= 1
+    return tokens
 
 
 class Subscription:
@@ -100,16 +129,16 @@ class Subscriptions:
         info = await self.store.get(run_id)
         if info is None:
             raise RunNotFound(run_id)
+        counted = info.status == "running"
+        if counted:
+            await self.store.add_viewer(run_id)  # first: a store that fails here leaves no count behind
         run = self._runs.get(run_id)
         if run is not None:
             run.subscribers += 1
             if run.detach_timer is not None:
                 run.detach_timer.cancel()
                 run.detach_timer = None
-        counted = info.status == "running"
-        if counted:
-            await self.store.add_viewer(run_id)
-        return Subscription(self, run_id, run, self._follow(run_id, after), counted=counted)
+        return Subscription(self, run_id, run, self._follow(run_id, run, after), counted=counted)
 
     async def leave(self, run_id: str, run: Run | None, *, counted: bool) -> None:
         """A subscription closed: count the viewer out and, if it was the last one, apply the policy."""
@@ -131,13 +160,14 @@ class Subscriptions:
         if not run.ended:
             self._chore(self._apply_policy_if_unwatched(run))
 
-    async def _follow(self, run_id: str, after: int) -> AsyncGenerator[Batch, None]:
+    async def _follow(self, run_id: str, run: Run | None, after: int) -> AsyncGenerator[Batch, None]:
         loop = asyncio.get_running_loop()
         store = self.store
         coalescer = self.coalescer
+        heartbeat_s = self.heartbeat_s
         last_write = -math.inf  # the first delta is never held
         cursor = after
-        started = loop.time()
+        started = last_sent = loop.time()
         # Time to first token is a new stream's: a resume (after > 0) has had its first token already.
         observe_first_token = self.first_token_observer if after == 0 else None
         coalescer.stream_started()
@@ -145,23 +175,33 @@ class Subscriptions:
             while True:
                 # Deltas that come within the window of the last write wait for its end and go out together.
                 until = last_write + coalescer.window_s
-                if until > loop.time():
+                now = loop.time()
+                if until > now:
                     await coalescer.sleep_until(until)
-                batch = await store.read_coalesced(run_id, cursor, self.heartbeat_s)
+                # Waits until the next heartbeat is due (a tenth of the interval at least): a read woken by events
+                # not past the cursor (a client's cursor ahead of the log) must not make each one a heartbeat.
+                timeout = max(last_sent + heartbeat_s - now, heartbeat_s / 10)
+                try:
+                    batch = await store.read_coalesced(run_id, cursor, timeout)
+                    info = None if batch else await store.get(run_id)
+                except Exception as exc:
+                    log.warning("run %s: the store could not be read (%s); ending this stream", run_id, exc)
+                    yield unreadable(cursor, run, exc)
+                    return
                 if not batch:
-                    info = await store.get(run_id)
-                    if info is None or info.status == "finished":
+                    if info is None or info.status == "finished" or (run is not None and run.ending):
+                        ending = await self._ending(run_id, run, cursor, info)
+                        if ending:
+                            yield ending
                         return
-                    yield HEARTBEAT
+                    if loop.time() - last_sent >= heartbeat_s * 0.99:
+                        last_sent = loop.time()
+                        yield HEARTBEAT
                     continue
-                # Text deltas in the batch: every id it advances by, but for the events that are not text.
-                tokens = batch[-1].seq - cursor
-                for item in batch:
-                    if type(item.event) is not TextDelta:
-                        tokens -= 1
+                tokens = _text_deltas(batch, cursor)
                 cursor = batch[-1].seq
                 yield batch
-                last_write = loop.time()
+                last_write = last_sent = loop.time()
                 if tokens:
                     self.tokens_out += tokens
                     if observe_first_token is not None:
@@ -171,6 +211,21 @@ class Subscriptions:
                     return
         finally:
             coalescer.stream_ended()
+
+    async def _ending(self, run_id: str, run: Run | None, cursor: int, info: RunInfo | None) -> list[StoredEvent]:
+        """The store has no more events for a run that is over: what still has to reach the viewer so that its
+        stream ends with a finish (nothing when it has had the finish already)."""
+        if run is not None and run.ending:
+            return local_ending(cursor, run.ending)  # the store failed: the run's own ending, kept here
+        if info is None:
+            return local_ending(cursor, [_LOST, FinishEvent("error")])
+        last = await self.store.read(run_id, max(info.last_seq - 1, 0), 0) if info.last_seq else []
+        if last and type(last[-1].event) is FinishEvent:
+            # A cursor at the finish has had it. One past the end of the log is not a place in it: the client is
+            # given the finish, the one thing a stream must end with.
+            return [] if cursor == last[-1].seq else [StoredEvent(cursor, last[-1].event)]
+        # Finished without a finish event: ended where its finish could not be written.
+        return local_ending(cursor, [_UNFINISHED, FinishEvent("error")])
 
     def _last_subscriber_left(self, run: Run) -> None:
         if self.on_disconnect == "cancel":

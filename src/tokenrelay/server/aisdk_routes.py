@@ -30,7 +30,10 @@ from tokenrelay.server.pipeline import (
     ProjectRoute,
     QueryUser,
     Refusal,
+    authenticate,
+    check_id,
     check_size,
+    check_text,
     event_cursor,
     identify,
     parse,
@@ -89,6 +92,7 @@ def create_aisdk_router(relay: Relay, *, resolve_user: UserResolver | None = Non
 
 
 async def use_chat(request: Request, relay: CurrentRelay, user_id: Annotated[str | None, Query()] = None) -> Response:
+    await authenticate(request)
     data = await read_json_object(request, relay.settings.max_message_bytes * TRANSCRIPT_FACTOR)
     if user_id is not None and "user_id" not in data:
         data["user_id"] = user_id
@@ -96,6 +100,8 @@ async def use_chat(request: Request, relay: CurrentRelay, user_id: Annotated[str
     question = _question(req, relay.settings.max_message_bytes)
     user = await identify(request, req.user_id)
     earlier = [Message(m.role, message_text(m)) for m in req.messages[:-1]]
+    for i, m in enumerate(earlier):
+        check_text(m.content, f"messages.{i}")
     await relay.conversations.adopt(user, req.id, earlier)
     info = await relay.start_chat(
         question, user_id=user, conversation_id=req.id, regenerate=req.trigger == "regenerate-message"
@@ -110,7 +116,7 @@ async def resume_chat(
     user: QueryUser,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> Response:
-    run_id = await relay.chat_runs.get(user, chat_id)
+    run_id = await relay.chat_runs.get(user, check_id(chat_id, "chat_id"))
     info = await relay.store.get(run_id) if run_id is not None else None
     if info is None or info.user_id != user or info.status == "finished":
         return Response(status_code=204)
@@ -130,4 +136,5 @@ def _question(req: UseChatRequest, limit: int) -> str:
     if not text.strip():
         raise Refusal(422, "invalid_request", "messages: the last message has no text", field="messages")
     check_size(text, limit, "messages")
+    check_text(text, "messages")
     return text

@@ -20,7 +20,19 @@ from tokenrelay.server.relay import Relay
 from tokenrelay.server.routes import create_router
 from tokenrelay.server.settings import Settings
 
-__all__ = ["create_app", "static_dir"]
+__all__ = ["PAGE_HEADERS", "create_app", "static_dir"]
+
+# The chat page loads only its own script and stylesheet and talks only to this server: nothing else may run in
+# it, frame it, or learn where it was opened from.
+PAGE_HEADERS: dict[str, str] = {
+    "content-security-policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; "
+        "connect-src 'self'; manifest-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "referrer-policy": "no-referrer",
+}
 
 _NO_PAGE = """<!doctype html><meta charset="utf-8"><title>tokenrelay</title>
 <p>The chat page has not been built. Run <code>make web</code> (needs Node), or use the API:
@@ -84,7 +96,7 @@ def create_app(
     async def index() -> HTMLResponse | FileResponse:
         page = static / "index.html"
         if page.is_file():
-            return FileResponse(page, headers={"cache-control": "no-cache"})
-        return HTMLResponse(_NO_PAGE)
+            return FileResponse(page, headers={"cache-control": "no-cache", **PAGE_HEADERS})
+        return HTMLResponse(_NO_PAGE, headers=PAGE_HEADERS)
 
     return app

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import Receive
 
 from tokenrelay.backends.base import GenerateOptions
-from tokenrelay.errors import RunLimitError, TokenrelayError
+from tokenrelay.errors import RunLimitError, StoreUnavailable, TokenrelayError
 from tokenrelay.events import FinishEvent
 from tokenrelay.messages import Message, Role
 from tokenrelay.protocols.base import StreamContext
@@ -35,9 +35,11 @@ from tokenrelay.server.pipeline import (
     InvalidRequest,
     Refusal,
     RefusingRoute,
+    check_text,
     identify,
     parse,
     read_json_object,
+    unavailable,
 )
 from tokenrelay.server.relay import Relay
 from tokenrelay.server.sse_response import SSEResponse
@@ -52,6 +54,10 @@ _BODY_STATUS: dict[BodyProblem, tuple[int, str | None]] = {
     "too_large": (413, "body_too_large"),
     "invalid_json": (400, "invalid_json"),
     "not_object": (400, None),
+    "too_deep": (400, "invalid_json"),
+    "media_type": (415, "unsupported_media_type"),
+    "incomplete": (400, "incomplete_body"),
+    "timeout": (408, "request_timeout"),
 }
 
 
@@ -121,7 +127,10 @@ class OpenAIRoute(RefusingRoute):
                 return response
             case BodyError():
                 status, code = _BODY_STATUS[exc.problem]
-                return openai_error(status, exc.message, code=code)
+                response = openai_error(status, exc.message, code=code)
+                if exc.closes:
+                    response.headers["connection"] = "close"
+                return response
             case InvalidRequest():
                 loc = exc.error["loc"]
                 param = ".".join(str(p) for p in loc if not str(p).startswith(("str", "list["))) or None
@@ -130,6 +139,10 @@ class OpenAIRoute(RefusingRoute):
             case RunLimitError():
                 response = openai_error(503, str(exc), code="overloaded")
                 response.headers["retry-after"] = "1"
+                return response
+            case StoreUnavailable():
+                response = openai_error(503, exc.message, code="unavailable")
+                response.headers.update(unavailable(exc))
                 return response
             case _:
                 return None
@@ -179,15 +192,17 @@ async def get_model(model_name: str, relay: CurrentRelay) -> Response:
 
 async def chat_completions(request: Request, relay: CurrentRelay) -> Response:
     limit = relay.settings.max_message_bytes
+    await _user(request, None)  # authenticated before the body is read
     data = await read_json_object(request, limit * TRANSCRIPT_FACTOR)
     claimed = data.get("user")
     user_id = await _user(request, claimed if isinstance(claimed, str) and claimed else None)
     req = parse(ChatCompletionRequest, data)
     messages = req.conversation()
     for i, m in enumerate(messages):
+        param = f"messages.{i}.content"
         if len(m.content.encode("utf-8", "surrogatepass")) > limit:
-            param = f"messages.{i}.content"
             raise Refusal(413, "message_too_long", f"{param}: over the limit of {limit} bytes", field=param)
+        check_text(m.content, param)
     info = await relay.start_completion(messages, user_id=user_id, options=req.options())
     ctx = StreamContext(run_id=info.run_id, conversation_id=info.conversation_id, user_id=user_id)
     if req.stream:
@@ -197,7 +212,9 @@ async def chat_completions(request: Request, relay: CurrentRelay) -> Response:
         return SSEResponse(stream, headers={"x-run-id": info.run_id})
     builder = CompletionBuilder(ctx, model=_model(relay))
     if not await _collect(relay, info, builder, request.receive):
-        return Response(status_code=499)  # the client left; closing the subscription cancelled the run
+        # The client left, and a non-streamed answer cannot be resumed: nothing is left to wait for.
+        await relay.runs.cancel(info.run_id)
+        return Response(status_code=499)
     if builder.error is not None:
         status = 503 if builder.error.retryable else 500
         raise Refusal(status, builder.error.code, builder.error.message)

@@ -14,10 +14,12 @@ exactly as in tokenrelay's own.
 
 from __future__ import annotations
 
-import json
+import math
+import re
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, TypeVar
+from urllib.parse import urlsplit
 
 from fastapi import Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
@@ -25,8 +27,9 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from tokenrelay.errors import RunLimitError, RunNotFound, TokenrelayError
+from tokenrelay.errors import RunLimitError, RunNotFound, StoreUnavailable, TokenrelayError
 from tokenrelay.server.auth import UserResolver
+from tokenrelay.server.body import BodyError, BodyProblem, is_json_media_type, read_json_body
 from tokenrelay.server.relay import Relay
 from tokenrelay.server.sse_response import SSEResponse
 from tokenrelay.stores.base import RunInfo
@@ -35,13 +38,17 @@ __all__ = [
     "ID_PATTERN",
     "Binding",
     "BodyError",
+    "BodyProblem",
     "CurrentRelay",
     "InvalidRequest",
     "ProjectRoute",
     "QueryUser",
     "Refusal",
     "RefusingRoute",
+    "authenticate",
+    "check_id",
     "check_size",
+    "check_text",
     "error_response",
     "event_cursor",
     "identify",
@@ -49,13 +56,15 @@ __all__ = [
     "parse",
     "read_json_object",
     "stream_response",
+    "unavailable",
 ]
 
-ID_PATTERN = r"^[A-Za-z0-9_.:@-]+$"
+# Letters, digits and ``_.:@-``, with at least one that is not a dot: ``.`` and ``..`` are path segments.
+ID_PATTERN = r"^[A-Za-z0-9_.:@-]*[A-Za-z0-9_:@-][A-Za-z0-9_.:@-]*$"
+_ID = re.compile(ID_PATTERN)
 
 _BINDING = "tokenrelay.binding"
 M = TypeVar("M", bound=BaseModel)
-BodyProblem = Literal["too_large", "invalid_json", "not_object"]
 
 
 class Refusal(TokenrelayError):
@@ -78,15 +87,6 @@ class Refusal(TokenrelayError):
         self.headers = dict(headers or {})
 
 
-class BodyError(TokenrelayError):
-    """The request body could not be read as a JSON object (each surface has its own status for each ``problem``)."""
-
-    def __init__(self, problem: BodyProblem, message: str) -> None:
-        super().__init__(message)
-        self.problem = problem
-        self.message = message
-
-
 class InvalidRequest(TokenrelayError):
     """The body does not fit the route's model; ``error`` is pydantic's first complaint."""
 
@@ -104,6 +104,26 @@ class Binding:
 
     async def __call__(self, request: Request) -> None:
         request.scope[_BINDING] = self
+        if request.method in _STATE_CHANGING:
+            _check_origin(request, self.relay.settings.cors_origins)
+            content_type = request.headers.get("content-type")
+            if content_type is not None and not is_json_media_type(content_type):
+                # A cross-site form or text/plain POST needs no preflight: refused, whatever the route.
+                raise BodyError("media_type", "body: must be JSON (content-type: application/json)")
+
+
+_STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def _check_origin(request: Request, allowed: list[str]) -> None:
+    """With CORS origins configured, a state-changing request from a browser must come from one of them (or from
+    this server's own page). Browsers always send ``Origin`` on such requests; other clients send none."""
+    origin = request.headers.get("origin")
+    if origin is None or not allowed or "*" in allowed or origin in allowed:
+        return
+    if urlsplit(origin).netloc == request.headers.get("host"):
+        return  # the page this server serves itself
+    raise Refusal(403, "origin_not_allowed", f"origin {origin} may not call this API")
 
 
 def _binding(request: Request) -> Binding:
@@ -132,18 +152,14 @@ QueryUser = Annotated[str, Depends(_query_user)]
 """Who the request acts as, given the ``?user_id=`` it claims."""
 
 
+async def authenticate(request: Request) -> None:
+    """Refuse an unauthenticated request (``AuthError``) before its body is read: the body may be large."""
+    await identify(request, None)
+
+
 async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
-    """The body as a JSON object, read only up to ``limit`` bytes."""
-    raw = await request.body()
-    if len(raw) > limit:
-        raise BodyError("too_large", f"request body: over {limit} bytes")
-    try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BodyError("invalid_json", f"body: not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise BodyError("not_object", "body: must be a JSON object")
-    return data
+    """The body as a JSON object: JSON only, read only up to ``limit`` bytes and within the body timeout."""
+    return await read_json_body(request, limit, timeout_s=_relay(request).settings.body_timeout_s)
 
 
 def parse(model: type[M], data: object) -> M:
@@ -160,6 +176,31 @@ def check_size(text: str, limit: int, field: str) -> None:
     if size > limit:
         message = f"message: {size} bytes is over the limit of {limit}"
         raise Refusal(413, "message_too_long", message, field=field)
+
+
+def check_text(text: str, field: str) -> None:
+    """Refuse text that cannot be stored as it is: a NUL character, or a lone surrogate (not encodable UTF-8)."""
+    if "\x00" in text:
+        raise Refusal(422, "invalid_request", f"{field}: must not contain NUL characters", field=field)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise Refusal(
+            422, "invalid_request", f"{field}: must be valid Unicode (no lone surrogates)", field=field
+        ) from None
+
+
+def check_id(value: str, field: str) -> str:
+    """An id from a path (a conversation, a chat): refused unless it fits :data:`ID_PATTERN` and 256 characters."""
+    if len(value) > 256 or _ID.fullmatch(value) is None:
+        message = f"{field}: must be 1 to 256 letters, digits or _.:@- (not only dots)"
+        raise Refusal(422, "invalid_request", message, field=field)
+    return value
+
+
+def unavailable(exc: StoreUnavailable) -> dict[str, str]:
+    """The headers of a 503 for a dependency that is down: when to try again."""
+    return {"retry-after": str(max(1, math.ceil(exc.retry_after)))}
 
 
 def event_cursor(value: str | None) -> int:
@@ -225,6 +266,10 @@ _BODY_STATUS: dict[BodyProblem, tuple[int, str]] = {
     "too_large": (413, "body_too_large"),
     "invalid_json": (400, "invalid_json"),
     "not_object": (422, "invalid_request"),
+    "too_deep": (400, "invalid_json"),
+    "media_type": (415, "unsupported_media_type"),
+    "incomplete": (400, "incomplete_body"),
+    "timeout": (408, "request_timeout"),
 }
 
 
@@ -240,13 +285,20 @@ class ProjectRoute(RefusingRoute):
                 return response
             case BodyError():
                 status, code = _BODY_STATUS[exc.problem]
-                return error_response(status, code, exc.message, "body")
+                response = error_response(status, code, exc.message, "body")
+                if exc.closes:
+                    response.headers["connection"] = "close"
+                return response
             case InvalidRequest():
                 field = ".".join(str(p) for p in exc.error["loc"]) or "body"
                 return error_response(422, "invalid_request", f"{field}: {exc.error['msg']}", field)
             case RunLimitError():
                 response = error_response(503, "overloaded", str(exc))
                 response.headers["retry-after"] = "1"
+                return response
+            case StoreUnavailable():
+                response = error_response(503, "unavailable", exc.message)
+                response.headers.update(unavailable(exc))
                 return response
             case RunNotFound():
                 # Raised with the run's id, by the store, the runs and owned_run alike.

@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from tokenrelay.backends.base import Backend, GenerateOptions, Message
+from tokenrelay.errors import StoreUnavailable
 from tokenrelay.history.base import History
 from tokenrelay.history.conversation import STATELESS, Conversations
 from tokenrelay.metrics import RelayMetrics
@@ -109,6 +110,10 @@ class Relay:
         :meth:`~tokenrelay.history.conversation.Conversations.ask`).
         """
         conversation_id = conversation_id or secrets.token_urlsafe(12)
+        # Both must answer before the question is written: a run the store cannot take would leave the question
+        # in the history without its answer. Each raises StoreUnavailable (a 503 with Retry-After) when down.
+        await self.store.check()
+        await self.history.check()
         messages = await self.conversations.ask(user_id, conversation_id, message, regenerate=regenerate)
         return await self.runs.start(messages, user_id=user_id, conversation_id=conversation_id, options=options)
 
@@ -147,7 +152,25 @@ class Relay:
             cursor = batch[-1].seq
         return out
 
+    async def check_health(self) -> dict[str, Any]:
+        """:meth:`health`, with each dependency asked whether it answers: ``status`` is ``unavailable`` (and
+        ``dependencies`` says which) while one does not; it recovers by itself when the dependency is back."""
+        report = self.health()
+        dependencies: dict[str, str] = {}
+        for name, check in (("store", self.store.check), ("history", self.history.check)):
+            try:
+                await check()
+            except StoreUnavailable as exc:
+                dependencies[name] = exc.message
+            else:
+                dependencies[name] = "ok"
+        report["dependencies"] = dependencies
+        if any(state != "ok" for state in dependencies.values()):
+            report["status"] = "unavailable"
+        return report
+
     def health(self) -> dict[str, Any]:
+        """Liveness and load, without asking the dependencies (see :meth:`check_health`)."""
         return {
             "status": "ok",
             "backend": self.backend.name,

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from tokenrelay.history.wire import messages_body
 from tokenrelay.server.aisdk_routes import create_aisdk_router
 from tokenrelay.server.auth import UserResolver, anonymous_or_claimed
 from tokenrelay.server.openai_routes import create_openai_router
@@ -18,7 +19,10 @@ from tokenrelay.server.pipeline import (
     ProjectRoute,
     QueryUser,
     Refusal,
+    authenticate,
+    check_id,
     check_size,
+    check_text,
     error_response,
     event_cursor,
     identify,
@@ -94,6 +98,7 @@ def create_router(relay: Relay, *, resolve_user: UserResolver | None = None) -> 
 
 async def chat_stream_post(request: Request, relay: CurrentRelay) -> Response:
     body_limit = relay.settings.max_message_bytes * 6 + 4096  # JSON escaping can grow a message up to 6x
+    await authenticate(request)
     return await _start(request, relay, parse(ChatRequest, await read_json_object(request, body_limit)))
 
 
@@ -159,41 +164,31 @@ async def list_conversations(
 
 
 async def conversation_messages(conversation_id: str, relay: CurrentRelay, user: QueryUser) -> Response:
-    stored = await relay.history.load(user, conversation_id)
+    stored = await relay.history.load(user, check_id(conversation_id, "conversation_id"))
     if not stored:
         raise _no_conversation(conversation_id)
-    return JSONResponse(
-        {
-            "conversation_id": conversation_id,
-            "messages": [
-                {
-                    "role": m.role,
-                    "content": m.content,
-                    "status": m.status,
-                    "run_id": m.run_id,
-                    "error_code": m.error_code,
-                    "created_at": m.created_at,
-                }
-                for m in stored
-            ],
-        }
-    )
+    return Response(messages_body(conversation_id, stored), media_type="application/json")
 
 
 async def delete_conversation(conversation_id: str, relay: CurrentRelay, user: QueryUser) -> Response:
+    check_id(conversation_id, "conversation_id")
+    # Its runs first: an answer saved after the delete would bring the conversation back.
+    await relay.runs.cancel_conversation(user, conversation_id)
     if not await relay.history.delete(user, conversation_id):
         raise _no_conversation(conversation_id)
     return Response(status_code=204)
 
 
-async def health(relay: CurrentRelay) -> dict[str, Any]:
-    return relay.health()
+async def health(relay: CurrentRelay) -> Response:
+    report = await relay.check_health()
+    return JSONResponse(report, status_code=200 if report["status"] == "ok" else 503)
 
 
 async def _start(request: Request, relay: Relay, req: ChatRequest) -> Response:
     if not req.message.strip():
         raise Refusal(422, "invalid_request", "message: must not be empty or blank", field="message")
     check_size(req.message, relay.settings.max_message_bytes, "message")
+    check_text(req.message, "message")
     protocol = _protocol(request, relay)
     user_id = await identify(request, req.user_id)
     info = await relay.start_chat(

@@ -22,6 +22,17 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535, description="port to listen on")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field("info", description="log level")
     cors_origins: list[str] = Field(default_factory=list, description="origins allowed to call the API from a browser")
+    shutdown_grace_s: float = Field(
+        10.0, ge=0, description="on SIGTERM: how long running runs may take to finish before they are ended"
+    )
+
+    # --- limits at the connection (README "Limits"): applied by `tokenrelay serve`'s uvicorn server ---
+    max_connections: int = Field(20_000, gt=0, description="open connections before requests get a 503")
+    max_head_bytes: int = Field(128 * 1024, ge=1024, description="largest request head (request line and headers)")
+    max_headers: int = Field(100, ge=1, description="most headers in one request")
+    head_timeout_s: float = Field(20.0, gt=0, description="seconds a connection may take to send a request head")
+    keep_alive_s: float = Field(5.0, gt=0, description="seconds an idle keep-alive connection stays open")
+    body_timeout_s: float = Field(30.0, gt=0, description="seconds a client may take to send a request body")
 
     # runs and streams
     backend: BackendName = Field("local", description="AI backend")
@@ -29,9 +40,13 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(32 * 1024, gt=0, description="largest accepted message, in UTF-8 bytes")
     max_active_runs: int = Field(10_000, gt=0, description="runs one instance may have going at once")
     on_disconnect: Literal["cancel", "detach"] = Field(
-        "cancel", description="when the last client leaves: cancel the run, or let it finish for a resume"
+        "detach",
+        description="when the last client's connection drops: detach (the run goes on for detach_grace_s, so the "
+        "client can resume) or cancel it at once; a client's Stop (POST /api/runs/{id}/cancel) always cancels",
     )
-    detach_grace_s: float = Field(30.0, ge=0, description="with on_disconnect=detach: how long a run waits")
+    detach_grace_s: float = Field(
+        30.0, ge=0, description="with on_disconnect=detach: seconds a run nobody watches goes on before it is cancelled"
+    )
     run_ttl_s: float = Field(600.0, gt=0, description="how long a finished run's events stay readable")
     coalesce_ms: float = Field(0.0, ge=0, description="minimum gap between writes to one stream (0: adaptive)")
     coalesce_max_ms: float = Field(

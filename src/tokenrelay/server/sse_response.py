@@ -23,7 +23,8 @@ SSE_HEADERS: dict[str, str] = {
     "cache-control": "no-cache",
     # nginx (and proxies that honour it) must not buffer the stream.
     "x-accel-buffering": "no",
-    "connection": "keep-alive",
+    # No "connection" header: HTTP/1.1 keeps the connection by default, and the server adds "connection: close"
+    # where it must (HTTP/1.0, shutdown) — a fixed "keep-alive" here would then contradict it.
 }
 
 

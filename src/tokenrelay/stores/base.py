@@ -65,6 +65,10 @@ class RunStore(Protocol):
     single instance implements those trivially.
     """
 
+    async def check(self) -> None:
+        """Return when the store answers; raise :class:`~tokenrelay.errors.StoreUnavailable` when it does not."""
+        ...
+
     async def start(self) -> None:
         """Connect and start background work; called once before use."""
         ...

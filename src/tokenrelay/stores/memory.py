@@ -62,6 +62,9 @@ class MemoryRunStore:
         self._slack = 0.25  # how late a deadline may be noticed: a tenth of the shortest timeout, at most 250 ms
         self._chat_runs = MemoryChatRunIndex()
 
+    async def check(self) -> None:
+        return None
+
     async def start(self) -> None:
         return None
 

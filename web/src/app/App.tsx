@@ -1,19 +1,16 @@
-import {
-  useCallback,
-  useLayoutEffect,
-  useRef,
-  useState,
-  type FormEvent,
-  type KeyboardEvent,
-  type RefObject,
-} from "react";
-import type { ChatError, ChatMessage } from "../client/chatStore";
+import { useCallback, useEffect, useLayoutEffect, useMemo, useRef, useState, type RefObject } from "react";
+import { createChatStore, type ChatError, type ChatMessage } from "../client/chatStore";
+import type { ConversationsOptions } from "../client/conversations";
 import { MessageList } from "../react/StreamingMessage";
-import { useStreamingChat } from "../react/useStreamingChat";
+import { useStreamingChat, type UseStreamingChatResult } from "../react/useStreamingChat";
+import { Composer, useAutoGrow } from "./Composer";
+import { authHeaders, hashConversation, setHashConversation } from "./session";
+import { SignIn, Sidebar } from "./Sidebar";
+import { useAuth, useConversationList, useNavigation, useRemember } from "./useChatPage";
 
 export interface AppProps {
-  /** The stream endpoint, relative to the page. */
-  apiUrl: string;
+  /** The API root, relative to the page (e.g. "api"). */
+  apiBase: string;
 }
 
 /** Pixels from the bottom within which the view keeps following new text. */
@@ -38,30 +35,6 @@ function useFollow(scrollRef: RefObject<HTMLElement | null>, messages: readonly 
   return { onScroll, follow };
 }
 
-/** Grow the textarea with its content, up to the CSS max-height. */
-function useAutoGrow(inputRef: RefObject<HTMLTextAreaElement | null>, draft: string): void {
-  useLayoutEffect(() => {
-    const input = inputRef.current;
-    if (input === null) return;
-    input.style.height = "auto";
-    input.style.height = `${input.scrollHeight}px`;
-  }, [inputRef, draft]);
-}
-
-function Header({ canReset, onNewChat }: { canReset: boolean; onNewChat: () => void }) {
-  return (
-    <header className="app-header">
-      <div className="brand">
-        <span className="brand-mark" aria-hidden="true" />
-        <h1>tokenrelay</h1>
-      </div>
-      <button type="button" className="button button-quiet" onClick={onNewChat} disabled={!canReset}>
-        New chat
-      </button>
-    </header>
-  );
-}
-
 function ErrorBanner({ error, onRetry }: { error: ChatError; onRetry: () => void }) {
   return (
     <div className="error" role="alert">
@@ -82,97 +55,94 @@ function Empty() {
   );
 }
 
-interface ComposerProps {
-  draft: string;
-  setDraft: (draft: string) => void;
-  inputRef: RefObject<HTMLTextAreaElement | null>;
-  isLoading: boolean;
-  submit: () => void;
-  stop: () => void;
+/** The composer's draft: a refused message comes back into it (unless something new was typed meanwhile). */
+function useDraft(chat: UseStreamingChatResult) {
+  const [draft, setDraft] = useState("");
+  const unsent = chat.error?.unsent;
+  useEffect(() => {
+    if (unsent !== undefined) setDraft((current) => (current.trim() === "" ? unsent : current));
+  }, [unsent, chat.error]);
+  return [draft, setDraft] as const;
 }
 
-function Composer({ draft, setDraft, inputRef, isLoading, submit, stop }: ComposerProps) {
-  const onSubmit = (event: FormEvent) => {
-    event.preventDefault();
-    submit();
-  };
-  const onKeyDown = (event: KeyboardEvent<HTMLTextAreaElement>) => {
-    // Enter sends, Shift+Enter is a newline; never while an IME is composing.
-    if (event.key === "Enter" && !event.shiftKey && !event.nativeEvent.isComposing) {
-      event.preventDefault();
-      submit();
-    }
-  };
+function Conversation({ chat, draft, send }: { chat: UseStreamingChatResult; draft: string; send: (text: string) => void }) {
+  const { messages, isLoading, status, error, retry, regenerate } = chat;
+  const last = messages[messages.length - 1];
+  const canRegenerate = !isLoading && status !== "error" && last !== undefined && last.role === "assistant";
+  // A refused message is in the composer again: Retry sends it as it now reads there.
+  const onRetry = () => (error?.unsent !== undefined ? send(draft) : void retry());
   return (
-    <form className="composer" onSubmit={onSubmit}>
-      <label htmlFor="message" className="visually-hidden">
-        Message
-      </label>
-      <textarea
-        id="message"
-        ref={inputRef}
-        value={draft}
-        onChange={(event) => setDraft(event.target.value)}
-        onKeyDown={onKeyDown}
-        placeholder="Message tokenrelay (Enter to send, Shift+Enter for a new line)"
-        rows={1}
-        autoFocus
-      />
-      {isLoading ? (
-        <button type="button" className="button button-stop" onClick={stop}>
-          Stop
-        </button>
-      ) : (
-        <button type="submit" className="button button-primary" disabled={draft.trim() === ""}>
-          Send
-        </button>
-      )}
-    </form>
+    <>
+      {messages.length === 0 ? <Empty /> : <MessageList messages={messages} />}
+      {error !== null && error.status !== 401 ? <ErrorBanner error={error} onRetry={onRetry} /> : null}
+      {canRegenerate ? (
+        <div className="actions">
+          <button type="button" className="button button-quiet" onClick={() => void regenerate()}>
+            Regenerate
+          </button>
+        </div>
+      ) : null}
+    </>
   );
 }
 
-export function App({ apiUrl }: AppProps) {
-  // Stop closes the connection, which cancels the run under the server's default on_disconnect=cancel.
-  // (The store's `cancelUrl` option would also POST /api/runs/{id}/cancel; not used here yet.)
-  const { messages, isLoading, status, error, sendMessage, stop, retry, regenerate, reset } = useStreamingChat(apiUrl);
-  const [draft, setDraft] = useState("");
+export function App({ apiBase }: AppProps) {
+  const api = useMemo<ConversationsOptions>(() => ({ base: apiBase, headers: authHeaders }), [apiBase]);
+  const [store] = useState(() => createChatStore({ api: `${apiBase}/chat/stream`, headers: authHeaders }));
+  const chat = useStreamingChat(`${apiBase}/chat/stream`, { store });
+  const signedIn = useRef(() => {});
+  const auth = useAuth(() => signedIn.current());
+  const { handle } = auth;
+  const list = useConversationList(api, handle);
+  const navigation = useNavigation(store, api, handle, list);
+  useRemember(store, chat, list, navigation);
+  useEffect(() => {
+    signedIn.current = () => {
+      void list.refresh();
+      const id = hashConversation();
+      if (id !== undefined && store.getState().messages.length === 0) void navigation.open(id);
+    };
+  });
+  useEffect(() => {
+    if (chat.error?.status === 401) handle(chat.error);
+  }, [chat.error, handle]);
+
+  const [draft, setDraft] = useDraft(chat);
   const inputRef = useRef<HTMLTextAreaElement>(null);
   const scrollRef = useRef<HTMLElement>(null);
   // Layout effects run in this order: the composer takes its height before the view scrolls to the end.
   useAutoGrow(inputRef, draft);
-  const { onScroll, follow } = useFollow(scrollRef, messages);
-
-  const submit = useCallback(() => {
-    if (isLoading || draft.trim() === "") return;
+  const { onScroll, follow } = useFollow(scrollRef, chat.messages);
+  const send = (text: string) => {
+    if (chat.isLoading || text.trim() === "") return;
     follow();
-    void sendMessage(draft);
+    void chat.sendMessage(text);
     setDraft("");
-  }, [draft, isLoading, sendMessage, follow]);
-
+  };
   const newChat = () => {
-    reset();
+    chat.load(undefined, []);
+    setHashConversation(undefined);
     setDraft("");
     inputRef.current?.focus();
   };
 
-  const last = messages[messages.length - 1];
-  const canRegenerate = !isLoading && status !== "error" && last !== undefined;
-
   return (
     <div className="app">
-      <Header canReset={messages.length > 0} onNewChat={newChat} />
-      <main className="conversation" ref={scrollRef} onScroll={onScroll}>
-        {messages.length === 0 ? <Empty /> : <MessageList messages={messages} />}
-        {error !== null ? <ErrorBanner error={error} onRetry={() => void retry()} /> : null}
-        {canRegenerate ? (
-          <div className="actions">
-            <button type="button" className="button button-quiet" onClick={() => void regenerate()}>
-              Regenerate
-            </button>
-          </div>
-        ) : null}
-      </main>
-      <Composer draft={draft} setDraft={setDraft} inputRef={inputRef} isLoading={isLoading} submit={submit} stop={stop} />
+      <Sidebar
+        conversations={list.items}
+        currentId={chat.conversationId}
+        error={list.error}
+        onOpen={(id) => void navigation.open(id)}
+        onNew={newChat}
+        onDelete={(id) => void navigation.remove(id)}
+      />
+      <div className="chat">
+        {auth.signIn !== null ? <SignIn reason={auth.signIn} onSubmit={auth.submitToken} /> : null}
+        <main className="conversation" ref={scrollRef} onScroll={onScroll}>
+          <Conversation chat={chat} draft={draft} send={send} />
+        </main>
+        <Composer draft={draft} setDraft={setDraft} inputRef={inputRef} isLoading={chat.isLoading} submit={() => send(draft)} stop={chat.stop} />
+      </div>
     </div>
   );
 }

@@ -23,6 +23,6 @@ if (root === null) throw new Error("#root is missing from index.html");
 
 createRoot(root).render(
   <StrictMode>
-    <App apiUrl="api/chat/stream" />
+    <App apiBase="api" />
   </StrictMode>,
 );

@@ -4,7 +4,8 @@
  * The store itself is in chatStore.ts.
  */
 import { ChatStreamError, type ChatStreamErrorKind } from "./errors";
-import type { ChatDoneEvent, ChatErrorEvent, ChatUsage } from "./protocol";
+import { applyEvents, type MessagePart } from "./parts";
+import type { ChatDoneEvent, ChatErrorEvent, ChatPartEvent, ChatUsage } from "./protocol";
 import type { ReconnectOptions } from "./reconnect";
 import type { ChatTransport, HttpTransportOptions } from "./transport";
 
@@ -22,6 +23,17 @@ export interface ChatMessage {
   readonly finishReason?: string;
   /** For assistant messages: the server's run id. */
   readonly runId?: string;
+  /**
+   * For answers with more than text: text, reasoning, tool calls and
+   * metadata in order (`content` is still the text). Absent for plain text.
+   */
+  readonly parts?: readonly MessagePart[];
+  /** While the answer waits for the model: how many runs are ahead of it. */
+  readonly queuePosition?: number;
+  /** False when the server could not save the answer to the conversation's history. */
+  readonly saved?: false;
+  /** For a failed answer: the error's code, when known. */
+  readonly errorCode?: string;
 }
 
 /**
@@ -39,6 +51,12 @@ export interface ChatError {
   readonly status?: number;
   readonly field?: string;
   readonly retryable: boolean;
+  /**
+   * The server refused the message before answering it (413, 422, 401,
+   * 429...): its text, taken out of the conversation again so the page can
+   * put it back in the composer. `retry()` sends it again.
+   */
+  readonly unsent?: string;
 }
 
 export interface ChatState {
@@ -47,6 +65,8 @@ export interface ChatState {
   readonly error: ChatError | null;
   /** The server's conversation id, sent with follow-up messages. */
   readonly conversationId: string | undefined;
+  /** The run being received, once the server has named it (for resuming it after a reload). */
+  readonly runId?: string;
 }
 
 export interface FinishDetails {
@@ -63,8 +83,11 @@ export type FlushScheduler = (flush: () => void) => () => void;
 export interface ChatStoreOptions extends HttpTransportOptions {
   /** How requests reach the server. Defaults to `createHttpTransport(options)`. */
   transport?: ChatTransport;
-  /** Reconnect after a dropped connection, resuming after the last event received. Off by default. */
-  reconnect?: ReconnectOptions;
+  /**
+   * Reconnect after a dropped connection, resuming after the last event
+   * received. On by default (`DEFAULT_RECONNECT`); `false` turns it off.
+   */
+  reconnect?: ReconnectOptions | false;
   /** Sent as `user_id`. */
   userId?: string;
   /** Continue an existing server conversation. */
@@ -92,12 +115,27 @@ export interface ChatStore {
   sendMessage(text: string): Promise<void>;
   /** Stop the current answer: aborts the request, keeping the text received so far. */
   stop(): void;
-  /** After an error: send the failed request again. */
+  /**
+   * After an error: pick the answer up again when its connection was lost
+   * (the question is not asked twice), or send the failed request again.
+   */
   retry(): Promise<void>;
   /** Drop the last answer and ask for a new one to the last user message. */
   regenerate(): Promise<void>;
   /** Stop anything in flight and start a new, empty conversation. */
   reset(): void;
+  /**
+   * Show conversation `conversationId` with `messages` (e.g. read from the
+   * server). An answer in progress is left to finish on the server (this is
+   * not a Stop): the store just stops following it.
+   */
+  load(conversationId: string | undefined, messages: readonly ChatMessage[]): void;
+  /**
+   * Follow run `runId` of the current conversation as a new answer, from its
+   * start (or after `lastEventId`): a reloaded page picking up an answer that
+   * is still being written. Ignored while another answer is in progress.
+   */
+  resume(runId: string, lastEventId?: string): Promise<void>;
   /** Change options (new callbacks, another endpoint) for the next request. */
   setOptions(options: Partial<ChatStoreOptions>): void;
 }
@@ -113,7 +151,10 @@ export const animationFrameScheduler: FlushScheduler = (flush) => {
 };
 
 /** What an update may change on the streaming message (never its id, role or, directly, its text). */
-export type MessagePatch = Partial<Omit<ChatMessage, "id" | "role" | "content">>;
+export type MessagePatch = Partial<Omit<ChatMessage, "id" | "role" | "content" | "parts">>;
+
+/** What an answer arriving in pieces is made of: text (as plain strings, the common case) and the other parts. */
+export type PendingEvent = string | ChatPartEvent;
 
 export function toChatError(error: unknown): ChatError {
   if (error instanceof ChatStreamError) {
@@ -148,16 +189,29 @@ export function finishedStatus(done: ChatDoneEvent): MessageStatus {
   return done.finishReason === "cancelled" ? "cancelled" : "done";
 }
 
+/** The message with `events` applied; a plain text answer stays a string append. */
+function withEvents(message: ChatMessage, events: readonly PendingEvent[]): ChatMessage {
+  if (events.length === 0) return message;
+  if (message.parts === undefined && message.queuePosition === undefined && events.every((e) => typeof e === "string")) {
+    return { ...message, content: message.content + events.join("") };
+  }
+  const { content, parts, queuePosition } = applyEvents(message, events);
+  const next: { -readonly [key in keyof ChatMessage]: ChatMessage[key] } = { ...message, content, parts, queuePosition };
+  if (parts === undefined) delete next.parts;
+  if (queuePosition === undefined) delete next.queuePosition;
+  return next;
+}
+
 /**
- * Append `text` to message `id` and apply `patch`, returning the new list
- * and the updated message. A message left with no text when it ends in
- * error or cancellation is removed: an empty bubble says nothing the error
- * banner does not.
+ * Apply `events` and `patch` to message `id`, returning the new list and the
+ * updated message. A message left with nothing in it when it ends in error
+ * or cancellation is removed: an empty bubble says nothing the error banner
+ * does not.
  */
 export function updateMessage(
   messages: readonly ChatMessage[],
   id: string,
-  text: string,
+  events: readonly PendingEvent[],
   patch: MessagePatch,
 ): { messages: ChatMessage[]; updated: ChatMessage | undefined } {
   const next = messages.slice();
@@ -165,8 +219,9 @@ export function updateMessage(
   for (let index = next.length - 1; index >= 0; index -= 1) {
     const message = next[index];
     if (message === undefined || message.id !== id) continue;
-    const updated: ChatMessage = { ...message, ...patch, content: message.content + text };
-    const drop = updated.content === "" && (updated.status === "error" || updated.status === "cancelled");
+    const updated: ChatMessage = { ...withEvents(message, events), ...patch };
+    const empty = updated.content === "" && (updated.parts === undefined || updated.parts.length === 0);
+    const drop = empty && (updated.status === "error" || updated.status === "cancelled");
     if (drop) next.splice(index, 1);
     else next[index] = updated;
     return { messages: next, updated };

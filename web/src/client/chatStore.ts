@@ -27,18 +27,21 @@ import {
   toChatError,
   updateMessage,
   withoutFailedAnswer,
+  type ChatError,
   type ChatMessage,
   type ChatState,
   type ChatStore,
   type ChatStoreOptions,
   type MessagePatch,
+  type PendingEvent,
 } from "./chatState";
-import { cutOffError } from "./errors";
+import { ChatStreamError, cutOffError } from "./errors";
 import { createId } from "./ids";
-import type { ChatDoneEvent, ChatErrorEvent, ChatRequest } from "./protocol";
-import { Reconnection, wait } from "./reconnect";
+import type { ChatDoneEvent, ChatRequest } from "./protocol";
+import { DEFAULT_RECONNECT, Reconnection, wait } from "./reconnect";
+import { conversationIdOf, newRun, remember, runIdOf, settleStop, type Failure, type Run } from "./run";
 import type { ChatStream } from "./streamChat";
-import { createHttpTransport, type ChatSendRequest, type ChatTransport } from "./transport";
+import { createHttpTransport, type ChatTransport } from "./transport";
 
 export { animationFrameScheduler, toChatError } from "./chatState";
 export type {
@@ -53,47 +56,11 @@ export type {
   FlushScheduler,
   MessageStatus,
 } from "./chatState";
+export type { MessagePart, MetadataPart, ReasoningPart, TextPart, ToolPart, ToolState } from "./parts";
 
-/** One answer being received. */
-interface Run {
-  readonly controller: AbortController;
-  readonly assistantId: string;
-  /** The transport it was sent with: reconnecting and cancelling use the same one. */
-  readonly transport: ChatTransport;
-  /** Deltas received but not yet applied to the state. */
-  pending: string[];
-  /** The stream being read: the first one, or the latest reconnection. */
-  stream: ChatStream | undefined;
-  /** What the answer's earlier streams said, for as long as the current one has not said it. */
-  runId: string | undefined;
-  conversationId: string | undefined;
-  lastEventId: string | undefined;
-  /** An error frame, waiting for the done frame the server sends after it. */
-  backendError: ChatErrorEvent | undefined;
-}
-
-function runIdOf(run: Run): string | undefined {
-  return run.stream?.runId ?? run.runId;
-}
-
-function conversationIdOf(run: Run): string | undefined {
-  return run.stream?.conversationId ?? run.conversationId;
-}
-
-/** Keep what the dropped stream knew: the reconnection's stream starts knowing less. */
-function remember(run: Run, stream: ChatStream): void {
-  run.runId = stream.runId ?? run.runId;
-  run.conversationId = stream.conversationId ?? run.conversationId;
-  run.lastEventId = stream.lastEventId ?? run.lastEventId;
-}
-
-/** Run `action` and forget how it ends: a thrown error and a rejection alike. */
-function ignoreFailure(action: () => Promise<void>): void {
-  try {
-    action().catch(() => {});
-  } catch {
-    // A transport that throws at once is ignored the same way.
-  }
+/** A drop that reconnecting may get past: the connection, not the request, failed. */
+function isDrop(cause: unknown): boolean {
+  return cause instanceof ChatStreamError && (cause.kind === "network" || cause.kind === "incomplete" || cause.retryable);
 }
 
 class Store {
@@ -102,7 +69,9 @@ class Store {
   private readonly listeners = new Set<() => void>();
   private run: Run | null = null;
   private cancelScheduledFlush: (() => void) | null = null;
-  // The text of the last request, for retry().
+  // What retry() does: set when an answer fails.
+  private failure: Failure | undefined;
+  // The text of the last question asked, for regenerate-style retries.
   private lastRequest: string | undefined;
 
   constructor(options: ChatStoreOptions) {
@@ -120,22 +89,28 @@ class Store {
   async sendMessage(text: string): Promise<void> {
     if (this.run !== null || text.trim() === "") return;
     const user: ChatMessage = { id: this.newId(), role: "user", content: text, status: "done" };
-    await this.start(text, [...this.state.messages, user]);
+    await this.start(text, [...this.state.messages, user], false, user.id);
   }
 
   stop(): void {
     const current = this.stopRun();
     if (current === null) return;
+    this.failure = undefined;
     this.commit(current, { status: "cancelled", finishReason: "cancelled", runId: runIdOf(current) }, {
       status: "idle",
       error: null,
       conversationId: conversationIdOf(current) ?? this.state.conversationId,
+      runId: undefined,
     });
   }
 
   async retry(): Promise<void> {
-    if (this.run !== null || this.state.status !== "error" || this.lastRequest === undefined) return;
-    await this.start(this.lastRequest, withoutFailedAnswer(this.state.messages), true);
+    const failure = this.failure;
+    if (this.run !== null || this.state.status !== "error" || failure === undefined) return;
+    if (failure.kind === "refused") return this.sendMessage(failure.text);
+    if (failure.kind === "interrupted") return this.follow(failure.runId, failure.lastEventId, failure.assistantId);
+    if (failure.text === undefined) return;
+    await this.start(failure.text, withoutFailedAnswer(this.state.messages), true);
   }
 
   async regenerate(): Promise<void> {
@@ -149,9 +124,29 @@ class Store {
 
   reset(): void {
     this.stopRun();
+    this.clear(undefined, []);
+  }
+
+  load(conversationId: string | undefined, messages: readonly ChatMessage[]): void {
+    // Not a Stop: an answer being received goes on on the server, and opening its conversation again picks it up.
+    const current = this.run;
+    this.run = null;
+    current?.controller.abort();
+    this.clear(conversationId, messages);
+  }
+
+  private clear(conversationId: string | undefined, messages: readonly ChatMessage[]): void {
     this.cancelFlush();
+    this.failure = undefined;
     this.lastRequest = undefined;
-    this.setState({ messages: [], status: "idle", error: null, conversationId: undefined });
+    this.setState({ messages, status: "idle", error: null, conversationId });
+  }
+
+  async resume(runId: string, lastEventId?: string): Promise<void> {
+    if (this.run !== null) return;
+    const question = this.state.messages[lastUserIndex(this.state.messages)];
+    this.lastRequest = question?.content;
+    await this.follow(runId, lastEventId, undefined);
   }
 
   private newId(): string {
@@ -170,12 +165,12 @@ class Store {
     }
   }
 
-  /** Apply the run's buffered text plus `patch` to its assistant message and `statePatch` to the state, in one update. */
+  /** Apply the run's buffered events plus `patch` to its assistant message and `statePatch` to the state, in one update. */
   private commit(current: Run, patch: MessagePatch, statePatch: Partial<ChatState>): ChatMessage | undefined {
     this.cancelFlush();
-    const text = current.pending.length > 0 ? current.pending.join("") : "";
+    const events = current.pending;
     current.pending = [];
-    const { messages, updated } = updateMessage(this.state.messages, current.assistantId, text, patch);
+    const { messages, updated } = updateMessage(this.state.messages, current.assistantId, events, patch);
     this.setState({ ...this.state, ...statePatch, messages });
     return updated;
   }
@@ -191,37 +186,39 @@ class Store {
 
   // `again`: this asks the last question once more (retry, regenerate), so the server neither stores it twice nor
   // keeps the replaced answer in the model's context.
-  private async start(text: string, baseMessages: readonly ChatMessage[], again = false): Promise<void> {
-    const current = this.begin(text, baseMessages);
-    try {
-      await this.follow(current, { body: this.requestBody(text, again), signal: current.controller.signal });
-    } catch (cause) {
-      if (this.run !== current) return; // stop() or reset() already updated the state
-      this.fail(current, cause);
-    }
+  private async start(text: string, baseMessages: readonly ChatMessage[], again: boolean, questionId?: string): Promise<void> {
+    const question = questionId === undefined ? undefined : { id: questionId, text };
+    const current = this.begin(newRun(this.newId(), this.transport(), question), baseMessages);
+    this.lastRequest = text;
+    const body = this.requestBody(text, again);
+    await this.drive(current, () => current.transport.send({ body, signal: current.controller.signal, onOpen: () => this.opened(current) }));
   }
 
-  private begin(text: string, baseMessages: readonly ChatMessage[]): Run {
-    const current: Run = {
-      controller: new AbortController(),
-      assistantId: this.newId(),
-      transport: this.options.transport ?? createHttpTransport(this.options),
-      pending: [],
-      stream: undefined,
-      runId: undefined,
-      conversationId: undefined,
-      lastEventId: undefined,
-      backendError: undefined,
-    };
+  /** Follow run `runId` into answer `assistantId` (an answer that was interrupted), or into a new one. */
+  private async follow(runId: string, lastEventId: string | undefined, assistantId: string | undefined): Promise<void> {
+    const current = newRun(assistantId ?? this.newId(), this.transport(), undefined, { runId, lastEventId });
+    this.begin(current, this.state.messages);
+    await this.drive(current, () => this.reconnectStream(current, runId, lastEventId));
+  }
+
+  private transport(): ChatTransport {
+    return this.options.transport ?? createHttpTransport(this.options);
+  }
+
+  private emptyAnswer(current: Run): ChatMessage {
+    return { id: current.assistantId, role: "assistant", content: "", status: "streaming" };
+  }
+
+  /** Make `current` the run in progress, its answer streaming (a new one, or the interrupted one resumed). */
+  private begin(current: Run, baseMessages: readonly ChatMessage[]): Run {
     this.run = current;
-    this.lastRequest = text;
+    this.failure = undefined;
     this.cancelFlush();
-    this.setState({
-      ...this.state,
-      messages: [...baseMessages, { id: current.assistantId, role: "assistant", content: "", status: "streaming" }],
-      status: "submitted",
-      error: null,
-    });
+    const shown = baseMessages.some((message) => message.id === current.assistantId);
+    const messages = shown
+      ? baseMessages.map((message) => (message.id === current.assistantId ? { ...message, status: "streaming" as const } : message))
+      : [...baseMessages, this.emptyAnswer(current)];
+    this.setState({ ...this.state, messages, status: "submitted", error: null, runId: current.runId });
     return current;
   }
 
@@ -233,14 +230,43 @@ class Store {
     return body;
   }
 
+  private async drive(current: Run, open: () => ChatStream): Promise<void> {
+    try {
+      await this.readToEnd(current, open);
+    } catch (cause) {
+      if (this.run !== current) return; // stop() or reset() already updated the state
+      this.fail(current, cause);
+    }
+  }
+
+  /** The server named the run (its response headers arrived): a stopped run is cancelled now, a live one shown. */
+  private opened(current: Run): void {
+    current.opened = true;
+    if (current.stopped) {
+      settleStop(current, this.options.userId);
+      return;
+    }
+    const runId = runIdOf(current);
+    const conversationId = conversationIdOf(current) ?? this.state.conversationId;
+    if (this.run !== current || (runId === this.state.runId && conversationId === this.state.conversationId)) return;
+    this.setState({ ...this.state, runId, conversationId });
+  }
+
+  private reconnectStream(current: Run, runId: string, lastEventId: string | undefined): ChatStream {
+    const { signal } = current.controller;
+    const onOpen = () => this.opened(current);
+    return current.transport.reconnect({ runId, lastEventId, userId: this.options.userId, signal, onOpen });
+  }
+
   /**
    * Read the answer to its done frame: the first stream, then a
    * reconnection after each drop the `reconnect` policy allows. Throws the
    * error that ended the answer.
    */
-  private async follow(current: Run, request: ChatSendRequest): Promise<void> {
-    const reconnection = new Reconnection(this.options.reconnect);
-    let stream = current.transport.send(request);
+  private async readToEnd(current: Run, open: () => ChatStream): Promise<void> {
+    const reconnecting = this.options.reconnect === false ? { attempts: 0 } : (this.options.reconnect ?? DEFAULT_RECONNECT);
+    const reconnection = new Reconnection(reconnecting, current.runId !== undefined);
+    let stream = open();
     for (;;) {
       current.stream = stream;
       let cause: unknown;
@@ -257,19 +283,21 @@ class Store {
       if (delay === null || runId === undefined) throw cause;
       await wait(delay, current.controller.signal);
       if (this.run !== current) return;
-      stream = current.transport.reconnect({ runId, lastEventId, userId: this.options.userId, signal: request.signal });
+      stream = this.reconnectStream(current, runId, lastEventId);
     }
   }
 
   /** Apply one stream's events to the answer. True once the answer is over here: finished, stopped or replaced. */
   private async read(current: Run, stream: ChatStream): Promise<boolean> {
     for await (const event of stream) {
-      // Stopped or reset meanwhile: leaving the loop closes the connection.
-      if (this.run !== current) return true;
+      // Stopped or reset meanwhile: cancel the run if that waited for its id; leaving the loop closes the connection.
+      current.opened = true;
+      if (this.run !== current) {
+        if (current.stopped) settleStop(current, this.options.userId);
+        return true;
+      }
+      current.received = true;
       switch (event.type) {
-        case "delta":
-          this.receive(current, event.text);
-          break;
         case "error":
           // The server follows an error frame with a done frame.
           current.backendError = event;
@@ -277,16 +305,19 @@ class Store {
         case "done":
           this.finish(current, event);
           return true;
+        default:
+          this.receive(current, event.type === "delta" ? event.text : event);
       }
     }
     return this.run !== current;
   }
 
-  private receive(current: Run, text: string): void {
-    if (text === "") return;
-    current.pending.push(text);
+  private receive(current: Run, item: PendingEvent): void {
+    if (item === "") return;
+    current.pending.push(item);
     if (this.state.status === "submitted") {
-      this.commit(current, {}, { status: "streaming", conversationId: conversationIdOf(current) ?? this.state.conversationId });
+      const conversationId = conversationIdOf(current) ?? this.state.conversationId;
+      this.commit(current, {}, { status: "streaming", conversationId, runId: runIdOf(current) });
     } else {
       this.scheduleFlush(current);
     }
@@ -297,28 +328,44 @@ class Store {
     const conversationId = done.conversationId ?? conversationIdOf(current) ?? this.state.conversationId;
     const runId = done.runId ?? runIdOf(current);
     const { finishReason } = done;
+    const saved = done.saved === false ? { saved: false as const } : {};
     if (finishReason === "error" || current.backendError !== undefined) {
       const error = backendChatError(current.backendError);
-      this.commit(current, { status: "error", finishReason, runId }, { status: "error", error, conversationId });
+      this.failure = { kind: "failed", text: this.lastRequest };
+      const patch = { status: "error" as const, finishReason, runId, errorCode: error.code, ...saved };
+      this.commit(current, patch, { status: "error", error, conversationId, runId: undefined });
       this.options.onError?.(error);
       return;
     }
     const message = this.commit(
       current,
-      { status: finishedStatus(done), finishReason, runId },
-      { status: "idle", error: null, conversationId },
+      { status: finishedStatus(done), finishReason, runId, ...saved },
+      { status: "idle", error: null, conversationId, runId: undefined },
     );
     if (message !== undefined) this.options.onFinish?.(message, { finishReason, runId, conversationId, usage: done.usage });
   }
 
   private fail(current: Run, cause: unknown): void {
     this.run = null;
-    const error = toChatError(cause);
-    this.commit(current, { status: "error" }, {
-      status: "error",
-      error,
-      conversationId: conversationIdOf(current) ?? this.state.conversationId,
-    });
+    const conversationId = conversationIdOf(current) ?? this.state.conversationId;
+    const runId = runIdOf(current);
+    let error: ChatError = toChatError(cause);
+    const question = current.question;
+    if (question !== undefined && !current.received && error.kind === "http") {
+      // Refused before answering: the message goes back to its sender, not into the conversation.
+      this.failure = { kind: "refused", text: question.text };
+      error = { ...error, unsent: question.text };
+      const messages = this.state.messages.filter((m) => m.id !== question.id && m.id !== current.assistantId);
+      this.cancelFlush();
+      current.pending = [];
+      this.setState({ ...this.state, messages, status: "error", error, conversationId, runId: undefined });
+    } else {
+      this.failure =
+        runId !== undefined && isDrop(cause)
+          ? { kind: "interrupted", runId, lastEventId: current.lastEventId, assistantId: current.assistantId }
+          : { kind: "failed", text: this.lastRequest };
+      this.commit(current, { status: "error" }, { status: "error", error, conversationId, runId: undefined });
+    }
     this.options.onError?.(error);
   }
 
@@ -326,10 +373,9 @@ class Store {
     const current = this.run;
     if (current === null) return null;
     this.run = null;
-    // Aborting the request closes the connection; the server cancels the run.
-    current.controller.abort();
-    const runId = runIdOf(current);
-    if (runId !== undefined) ignoreFailure(() => current.transport.cancel({ runId, userId: this.options.userId }));
+    current.stopped = true;
+    if (current.stream !== undefined) remember(current, current.stream);
+    settleStop(current, this.options.userId);
     return current;
   }
 }
@@ -346,6 +392,8 @@ export function createChatStore(initialOptions: ChatStoreOptions): ChatStore {
     retry: () => store.retry(),
     regenerate: () => store.regenerate(),
     reset: () => store.reset(),
+    load: (conversationId, messages) => store.load(conversationId, messages),
+    resume: (runId, lastEventId) => store.resume(runId, lastEventId),
     setOptions(next) {
       store.options = { ...store.options, ...next };
     },

@@ -22,7 +22,13 @@ export type {
   ChatDoneEvent,
   ChatErrorEvent,
   ChatEvent,
+  ChatMetadataEvent,
+  ChatPartEvent,
+  ChatReasoningEvent,
   ChatRequest,
+  ChatToolCallDeltaEvent,
+  ChatToolCallEvent,
+  ChatToolResultEvent,
   ChatUsage,
   FinishReason,
 } from "./protocol";
@@ -31,3 +37,6 @@ export type { ChatStreamErrorKind } from "./errors";
 // The store, its options and its state's types.
 export * from "./chatStore";
 export { createId } from "./ids";
+export { deleteConversation, listConversations, loadConversation } from "./conversations";
+export type { ConversationsOptions, ConversationSummary, LoadedConversation } from "./conversations";
+export { DEFAULT_RECONNECT } from "./reconnect";

@@ -4,6 +4,11 @@
  *   {"delta": "Hel"}
  *   {"error": {"code": "backend_error", "message": "...", "retryable": false}}
  *   {"done": true, "finish_reason": "stop", "run_id": "...", "conversation_id": "...", "usage": {...}}
+ *   {"reasoning": "..."}                                  the model's reasoning, apart from the answer
+ *   {"tool_call": {"id", "name"}}                         a tool call starts
+ *   {"tool_call_delta": {"id", "arguments"}}              a fragment of its JSON arguments
+ *   {"tool_result": {"id", "output", "is_error"}}         what the tool returned
+ *   {"metadata": {...}}                                   out-of-band facts, e.g. {"queue_position": 2}
  *
  * Payloads are validated here and turned into a discriminated union, so the
  * rest of the code never touches untyped JSON.
@@ -39,9 +44,55 @@ export interface ChatDoneEvent {
   readonly runId: string | undefined;
   readonly conversationId: string | undefined;
   readonly usage: ChatUsage | undefined;
+  /** False when the server could not save the answer to the conversation's history; otherwise undefined. */
+  readonly saved?: false;
 }
 
-export type ChatEvent = ChatDeltaEvent | ChatErrorEvent | ChatDoneEvent;
+export interface ChatReasoningEvent {
+  readonly type: "reasoning";
+  readonly id: string;
+  readonly text: string;
+}
+
+export interface ChatToolCallEvent {
+  readonly type: "tool-call";
+  readonly id: string;
+  readonly callId: string;
+  readonly name: string;
+}
+
+export interface ChatToolCallDeltaEvent {
+  readonly type: "tool-call-delta";
+  readonly id: string;
+  readonly callId: string;
+  /** A fragment of the call's JSON arguments, in order. */
+  readonly arguments: string;
+}
+
+export interface ChatToolResultEvent {
+  readonly type: "tool-result";
+  readonly id: string;
+  readonly callId: string;
+  readonly output: string;
+  readonly isError: boolean;
+}
+
+export interface ChatMetadataEvent {
+  readonly type: "metadata";
+  readonly id: string;
+  readonly data: Readonly<Record<string, unknown>>;
+}
+
+/** The events that add to an answer, besides its text: what the chat store keeps as message parts. */
+export type ChatPartEvent =
+  | ChatDeltaEvent
+  | ChatReasoningEvent
+  | ChatToolCallEvent
+  | ChatToolCallDeltaEvent
+  | ChatToolResultEvent
+  | ChatMetadataEvent;
+
+export type ChatEvent = ChatPartEvent | ChatErrorEvent | ChatDoneEvent;
 
 /** The POST body (and, as query parameters, the GET parameters) of /api/chat/stream. */
 export interface ChatRequest {
@@ -81,31 +132,51 @@ export function toChatEvent(message: EventSourceMessage): ChatEvent | null {
   }
   if (!isRecord(payload)) return null;
   const id = message.id;
+  if (typeof payload.delta === "string") return { type: "delta", id, text: payload.delta };
+  if (payload.error !== undefined && payload.error !== null) return errorEvent(id, payload.error);
+  if (payload.done === true) return doneEvent(id, payload);
+  return partEvent(id, payload);
+}
 
-  if (typeof payload.delta === "string") {
-    return { type: "delta", id, text: payload.delta };
+function errorEvent(id: string, raw: unknown): ChatErrorEvent {
+  const error = isRecord(raw) ? raw : {};
+  return {
+    type: "error",
+    id,
+    code: optionalString(error.code) ?? "unknown_error",
+    message: optionalString(error.message) ?? (typeof raw === "string" && raw !== "" ? raw : "The model failed to answer."),
+    retryable: error.retryable === true,
+  };
+}
+
+function doneEvent(id: string, payload: Record<string, unknown>): ChatDoneEvent {
+  const done: ChatDoneEvent = {
+    type: "done",
+    id,
+    finishReason: optionalString(payload.finish_reason) ?? "stop",
+    runId: optionalString(payload.run_id),
+    conversationId: optionalString(payload.conversation_id),
+    usage: isRecord(payload.usage) ? payload.usage : undefined,
+  };
+  return payload.saved === false ? { ...done, saved: false } : done;
+}
+
+/** Reasoning, tool calls and metadata; `null` for a payload this client does not know. */
+function partEvent(id: string, payload: Record<string, unknown>): ChatPartEvent | null {
+  if (typeof payload.reasoning === "string") return { type: "reasoning", id, text: payload.reasoning };
+  const call = payload.tool_call;
+  if (isRecord(call) && typeof call.id === "string") {
+    return { type: "tool-call", id, callId: call.id, name: typeof call.name === "string" ? call.name : "tool" };
   }
-  if (payload.error !== undefined && payload.error !== null) {
-    const error = isRecord(payload.error) ? payload.error : {};
-    return {
-      type: "error",
-      id,
-      code: optionalString(error.code) ?? "unknown_error",
-      message:
-        optionalString(error.message) ??
-        (typeof payload.error === "string" && payload.error !== "" ? payload.error : "The model failed to answer."),
-      retryable: error.retryable === true,
-    };
+  const delta = payload.tool_call_delta;
+  if (isRecord(delta) && typeof delta.id === "string" && typeof delta.arguments === "string") {
+    return { type: "tool-call-delta", id, callId: delta.id, arguments: delta.arguments };
   }
-  if (payload.done === true) {
-    return {
-      type: "done",
-      id,
-      finishReason: optionalString(payload.finish_reason) ?? "stop",
-      runId: optionalString(payload.run_id),
-      conversationId: optionalString(payload.conversation_id),
-      usage: isRecord(payload.usage) ? payload.usage : undefined,
-    };
+  const result = payload.tool_result;
+  if (isRecord(result) && typeof result.id === "string") {
+    const output = typeof result.output === "string" ? result.output : JSON.stringify(result.output ?? null);
+    return { type: "tool-result", id, callId: result.id, output, isError: result.is_error === true };
   }
+  if (isRecord(payload.metadata)) return { type: "metadata", id, data: payload.metadata };
   return null;
 }

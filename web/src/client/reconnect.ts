@@ -3,9 +3,11 @@
  * waits first. I/O-free: the store asks `next()` after each failure and does
  * the waiting and the request itself.
  *
- * Off unless asked for (`ChatStoreOptions.reconnect`): under the server's
- * default `on_disconnect=cancel` a dropped connection has already cancelled
- * the run, so reconnecting pays only when runs outlive their connection.
+ * On by default (`DEFAULT_RECONNECT`): the server keeps a run whose
+ * connection dropped for a grace period (30 s by default), and the waits
+ * here add up to well under it. Under `on_disconnect=cancel` the run is
+ * already over when the client comes back, and the resume shows how it
+ * ended.
  */
 import { ChatStreamError } from "./errors";
 
@@ -24,6 +26,9 @@ export interface StreamPosition {
   readonly retryMs: number | undefined;
 }
 
+/** Six tries in a row: 0.25 + 0.5 + 1 + 2 + 4 + 8 s, about 16 s of a dead network before the answer fails. */
+export const DEFAULT_RECONNECT: ReconnectOptions = { attempts: 6, delayMs: 250 };
+
 const DEFAULT_DELAY_MS = 250;
 const MAX_DELAY_MS = 8000;
 
@@ -31,9 +36,15 @@ const MAX_DELAY_MS = 8000;
 export class Reconnection {
   private failures = 0;
   private seen: string | undefined;
-  private reconnected = false;
+  private reconnected: boolean;
 
-  constructor(private readonly options: ReconnectOptions | undefined) {}
+  /** `resuming`: the first stream is already a reconnection, so a 5xx on it is worth another try. */
+  constructor(
+    private readonly options: ReconnectOptions | undefined,
+    resuming = false,
+  ) {
+    this.reconnected = resuming;
+  }
 
   /**
    * Milliseconds to wait before reconnecting after `cause`, or `null` to give

@@ -32,6 +32,8 @@ export interface StreamChatOptions {
   fetch?: FetchLike;
   /** Extra request headers. */
   headers?: HeadersInit;
+  /** Called once the server has answered with the stream (its run id is then known), before the first event. */
+  onOpen?: () => void;
 }
 
 export interface ResumeChatOptions {
@@ -42,6 +44,7 @@ export interface ResumeChatOptions {
   signal?: AbortSignal;
   fetch?: FetchLike;
   headers?: HeadersInit;
+  onOpen?: () => void;
 }
 
 interface OpenRequest {
@@ -51,6 +54,7 @@ interface OpenRequest {
   fetch: FetchLike | undefined;
   /** For a resume: 204 No Content means the run had nothing left to send. */
   allowNoContent: boolean;
+  onOpen: (() => void) | undefined;
 }
 
 const defaultFetch: FetchLike = (input, init) => globalThis.fetch(input, init);
@@ -77,6 +81,7 @@ async function openBody(request: OpenRequest, info: MutableStreamInfo): Promise<
   info.conversationId = response.headers.get("X-Conversation-Id") ?? info.conversationId;
 
   if (!response.ok) throw await errorFromResponse(response);
+  request.onOpen?.();
   if (response.status === 204 && request.allowNoContent) return null;
 
   const contentType = response.headers.get("Content-Type");
@@ -112,6 +117,7 @@ export function streamChat(options: StreamChatOptions): ChatStream {
       signal: options.signal,
       fetch: options.fetch,
       allowNoContent: false,
+      onOpen: options.onOpen,
     },
     emptyInfo(),
   );
@@ -136,7 +142,14 @@ export function resumeChat(options: ResumeChatOptions): ChatStream {
   const info = emptyInfo();
   info.lastEventId = options.lastEventId;
   return createStream(
-    { url: options.url, init: { method: "GET", headers }, signal: options.signal, fetch: options.fetch, allowNoContent: true },
+    {
+      url: options.url,
+      init: { method: "GET", headers },
+      signal: options.signal,
+      fetch: options.fetch,
+      allowNoContent: true,
+      onOpen: options.onOpen,
+    },
     info,
   );
 }

@@ -18,6 +18,8 @@ export interface ChatSendRequest {
   readonly body: ChatRequest;
   /** Aborted when the user stops the answer: the transport closes the connection. */
   readonly signal: AbortSignal;
+  /** Call when the server has answered (the stream's `runId` is known), before the first event. Optional. */
+  readonly onOpen?: () => void;
 }
 
 /** Pick a run up after a dropped connection. */
@@ -28,6 +30,8 @@ export interface ChatReconnectRequest {
   /** The user the run belongs to (the server only lets a user follow their own runs). */
   readonly userId: string | undefined;
   readonly signal: AbortSignal;
+  /** As for `ChatSendRequest.onOpen`. */
+  readonly onOpen?: () => void;
 }
 
 /** Stop a run on the server. */
@@ -63,11 +67,10 @@ export interface HttpTransportOptions {
   /** A fetch implementation (tests, instrumentation). Defaults to the global fetch. */
   fetch?: FetchLike;
   /**
-   * Where to POST when the user stops an answer, e.g.
-   * `(runId) => \`/api/runs/${runId}/cancel\``. Stop always closes the
-   * connection, which cancels the run under the server's default
-   * `on_disconnect=cancel`; this also stops it when the server lets runs
-   * outlive their connection (`detach`). Without it, `cancel` sends nothing.
+   * Where to POST when the user stops an answer. Defaults to
+   * `runs/{runId}/cancel` beside the `api` endpoint's `chat/`: a closed
+   * connection alone does not stop a run under the server's default policy,
+   * which keeps it for a client that comes back.
    */
   cancelUrl?: (runId: string) => string | URL;
   /** A run's stream, for reconnecting. Defaults to `runs/{runId}/stream` beside the `api` endpoint's `chat/`. */
@@ -95,23 +98,27 @@ function defaultResumeUrl(api: string | URL, runId: string): URL {
   return new URL(`../runs/${encodeURIComponent(runId)}/stream`, new URL(api, pageUrl()));
 }
 
+function defaultCancelUrl(api: string | URL, runId: string): URL {
+  return new URL(`../runs/${encodeURIComponent(runId)}/cancel`, new URL(api, pageUrl()));
+}
+
 /** The transport for tokenrelay's HTTP endpoints (what the chat store uses unless given another). */
 export function createHttpTransport(options: HttpTransportOptions): ChatTransport {
   const doFetch: FetchLike = options.fetch ?? ((input, init) => globalThis.fetch(input, init));
   return {
-    send: ({ body, signal }) =>
-      streamChat({ url: options.api, body, signal, fetch: options.fetch, headers: resolveHeaders(options.headers) }),
-    reconnect: ({ runId, lastEventId, userId, signal }) =>
+    send: ({ body, signal, onOpen }) =>
+      streamChat({ url: options.api, body, signal, onOpen, fetch: options.fetch, headers: resolveHeaders(options.headers) }),
+    reconnect: ({ runId, lastEventId, userId, signal, onOpen }) =>
       resumeChat({
         url: forUser(options.resumeUrl?.(runId) ?? defaultResumeUrl(options.api, runId), userId),
         lastEventId,
         signal,
+        onOpen,
         fetch: options.fetch,
         headers: resolveHeaders(options.headers),
       }),
     async cancel({ runId, userId }) {
-      if (options.cancelUrl === undefined) return;
-      const url = forUser(options.cancelUrl(runId), userId);
+      const url = forUser(options.cancelUrl?.(runId) ?? defaultCancelUrl(options.api, runId), userId);
       // keepalive: the request survives the page being closed right after Stop.
       await doFetch(url, { method: "POST", headers: resolveHeaders(options.headers), keepalive: true });
     },

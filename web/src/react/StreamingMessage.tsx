@@ -6,6 +6,7 @@
 import { memo } from "react";
 import type { ChatMessage } from "../client/chatStore";
 import { Markdown } from "../markdown/render";
+import { MessageParts } from "./MessageParts";
 
 /** The blinking cursor shown at the end of an answer while it streams. */
 export function StreamingCursor() {
@@ -31,19 +32,48 @@ const STATUS_NOTE: Partial<Record<ChatMessage["status"], string>> = {
   error: "Interrupted",
 };
 
+/** The line under an answer that says how it ended, when that is worth saying. */
+export function endingNote(message: ChatMessage): string | undefined {
+  if (message.role !== "assistant") return undefined;
+  const notes: string[] = [];
+  const status = STATUS_NOTE[message.status];
+  if (status !== undefined) notes.push(message.status === "error" && message.errorCode ? `${status} (${message.errorCode})` : status);
+  if (message.finishReason === "length") notes.push("Cut off at the length limit");
+  if (message.saved === false) notes.push("Not saved to the conversation's history");
+  return notes.length > 0 ? notes.join(" · ") : undefined;
+}
+
 export interface ChatMessageViewProps {
   message: ChatMessage;
 }
 
+function AnswerBody({ message }: ChatMessageViewProps) {
+  const isStreaming = message.status === "streaming";
+  return (
+    <>
+      {message.queuePosition !== undefined ? (
+        <p className="message-queue" role="status">
+          Waiting for the model: {message.queuePosition} {message.queuePosition === 1 ? "answer" : "answers"} ahead
+        </p>
+      ) : null}
+      {message.parts !== undefined ? (
+        <MessageParts parts={message.parts} streaming={isStreaming} />
+      ) : (
+        <StreamingMessage content={message.content} isStreaming={isStreaming} />
+      )}
+    </>
+  );
+}
+
 export const ChatMessageView = memo(function ChatMessageView({ message }: ChatMessageViewProps) {
   const isStreaming = message.status === "streaming";
-  const note = message.role === "assistant" ? STATUS_NOTE[message.status] : undefined;
-  const lengthNote = message.finishReason === "length" ? "Cut off at the length limit" : undefined;
+  const note = endingNote(message);
   return (
     <article
       className={`message message-${message.role}`}
       data-role={message.role}
       data-status={message.status}
+      data-finish={message.finishReason}
       aria-busy={isStreaming || undefined}
     >
       <div className="message-author">{message.role === "user" ? "You" : "Assistant"}</div>
@@ -52,10 +82,10 @@ export const ChatMessageView = memo(function ChatMessageView({ message }: ChatMe
           // The user's own text is shown as typed, not as Markdown.
           <p className="message-plain">{message.content}</p>
         ) : (
-          <StreamingMessage content={message.content} isStreaming={isStreaming} />
+          <AnswerBody message={message} />
         )}
       </div>
-      {note || lengthNote ? <div className="message-note">{note ?? lengthNote}</div> : null}
+      {note !== undefined ? <div className="message-note">{note}</div> : null}
     </article>
   );
 });

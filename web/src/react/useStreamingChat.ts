@@ -29,16 +29,22 @@ export interface UseStreamingChatResult {
   status: ChatStatus;
   error: ChatError | null;
   conversationId: string | undefined;
+  /** The run being received, once the server has named it. */
+  runId: string | undefined;
   /** Send a message. Ignored while an answer is in progress. */
   sendMessage: (text: string) => Promise<void>;
-  /** Abort the answer in progress (the server sees the disconnect and cancels the run). */
+  /** Stop the answer in progress: the server is asked to cancel the run, and the connection closes. */
   stop: () => void;
-  /** After an error, send the failed request again. */
+  /** After an error: follow the answer again if its connection was lost, else send the failed request again. */
   retry: () => Promise<void>;
   /** Replace the last answer with a new one. */
   regenerate: () => Promise<void>;
   /** Start a new conversation. */
   reset: () => void;
+  /** Show another conversation (e.g. read with `loadConversation`); see `ChatStore.load`. */
+  load: ChatStore["load"];
+  /** Follow a run still being written (after a reload); see `ChatStore.resume`. */
+  resume: ChatStore["resume"];
 }
 
 export function useStreamingChat(apiUrl: string, options: UseStreamingChatOptions = {}): UseStreamingChatResult {
@@ -52,7 +58,7 @@ export function useStreamingChat(apiUrl: string, options: UseStreamingChatOption
     if (externalStore === undefined) store.setOptions({ ...storeOptions, api: apiUrl });
   });
 
-  // Abort on unmount so the server cancels the run. The store stays usable,
+  // Stop on unmount: the server is asked to cancel the run. The store stays usable,
   // which keeps React StrictMode's mount/unmount/mount cycle harmless.
   useEffect(() => {
     if (externalStore !== undefined) return undefined;
@@ -68,11 +74,14 @@ export function useStreamingChat(apiUrl: string, options: UseStreamingChatOption
       status: state.status,
       error: state.error,
       conversationId: state.conversationId,
+      runId: state.runId,
       sendMessage: store.sendMessage,
       stop: store.stop,
       retry: store.retry,
       regenerate: store.regenerate,
       reset: store.reset,
+      load: store.load,
+      resume: store.resume,
     }),
     [state, store],
   );

@@ -17,8 +17,10 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from tokenrelay.coalescing import coalesce
+from tokenrelay.errors import StoreUnavailable
 from tokenrelay.events import Event, StoredEvent
 from tokenrelay.stores.base import RunInfo, StoreListener
+from tokenrelay.stores.redis.background import stop
 from tokenrelay.stores.redis.chat_runs import RedisChatRunIndex
 from tokenrelay.stores.redis.inbox import Inbox
 from tokenrelay.stores.redis.layout import Keys, decode, entry_event, info_from_meta, meta_of
@@ -87,6 +89,13 @@ class RedisRunStore:
 
     # lifecycle
 
+    async def check(self) -> None:
+        try:
+            async with asyncio.timeout(2.0):
+                await self._redis.ping()
+        except Exception as exc:
+            raise StoreUnavailable(f"Redis is unreachable: {type(exc).__name__}") from exc
+
     async def start(self) -> None:
         if self._tasks:
             return
@@ -113,12 +122,7 @@ class RedisRunStore:
     async def close(self) -> None:
         self._closing = True
         await self._writer.drain(_DRAIN_S)  # whatever is still pending goes out before the flusher stops
-        tasks = self._tasks + self._tails.tasks()
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await stop(self._tasks + self._tails.tasks())
         self._tasks = []
         for lg in self._logs.values():
             lg.wake()

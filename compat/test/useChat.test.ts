@@ -1,13 +1,14 @@
 // @ai-sdk/react's useChat with DefaultChatTransport, unmodified, under React Testing Library, against the real
-// server: text, a tool call, an error, stop() (the server cancels the run) and resume.
+// server: text, a tool call, an error, Stop (with tokenrelayStop, the server cancels the run) and resume.
 import { useChat } from "@ai-sdk/react";
 import { act, renderHook, waitFor } from "@testing-library/react";
 import { DefaultChatTransport, isToolUIPart } from "ai";
 import { afterEach, describe, expect, it } from "vitest";
 import { api, baseUrl, eventually, health, newChatId, textOf } from "./helpers";
+import { tokenrelayStop } from "./tokenrelayStop";
 
-function renderChat(options: { id?: string; resume?: boolean } = {}) {
-  const transport = new DefaultChatTransport({ api });
+function renderChat({ fetch, ...options }: { id?: string; resume?: boolean; fetch?: typeof globalThis.fetch } = {}) {
+  const transport = new DefaultChatTransport({ api, fetch });
   return renderHook(() => useChat({ transport, ...options }));
 }
 
@@ -59,23 +60,79 @@ describe("useChat", () => {
     expect(textOf(result.current.messages[1])).toBe("Starting");
   });
 
-  it("stop() cancels the run on the server", async () => {
+  it("stop() with tokenrelayStop's cancel() cancels the run on the server at once", async () => {
+    const before = await health();
+    const stopper = tokenrelayStop(baseUrl);
+    const { result } = renderChat({ fetch: stopper.fetch });
+    act(() => {
+      void result.current.sendMessage({ text: "slow" });
+    });
+    await waitFor(() => expect(textOf(result.current.messages[1])).toContain("tick"));
+    expect((await health()).active_runs).toBe(1);
+    const pressed = Date.now();
+    let cancelled = false;
+    await act(async () => {
+      [, cancelled] = await Promise.all([result.current.stop(), stopper.cancel()]);
+    });
+    expect(cancelled).toBe(true);
+    // cancel() returns once the server recorded the run's end: the model was stopped, not left to finish.
+    const after = await health();
+    expect(after.active_runs).toBe(0);
+    expect(Date.now() - pressed).toBeLessThan(250);
+    expect(after.backend_info.streams_cancelled).toBe(before.backend_info.streams_cancelled + 1);
+    expect(result.current.status).toBe("ready");
+    expect(textOf(result.current.messages[1])).not.toContain("done.");
+  });
+
+  it("a Stop pressed before the server answered still cancels the run it started", async () => {
+    const before = await health();
+    // The response is held back until the Stop was pressed: the request is out, its run id not in yet.
+    let sent!: () => void;
+    let answer!: () => void;
+    const requestSent = new Promise<void>((resolve) => (sent = resolve));
+    const pressed = new Promise<void>((resolve) => (answer = resolve));
+    const heldBack: typeof globalThis.fetch = async (input, init) => {
+      const response = fetch(input, init);
+      sent();
+      await pressed;
+      return response;
+    };
+    const stopper = tokenrelayStop(baseUrl, { fetch: heldBack });
+    const { result } = renderChat({ fetch: stopper.fetch });
+    act(() => {
+      void result.current.sendMessage({ text: "slow" });
+    });
+    await requestSent;
+    await waitFor(() => expect(result.current.status).toBe("submitted"));
+    let cancelled = false;
+    await act(async () => {
+      const stopped = Promise.all([result.current.stop(), stopper.cancel()]);
+      answer();
+      [, cancelled] = await stopped;
+    });
+    expect(cancelled).toBe(true);
+    const after = await health();
+    expect(after.active_runs).toBe(0);
+    expect(after.backend_info.streams_cancelled).toBe(before.backend_info.streams_cancelled + 1);
+    await waitFor(() => expect(result.current.status).toBe("ready"));
+  });
+
+  it("a bare stop() only drops the connection: the run goes on for a resume", async () => {
     const before = await health();
     const { result } = renderChat();
     act(() => {
       void result.current.sendMessage({ text: "slow" });
     });
     await waitFor(() => expect(textOf(result.current.messages[1])).toContain("tick"));
-    expect((await health()).active_runs).toBe(1);
     await act(() => result.current.stop());
     expect(result.current.status).toBe("ready");
+    expect((await health()).active_runs).toBe(1);
     const after = await eventually(async () => {
       const now = await health();
       expect(now.active_runs).toBe(0);
       return now;
     });
-    expect(after.backend_info.streams_cancelled).toBe(before.backend_info.streams_cancelled + 1);
-    expect(textOf(result.current.messages[1])).not.toContain("done.");
+    expect(after.backend_info.streams_cancelled).toBe(before.backend_info.streams_cancelled);
   });
 
   it("resume: true picks up the chat's running answer (and gets 204 when nothing runs)", async () => {

@@ -1,12 +1,16 @@
 // Starts the real tokenrelay server (the repository's Python package, from its virtualenv) on a free port, with the
 // synthetic backend replaying test/script.json, and hands its URL to the tests as inject("baseUrl").
 import { type ChildProcess, spawn } from "node:child_process";
+import { realpathSync } from "node:fs";
 import { createServer } from "node:net";
+import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { TestProject } from "vitest/node";
 
-const root = fileURLToPath(new URL("../../..", import.meta.url));
-const script = fileURLToPath(new URL("./script.json", import.meta.url));
+// This file lives in compat/test, reached through each package's test/ link: the repository is two folders up.
+const here = dirname(realpathSync(fileURLToPath(import.meta.url)));
+const root = resolve(here, "../..");
+const script = join(here, "script.json");
 
 declare module "vitest" {
   export interface ProvidedContext {
@@ -42,7 +46,7 @@ async function waitForHealth(url: string, child: ChildProcess, log: () => string
 
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
   const port = await freePort();
-  const python = process.env.TOKENRELAY_PYTHON ?? `${root}.venv/bin/python`;
+  const python = process.env.TOKENRELAY_PYTHON ?? join(root, ".venv/bin/python");
   let output = "";
   const child = spawn(
     python,
@@ -50,8 +54,9 @@ export default async function setup(project: TestProject): Promise<() => Promise
       "--log-level", "warning"],
     {
       cwd: root,
-      // In-memory history: the suite leaves no database behind.
-      env: { ...process.env, TOKENRELAY_HISTORY: "memory", TOKENRELAY_STORE: "memory" },
+      // In-memory history: the suite leaves no database behind. A dropped connection detaches (the run waits for a
+      // resume), so a Stop has to be the explicit cancel that the suite shows.
+      env: { ...process.env, TOKENRELAY_HISTORY: "memory", TOKENRELAY_STORE: "memory", TOKENRELAY_ON_DISCONNECT: "detach" },
       stdio: ["ignore", "pipe", "pipe"],
     },
   );

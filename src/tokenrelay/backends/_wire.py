@@ -1,0 +1,177 @@
+"""The fast path for a vendor's stream: the SDK sends the request, tokenrelay reads the body.
+
+The SDK still builds, authenticates and retries the request and turns a refused one (4xx/5xx) into its exception;
+what it returns is its raw HTTP response (``with_streaming_response``), whose body is read here as bytes, split by
+tokenrelay's own SSE decoder and parsed by ``orjson`` into plain dicts — no model object per chunk, which is where
+the SDK spends most of its time. Each vendor's stream conventions (OpenAI's ``[DONE]`` and ``{"error": ...}``
+data, Anthropic's ``ping`` and ``error`` events) are applied here exactly as the SDKs apply them, and the errors
+are the SDKs' own exceptions, so the error mapping (``_errors.py``) cannot tell the two paths apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import orjson
+
+from tokenrelay.backends.base import BackendError
+from tokenrelay.sse import ServerSentEvent, SSEDecoder
+
+if TYPE_CHECKING:
+    import httpx2
+
+__all__ = ["ANTHROPIC", "OPENAI", "SKIP", "STOP", "Convention", "WireUpstream", "open_wire"]
+
+# What a vendor's convention makes of one SSE event besides a dict: nothing, or the end of the answer.
+SKIP: Any = object()
+STOP: Any = object()
+
+# How long the rest of a body is read after OpenAI's [DONE] (which ends the answer), so that the connection can be
+# reused; the SDK waits as long.
+_DRAIN_S = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class Convention:
+    """How one vendor's SDK reads its stream."""
+
+    item: Callable[[ServerSentEvent, httpx2.Response, str], Any]
+    """One SSE event to a dict (the event's JSON data), ``SKIP`` or ``STOP``; raises the SDK's exception for an
+    error event. The third argument names the backend in errors."""
+    wraps_transport: bool
+    """Whether the SDK wraps a timeout or a cut connection while reading the body in its own exceptions (OpenAI's
+    does; Anthropic's lets httpx's through)."""
+
+
+class _APIResponse(Protocol):
+    http_response: httpx2.Response
+
+
+class _StreamingCall(Protocol):
+    """The SDK's ``with_streaming_response`` call: entering it sends the request (closing is the stream's)."""
+
+    async def __aenter__(self) -> _APIResponse: ...
+
+
+async def open_wire(call: _StreamingCall, convention: Convention, provider: str) -> WireUpstream:
+    """Send the request the SDK prepared (``client....with_streaming_response.create(stream=True, ...)``); the
+    open stream, read by the fast path. A refused request raises the SDK's exception, as the SDK path does."""
+    api_response = await call.__aenter__()
+    return WireUpstream(api_response.http_response, convention, provider)
+
+
+class WireUpstream:
+    """An :class:`~tokenrelay.backends._remote.Upstream` of plain dicts over the SDK's raw HTTP response."""
+
+    def __init__(self, response: httpx2.Response, convention: Convention, provider: str) -> None:
+        self.response = response
+        self._convention = convention
+        self._provider = provider
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._items()
+
+    async def close(self) -> None:
+        await self.response.aclose()
+
+    async def _items(self) -> AsyncIterator[Any]:
+        response, read, provider = self.response, self._convention.item, self._provider
+        decoder = SSEDecoder()
+        chunks = response.aiter_bytes()
+        try:
+            async for chunk in chunks:
+                for sse in decoder.feed(chunk):
+                    if not isinstance(sse, ServerSentEvent):
+                        continue  # a comment: the decoder returns none unless asked, but its type allows them
+                    item = read(sse, response, provider)
+                    if item is SKIP:
+                        continue
+                    if item is STOP:
+                        await self._drain(chunks)
+                        return
+                    yield item
+        except Exception as exc:
+            mapped = self._transport_error(exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
+        finally:
+            await chunks.aclose()
+
+    def _transport_error(self, exc: Exception) -> Exception | None:
+        """A transport error while reading the body, wrapped as the vendor's SDK wraps it (or not), so that both
+        paths give the same error."""
+        if not self._convention.wraps_transport:
+            return None
+        import httpx2
+        import openai
+
+        if isinstance(exc, httpx2.TimeoutException):
+            return openai.APITimeoutError(request=self.response.request)
+        if isinstance(exc, httpx2.RequestError | ssl.SSLError):
+            return openai.APIConnectionError(request=self.response.request)
+        return None
+
+    @staticmethod
+    async def _drain(chunks: AsyncIterator[bytes]) -> None:
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(_DRAIN_S):
+                async for _ in chunks:
+                    pass
+
+
+def _json(sse: ServerSentEvent, provider: str) -> Any:
+    try:
+        return orjson.loads(sse.data)
+    except orjson.JSONDecodeError:
+        raise BackendError(
+            "upstream_error", f"{provider}: the upstream sent an event that is not JSON: {sse.data[:200]!r}"
+        ) from None
+
+
+def openai_item(sse: ServerSentEvent, response: httpx2.Response, provider: str) -> Any:
+    """OpenAI's stream convention (``openai.AsyncStream``): ``[DONE]`` ends it; data with a truthy ``error`` is
+    an error."""
+    if sse.data.startswith("[DONE]"):
+        return STOP
+    data = _json(sse, provider)
+    if isinstance(data, dict):
+        error = data.get("error")
+        if error:
+            import openai
+
+            message = error.get("message") if isinstance(error, dict) else None
+            if not message or not isinstance(message, str):
+                message = "An error occurred during streaming"
+            raise openai.APIError(message=message, request=response.request, body=error)
+    return data
+
+
+def anthropic_item(sse: ServerSentEvent, response: httpx2.Response, provider: str) -> Any:
+    """Anthropic's stream convention (``anthropic.AsyncStream``): ``ping`` and unnamed events are skipped, an
+    ``error`` event raises a status error (with the 200 response), an event without data is skipped."""
+    name = sse.event
+    if name == "ping" or name == "message":  # "message": the decoder's name for an event that has none
+        return SKIP
+    if name == "error":
+        import anthropic
+
+        body: object = sse.data
+        try:
+            body = orjson.loads(sse.data)
+            message = f"{body}"
+        except orjson.JSONDecodeError:
+            message = sse.data or f"Error code: {response.status_code}"
+        raise anthropic.APIStatusError(message, response=response, body=body)
+    if not sse.data:
+        return SKIP
+    return _json(sse, provider)
+
+
+OPENAI = Convention(openai_item, wraps_transport=True)
+ANTHROPIC = Convention(anthropic_item, wraps_transport=False)

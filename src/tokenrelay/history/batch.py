@@ -1,0 +1,104 @@
+"""Writes that arrive together, committed together: the SQL history off the runs' hot path.
+
+A burst of run starts (each stores its question) or of run ends (each stores its answer) would otherwise be one
+transaction each, one after the other on SQLite's single writer. Here each write joins a queue; one writer task
+takes everything queued, runs it in order in one transaction and commits once, then wakes each caller with its own
+result. So:
+
+- writes keep their order (one queue, one writer): a conversation's question is stored before its answer;
+- a caller returns only once its write is committed (an answer is stored before the run's done frame is sent);
+- a write that fails does not fail the others: when a batch's transaction fails, its writes are retried one
+  transaction each, and only the one that fails again reports the error (when the database cannot be reached,
+  every write of the batch reports that at once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Final, Generic, TypeVar
+
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+__all__ = ["MAX_BATCH", "UNREACHABLE", "WriteBatcher"]
+
+UNREACHABLE: Final = (OperationalError, InterfaceError, DisconnectionError, OSError, TimeoutError)
+"""What a database says when it cannot be reached or written at all (down, cut, a read-only file, a full disk)."""
+
+MAX_BATCH: Final = 500
+"""The most writes one transaction takes: a huge burst is committed in several steps, so none waits for all."""
+
+Item = TypeVar("Item")
+
+
+@dataclass(slots=True)
+class _Write(Generic[Item]):
+    item: Item
+    done: asyncio.Future[bool] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class WriteBatcher(Generic[Item]):
+    """Runs ``write(conn, item)`` for each :meth:`submit`-ted item, batching those that wait at the same time."""
+
+    def __init__(self, engine: AsyncEngine, write: Callable[[AsyncConnection, Item], Awaitable[bool]]) -> None:
+        self.engine = engine
+        self.write = write
+        self._queue: list[_Write[Item]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def submit(self, item: Item) -> bool:
+        """Write ``item`` (with whatever else is waiting); its result once committed."""
+        write = _Write(item)
+        # A caller that was cancelled no longer reads the result: retrieve it here, so a failure is not logged as
+        # an exception nobody retrieved (the caller that stayed got it).
+        write.done.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._queue.append(write)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._drain(), name="tokenrelay-history-writer")
+        # The write goes on even if this caller is cancelled: it may already be in the open transaction.
+        return await asyncio.shield(write.done)
+
+    async def close(self) -> None:
+        """Let the writes already queued finish."""
+        if self._writer is not None:
+            with contextlib.suppress(Exception):
+                await self._writer
+
+    async def _drain(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+            try:
+                results = await self._together(batch)
+            except UNREACHABLE as exc:
+                _fail(batch, exc)  # the database is not there: trying each write again would only wait longer
+            except Exception:
+                await self._one_by_one(batch)  # a batch refused: find which write it was
+            else:
+                for write, result in zip(batch, results, strict=True):
+                    if not write.done.done():
+                        write.done.set_result(result)
+
+    async def _together(self, batch: list[_Write[Item]]) -> list[bool]:
+        async with self.engine.begin() as conn:
+            return [await self.write(conn, w.item) for w in batch]
+
+    async def _one_by_one(self, batch: list[_Write[Item]]) -> None:
+        for write in batch:
+            try:
+                async with self.engine.begin() as conn:
+                    result = await self.write(conn, write.item)
+            except Exception as exc:
+                if not write.done.done():
+                    write.done.set_exception(exc)
+            else:
+                if not write.done.done():
+                    write.done.set_result(result)
+
+
+def _fail(batch: list[_Write[Item]], exc: BaseException) -> None:
+    for write in batch:
+        if not write.done.done():
+            write.done.set_exception(exc)

@@ -1,0 +1,107 @@
+"""A dependency down: a redis-server of the test's own (never the shared one), killed and started again."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.conftest import service_missing, wait_for, wait_for_async
+from tests.server.helpers import serving
+from tokenrelay.backends import SyntheticBackend
+from tokenrelay.server import Relay, Settings
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class OwnRedis:
+    """A redis-server on a port of its own, which the test may kill and start again."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        command = ["redis-server", "--port", str(self.port), "--save", "", "--appendonly", "no"]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def answers() -> bool:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+                    s.sendall(b"PING\r\n")
+                    return s.recv(16).startswith(b"+PONG")
+            except OSError:
+                return False
+
+        wait_for(answers, timeout=10, what="redis-server to start")
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+
+@pytest.fixture
+def own_redis() -> Iterator[OwnRedis]:
+    if shutil.which("redis-server") is None:
+        service_missing("redis-server", "not on PATH")
+    redis = OwnRedis(free_port())
+    redis.start()
+    try:
+        yield redis
+    finally:
+        redis.kill()
+
+
+async def test_redis_down_refuses_new_runs_with_a_json_503_and_health_recovers(own_redis: OwnRedis) -> None:
+    settings = Settings(backend="synthetic", store="redis", redis_url=f"redis://127.0.0.1:{own_redis.port}/0")
+    relay = Relay(SyntheticBackend(tokens=3, interval_ms=1), settings)
+    async with serving(relay) as (host, port), httpx.AsyncClient(base_url=f"http://{host}:{port}", timeout=10) as c:
+        assert (await c.get("/api/health")).json()["dependencies"] == {"store": "ok", "history": "ok"}
+        own_redis.kill()
+        health = await c.get("/api/health")
+        assert health.status_code == 503
+        assert health.json()["status"] == "unavailable"
+        assert health.json()["dependencies"]["history"] == "ok"
+        assert health.json()["dependencies"]["store"] != "ok"
+        body = {"message": "while Redis is down", "user_id": "alice", "conversation_id": "down"}
+        for path, payload in (
+            ("/api/chat/stream", body),
+            ("/api/chat", {"id": "down2", "user_id": "alice", "messages": [{"role": "user", "parts": [{"type": "text", "text": "x"}]}]}),
+        ):
+            r = await c.post(path, json=payload)
+            assert r.status_code == 503, r.text
+            assert r.headers["retry-after"].isdigit()
+            assert r.json()["error"]["code"] == "unavailable"
+        r = await c.post("/v1/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "x"}]})
+        assert (r.status_code, r.json()["error"]["code"]) == (503, "unavailable")
+        # Nothing half-written: no question waits in the history for an answer that will never come.
+        assert await relay.history.load("alice", "down") == []
+        assert await relay.history.load("alice", "down2") == []
+        own_redis.start()  # back, on the same port (empty)
+
+        async def healthy() -> bool:
+            return (await c.get("/api/health")).status_code == 200
+
+        ok = False
+
+        async def poll() -> None:
+            nonlocal ok
+            ok = await healthy()
+
+        while not ok:
+            await wait_for_async(lambda: True, timeout=1, what="a turn")
+            await poll()
+        async with c.stream("POST", "/api/chat/stream", json=body) as r:
+            assert r.status_code == 200
+            text = (await r.aread()).decode()
+        assert '"done": true' in text
