@@ -41,9 +41,12 @@ class _Write(Generic[Item]):
 
 
 class WriteBatcher(Generic[Item]):
-    """Runs ``write(conn, item)`` for each :meth:`submit`-ted item, batching those that wait at the same time."""
+    """Runs ``write(conn, items)`` (one result per item, in order) on the items :meth:`submit`-ted at the same
+    time, in one transaction."""
 
-    def __init__(self, engine: AsyncEngine, write: Callable[[AsyncConnection, Item], Awaitable[bool]]) -> None:
+    def __init__(
+        self, engine: AsyncEngine, write: Callable[[AsyncConnection, list[Item]], Awaitable[list[bool]]]
+    ) -> None:
         self.engine = engine
         self.write = write
         self._queue: list[_Write[Item]] = []
@@ -83,13 +86,13 @@ class WriteBatcher(Generic[Item]):
 
     async def _together(self, batch: list[_Write[Item]]) -> list[bool]:
         async with self.engine.begin() as conn:
-            return [await self.write(conn, w.item) for w in batch]
+            return await self.write(conn, [w.item for w in batch])
 
     async def _one_by_one(self, batch: list[_Write[Item]]) -> None:
         for write in batch:
             try:
                 async with self.engine.begin() as conn:
-                    result = await self.write(conn, write.item)
+                    [result] = await self.write(conn, [write.item])
             except Exception as exc:
                 if not write.done.done():
                     write.done.set_exception(exc)

@@ -43,6 +43,7 @@ try:
         event,
         select,
         text,
+        tuple_,
         update,
     )
     from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -145,6 +146,25 @@ def _reachable() -> Iterator[None]:
         yield
     except UNREACHABLE as exc:
         raise StoreUnavailable(f"the history database is unavailable: {type(exc).__name__}") from exc
+
+
+def _message_row(add: _Add) -> dict[str, Any]:
+    message = add.message
+    content, encoding = encode_text(message.content)
+    status: MessageStatus = message.status
+    return {
+        "user_id": add.user_id,
+        "conversation_id": add.conversation_id,
+        "role": message.role,
+        "content": content,
+        "encoding": encoding,
+        "parts": encode_parts(message.parts, message.content),
+        "status": status,
+        "run_id": message.run_id,
+        "error_code": message.error_code,
+        "output_tokens": message.output_tokens,
+        "created_at": _when(message.created_at),
+    }
 
 
 def _stored(row: Any) -> StoredMessage:
@@ -259,52 +279,49 @@ class SQLHistory:
         with _reachable():
             return await self._writes.submit(_Add(user_id, conversation_id, message, create))
 
-    async def _write(self, conn: AsyncConnection, add: _Add) -> bool:
-        when = _when(add.message.created_at)
-        content, encoding = encode_text(add.message.content)
-        status: MessageStatus = add.message.status
-        if add.create:
-            await conn.execute(self._upsert(add.user_id, add.conversation_id, add.message, when))
-        else:
-            # Only into a conversation that is still there: the UPDATE locks its row until the transaction ends,
-            # so a delete either comes first (nothing is written) or after (and removes this too).
-            c = conversations.c
-            touched = await conn.execute(
-                update(conversations)
-                .where(c.user_id == add.user_id, c.id == add.conversation_id)
-                .values(updated_at=when)
+    async def _write(self, conn: AsyncConnection, adds: list[_Add]) -> list[bool]:
+        """The writes of one batch in three statements: the conversations asked in, the conversations answered
+        in that still exist, the messages. Whether each message was written."""
+        when = _when(max(a.message.created_at for a in adds))
+        created = {(a.user_id, a.conversation_id): a for a in reversed(adds) if a.create}  # the first of each
+        if created:
+            insert = pg_insert if self.dialect == "postgresql" else sqlite_insert
+            upsert = insert(conversations)
+            rows = [
+                {
+                    "user_id": a.user_id,
+                    "id": a.conversation_id,
+                    "title": storable(title_for(a.message.content)) if a.message.role == "user" else "",
+                    "created_at": _when(a.message.created_at),
+                    "updated_at": when,
+                }
+                for a in created.values()
+            ]
+            await conn.execute(
+                upsert.on_conflict_do_update(index_elements=["user_id", "id"], set_={"updated_at": when}), rows
             )
-            if not touched.rowcount:
-                return False
-        await conn.execute(
-            messages.insert().values(
-                user_id=add.user_id,
-                conversation_id=add.conversation_id,
-                role=add.message.role,
-                content=content,
-                encoding=encoding,
-                parts=encode_parts(add.message.parts, add.message.content),
-                status=status,
-                run_id=add.message.run_id,
-                error_code=add.message.error_code,
-                output_tokens=add.message.output_tokens,
-                created_at=when,
-            )
+        present = set(created) | await self._touch(
+            conn, {(a.user_id, a.conversation_id) for a in adds} - set(created), when
         )
-        return True
+        written = [(a.user_id, a.conversation_id) in present for a in adds]
+        rows = [_message_row(a) for a, ok in zip(adds, written, strict=True) if ok]
+        if rows:
+            await conn.execute(messages.insert(), rows)
+        return written
 
-    def _upsert(self, user_id: str, conversation_id: str, message: StoredMessage, when: datetime) -> Any:
-        insert = pg_insert if self.dialect == "postgresql" else sqlite_insert
-        upsert = insert(conversations).values(
-            user_id=user_id,
-            id=conversation_id,
-            title=storable(title_for(message.content)) if message.role == "user" else "",
-            created_at=when,
-            updated_at=when,
+    async def _touch(self, conn: AsyncConnection, keys: set[tuple[str, str]], when: datetime) -> set[tuple[str, str]]:
+        """Mark the conversations ``keys`` updated; those that exist. The UPDATE locks their rows until the
+        transaction ends, so a delete either comes first (the answer is not written) or after (and removes it)."""
+        if not keys:
+            return set()
+        c = conversations.c
+        touched = await conn.execute(
+            update(conversations)
+            .where(tuple_(c.user_id, c.id).in_(sorted(keys)))
+            .values(updated_at=when)
+            .returning(c.user_id, c.id)
         )
-        return upsert.on_conflict_do_update(
-            index_elements=["user_id", "id"], set_={"updated_at": upsert.excluded.updated_at}
-        )
+        return {(row.user_id, row.id) for row in touched}
 
     async def conversations(self, user_id: str, *, limit: int = 50) -> list[Conversation]:
         c = conversations.c
