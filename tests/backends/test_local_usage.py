@@ -4,18 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from tests.backends.test_local import backend  # noqa: F401  (the loaded model, a fixture)
 from tokenrelay.backends import GenerateOptions, Message
 from tokenrelay.backends.local import LocalBackend
 from tokenrelay.events import FinishEvent, TextDelta, UsageEvent
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def backend() -> LocalBackend:
-    b = LocalBackend(max_tokens=8, seed=7, progress=lambda line: None)
-    b.load()
-    return b
 
 
 async def usage_of(backend: LocalBackend, messages: list[Message]) -> UsageEvent:
