@@ -9,12 +9,14 @@ import asyncio
 from pathlib import Path
 
 import httpx
+import pytest
 from sqlalchemy import inspect, text
 
 from tests.conftest import running_server
 from tests.history.helpers import msg
 from tests.server.helpers import payloads, read_stream
 from tokenrelay.backends import Pause, ScriptedBackend, SyntheticBackend
+from tokenrelay.errors import StoreUnavailable
 from tokenrelay.events import (
     FinishEvent,
     ReasoningDelta,
@@ -297,3 +299,35 @@ async def test_a_conversation_deleted_while_its_run_goes_stays_deleted(tmp_path:
             await asyncio.wait_for(relay.runs.wait(run_id), 5)
         assert (await client.get("/api/conversations/gone/messages", params=params)).status_code == 404
         assert (await client.get("/api/conversations", params=params)).json()["conversations"] == []
+
+
+async def test_writes_arriving_together_are_stored_in_order_and_one_bad_write_fails_alone(
+    postgres_schema: tuple[str, str],
+) -> None:
+    url, schema = postgres_schema
+    history = SQLHistory(url, schema=schema)
+    await history.start()
+    try:
+        await history.add("ann", "c", msg("user", "first"))
+        bad = msg("assistant", "x", status="not a status, and longer than its column")
+        writes = [history.add("ann", "c", msg("assistant", f"a{i}")) for i in range(20)]
+        writes.insert(10, history.add("ann", "c", bad))
+        results = await asyncio.gather(*writes, return_exceptions=True)
+        assert isinstance(results[10], Exception)  # the write the database refuses, alone
+        assert results[:10] + results[11:] == [True] * 20
+        assert [m.content for m in await history.load("ann", "c")] == ["first", *(f"a{i}" for i in range(20))]
+    finally:
+        await history.close()
+
+
+async def test_a_database_that_cannot_be_reached_is_unavailable_not_an_error(unused_tcp_port: int) -> None:
+    history = SQLHistory(f"postgresql://postgres@127.0.0.1:{unused_tcp_port}/test", migrate=False)
+    try:
+        with pytest.raises(StoreUnavailable):
+            await history.check()
+        with pytest.raises(StoreUnavailable):
+            await history.load("ann", "c")
+        with pytest.raises(StoreUnavailable):
+            await history.add("ann", "c", msg("user", "q"))
+    finally:
+        await history.close()

@@ -328,3 +328,17 @@ async def test_the_use_chat_index_takes_its_connection_and_prefix_and_expires(re
         async with instance(redis_prefix) as a:
             assert await a.chat_run_index().get("ann", "chat") == "run-1"  # the store's index is the same one
             assert a.chat_run_index() is a.chat_run_index()
+
+
+async def test_close_right_after_start_ends_every_background_task(redis_prefix: str) -> None:
+    from tokenrelay.stores.redis import RedisRunStore
+
+    # One round trip after start, the inbox's first blocking read is still setting up its connection, where the
+    # Redis client can lose a cancellation: close() must not wait for that task for ever.
+    for _ in range(10):
+        store = RedisRunStore(REDIS_URL, prefix=redis_prefix)
+        await store.start()
+        assert await store.get("nope") is None
+        tasks = list(store._tasks)
+        await asyncio.wait_for(store.close(), 5)
+        assert all(task.done() for task in tasks)

@@ -121,6 +121,7 @@ class Relay:
         self, messages: Sequence[Message], *, user_id: str, options: GenerateOptions | None = None
     ) -> RunInfo:
         """Start a run on exactly ``messages``, statelessly: the history is neither read nor written."""
+        await self.store.check()  # StoreUnavailable (a 503) rather than the store client's own error
         # Marked on the run itself, not remembered here: the instance that records the run's end may be another.
         return await self.runs.start(
             messages, user_id=user_id, conversation_id=secrets.token_urlsafe(12), options=options, extra=dict(STATELESS)

@@ -6,40 +6,76 @@ so they are safe on Redis Cluster.
 
 from __future__ import annotations
 
-__all__ = ["APPEND", "INTERRUPT", "VIEWERS"]
+__all__ = ["APPEND", "INTERRUPT", "RESTORE", "VIEWERS"]
 
 # The owner's batch of appends (and the run's finish, when it is the last batch).
 # KEYS: meta, events. ARGV: first seq, finish ("1"/"0"), finished ttl ms, now, running ttl ms, event JSON...
-# Refuses (``CLOSED``) a run that is no longer running, and is idempotent on retry: a batch already applied is
-# acknowledged again rather than written twice. Returns the last seq.
+# Idempotent by sequence id: the owner numbers events itself, and ids the log has already are skipped, so a batch
+# retried after a timeout (applied or not, whole or merged with later events) neither duplicates nor leaves a gap;
+# only a batch that starts past the log's end is refused (``GAP``). Refuses (``CLOSED``) a run that another
+# instance ended, and (``MISSING``) a run whose keys are gone (Redis restarted empty, or they expired): the owner
+# still has the log and restores it (``RESTORE``). Returns the last seq.
 APPEND = """
-if redis.call('HGET', KEYS[1], 'status') ~= 'running' then
-  return redis.error_reply('CLOSED run is not running')
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then
+  return redis.error_reply('MISSING run keys are gone')
 end
 local first = tonumber(ARGV[1])
 local last = first + #ARGV - 6
 local current = tonumber(redis.call('HGET', KEYS[1], 'last_seq') or '0')
-if current >= last and last >= first then
-  return last -- this batch was applied already: a retry after a lost reply
+if status ~= 'running' then
+  if status == 'finished' and ARGV[2] == '1' and current == last
+     and redis.call('HGET', KEYS[1], 'interrupted') ~= '1' then
+    return last -- this finishing batch was applied already: a retry after a lost reply
+  end
+  return redis.error_reply('CLOSED run is not running')
 end
-if current ~= first - 1 then
+if first > current + 1 then
   return redis.error_reply('GAP expected ' .. (current + 1) .. ', got ' .. first)
 end
 for i = 6, #ARGV do
-  redis.call('XADD', KEYS[2], '0-' .. (first + i - 6), 'e', ARGV[i])
+  local seq = first + i - 6
+  if seq > current then
+    redis.call('XADD', KEYS[2], '0-' .. seq, 'e', ARGV[i])
+  end
 end
-if last >= first then
+if last > current then
   redis.call('HSET', KEYS[1], 'last_seq', last)
-  if first == 1 then
+  if current == 0 then
     redis.call('PEXPIRE', KEYS[2], ARGV[5])
   end
+else
+  last = current
 end
 if ARGV[2] == '1' then
   redis.call('HSET', KEYS[1], 'status', 'finished', 'finished_at', ARGV[4])
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
   redis.call('PEXPIRE', KEYS[2], ARGV[3])
 end
-return current + #ARGV - 5
+return last
+"""
+
+# Re-creates a running run's keys from its owner's copy, when they are gone (Redis restarted empty): the meta hash
+# and the log so far, under the same ids. Does nothing when the meta hash exists. KEYS: meta, events. ARGV: running
+# ttl ms, the number of meta fields n, n field/value pairs, then event JSON... Returns 1 when it restored, else 0.
+RESTORE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return 0
+end
+local n = tonumber(ARGV[2])
+redis.call('DEL', KEYS[2])
+redis.call('HSET', KEYS[1], unpack(ARGV, 3, 2 + 2 * n))
+local seq = 0
+for i = 3 + 2 * n, #ARGV do
+  seq = seq + 1
+  redis.call('XADD', KEYS[2], '0-' .. seq, 'e', ARGV[i])
+end
+redis.call('HSET', KEYS[1], 'last_seq', seq)
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+if seq > 0 then
+  redis.call('PEXPIRE', KEYS[2], ARGV[1])
+end
+return 1
 """
 
 # Ends a run whose owner is dead with an error and a finish, once, whoever is first.
