@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -126,3 +127,14 @@ def status_of(response: bytes) -> int:
 def json_body(response: bytes) -> Any:
     """The JSON body of a raw HTTP response with a Content-Length."""
     return json.loads(response.split(b"\r\n\r\n", 1)[1])
+
+
+class ListHandler(logging.Handler):
+    """A log handler that keeps the records it is given."""
+
+    def __init__(self, level: int = logging.NOTSET) -> None:
+        super().__init__(level)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)

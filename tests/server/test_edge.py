@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.server.helpers import json_body, raw_exchange, serving, status_of
+from tests.server.helpers import ListHandler, json_body, raw_exchange, serving, status_of
 from tokenrelay.backends import Pause, ScriptedBackend, SyntheticBackend
 from tokenrelay.events import FinishEvent, TextDelta
 from tokenrelay.server import Relay, Settings
@@ -34,9 +34,8 @@ def post(path: str, body: bytes, *, content_type: str = "application/json", extr
 @contextmanager
 def captured(*names: str) -> Iterator[list[logging.LogRecord]]:
     """Records of the named loggers (uvicorn's do not propagate to the root logger, so caplog misses them)."""
-    records: list[logging.LogRecord] = []
-    handler = logging.Handler()
-    handler.emit = records.append  # type: ignore[method-assign]
+    handler = ListHandler()
+    records = handler.records
     loggers = [logging.getLogger(n) for n in names]
     for logger in loggers:
         logger.addHandler(handler)

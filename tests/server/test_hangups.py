@@ -18,13 +18,13 @@ import socket
 import struct
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import pytest
 
 from tests.conftest import REDIS_URL, wait_for_async
-from tests.server.helpers import uvicorn_server
+from tests.server.helpers import ListHandler, uvicorn_server
 from tokenrelay.backends import Pause, ScriptedBackend
 from tokenrelay.events import TextDelta
 from tokenrelay.server import Relay, Settings
@@ -94,9 +94,8 @@ async def hang_up(port: int, request: bytes, moment: str, rng: random.Random) ->
 @contextmanager
 def logged_errors() -> Iterator[list[logging.LogRecord]]:
     """Error records of uvicorn and tokenrelay while the block runs (uvicorn's loggers do not propagate)."""
-    records: list[logging.LogRecord] = []
-    handler = logging.Handler(logging.ERROR)
-    handler.emit = records.append  # type: ignore[method-assign]
+    handler = ListHandler(logging.ERROR)
+    records = handler.records
     loggers = [logging.getLogger(name) for name in ("uvicorn.error", "tokenrelay", "asyncio")]
     for logger in loggers:
         logger.addHandler(handler)
@@ -208,13 +207,15 @@ async def test_hang_ups_leak_nothing_with_detach() -> None:
 
 
 @pytest.mark.parametrize("on_disconnect", ["cancel", "detach"])
-async def test_hang_ups_leak_nothing_with_the_redis_store(redis_prefix: str, on_disconnect: str) -> None:
+async def test_hang_ups_leak_nothing_with_the_redis_store(
+    redis_prefix: str, on_disconnect: Literal["cancel", "detach"]
+) -> None:
     settings = Settings(
         backend="synthetic",
         store="redis",
         redis_url=REDIS_URL,
         redis_prefix=redis_prefix,
-        on_disconnect=on_disconnect,  # type: ignore[arg-type]
+        on_disconnect=on_disconnect,
         detach_grace_s=0.2,
     )
     relay = Relay(forever(), settings)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import sys
-from asyncio import TimerHandle, Transport
+from asyncio import TimerHandle
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -67,9 +67,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._head_timer: TimerHandle | None = None
         self._refusal: tuple[int, bytes] | None = None
         self._lingering = False
-
-    def connection_made(self, transport: Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        # Armed as the protocol is made, which is when its connection is (the loop calls connection_made next).
         self._arm_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -205,10 +205,6 @@ class Store {
     return this.options.transport ?? createHttpTransport(this.options);
   }
 
-  private emptyAnswer(current: Run): ChatMessage {
-    return { id: current.assistantId, role: "assistant", content: "", status: "streaming" };
-  }
-
   /** Make `current` the run in progress, its answer streaming (a new one, or the interrupted one resumed). */
   private begin(current: Run, baseMessages: readonly ChatMessage[]): Run {
     this.run = current;
@@ -217,7 +213,7 @@ class Store {
     const shown = baseMessages.some((message) => message.id === current.assistantId);
     const messages = shown
       ? baseMessages.map((message) => (message.id === current.assistantId ? { ...message, status: "streaming" as const } : message))
-      : [...baseMessages, this.emptyAnswer(current)];
+      : [...baseMessages, { id: current.assistantId, role: "assistant" as const, content: "", status: "streaming" as const }];
     this.setState({ ...this.state, messages, status: "submitted", error: null, runId: current.runId });
     return current;
   }

@@ -30,12 +30,15 @@ _TTL_MS = 60_000  # an inbox whose owner is gone does not stay
 class Inbox:
     """Sends requests to other instances' inboxes, and serves this instance's to its listener."""
 
-    def __init__(self, client: aioredis.Redis, keys: Keys, instance_id: str, *, liveness_s: float) -> None:
+    def __init__(
+        self, client: aioredis.Redis, keys: Keys, instance_id: str, *, liveness_s: float, block_s: float
+    ) -> None:
         self.listener: StoreListener | None = None
         self._redis = client
         self._keys = keys
         self._key = keys.inbox(instance_id)
-        self._block_s = max(1, round(liveness_s))
+        # Seconds BLPOP blocks: under the client's socket timeout, which would otherwise cut every idle wait.
+        self._block_s = max(0.1, min(float(max(1, round(liveness_s))), block_s))
 
     async def send(self, instance_id: str, request: Request, run_id: str) -> None:
         """Ask ``instance_id`` (the run's owner) to act on ``run_id``."""

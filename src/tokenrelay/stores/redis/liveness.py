@@ -9,6 +9,12 @@ that instance also saves the partial answer to the history (``StoreListener.run_
 
 If the presumed-dead owner was only partitioned, its next append fails with ``RunClosedError``; and when it can
 refresh its mark again it finds its runs ended elsewhere and stops driving them.
+
+Not every missing mark is a death. An instance that could not reach Redis itself a moment ago judges nobody for a
+liveness period (a Redis pause silences every instance at once, and their marks expire together). And a run whose
+keys are gone (Redis restarted empty) is left to its owner while the owner's mark is alive: the owner restores its
+keys. Only when they stay gone, or the owner is gone too, are its readers here given a retryable ``run_lost`` error
+and a finish (locally: there is nothing left in Redis to end).
 """
 
 from __future__ import annotations
@@ -22,16 +28,18 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from tokenrelay.events import ErrorEvent, FinishEvent, StoredEvent
+from tokenrelay.events import ErrorEvent, Event, FinishEvent, StoredEvent
 from tokenrelay.stores.base import StoreListener
 from tokenrelay.stores.redis.layout import Keys, decode, dump_event
 from tokenrelay.stores.redis.logs import RunLog
 from tokenrelay.stores.redis.scripts import INTERRUPT
 from tokenrelay.stores.redis.writer import Writer
 
-__all__ = ["Liveness"]
+__all__ = ["Liveness", "end_locally"]
 
 logger = logging.getLogger("tokenrelay.stores.redis")
+
+_LOST = ErrorEvent("run_lost", "Redis lost this run (it restarted empty); ask again", retryable=True)
 
 
 class Liveness:
@@ -48,6 +56,11 @@ class Liveness:
         self._liveness_s = liveness_s
         self._ttl_ms = int(ttl_s * 1000)
         self._interrupt = client.register_script(INTERRUPT)
+        self._calm_from = 0.0  # monotonic time from which this instance may take others for dead
+
+    def trouble(self) -> None:
+        """This instance could not reach Redis: neither could the others, so judge nobody for a while."""
+        self._calm_from = time.monotonic() + self._liveness_s
 
     async def keep_alive(self, each_beat: Callable[[], None]) -> None:
         """Refresh the mark three times per period, for ever; call ``each_beat`` after each refresh."""
@@ -57,6 +70,7 @@ class Liveness:
                 await self.refresh()
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
                 logger.warning("cannot refresh this instance's liveness in Redis: %s", exc)
+                self.trouble()
             each_beat()
 
     async def refresh(self) -> None:
@@ -65,19 +79,11 @@ class Liveness:
         ttl = int(self._liveness_s * 1000)
         if await self._redis.set(key, b"1", px=ttl, xx=True):
             return
-        # The mark had expired (a first start, or this instance was silent too long and may have been taken for
-        # dead): set it again, then stop driving the runs that another instance has ended meanwhile.
+        # The mark had expired (a first start, Redis restarted empty, or this instance was silent too long and may
+        # have been taken for dead): set it again, and have the writer check every run it drives — restoring the
+        # keys Redis lost, abandoning the runs another instance ended meanwhile.
         await self._redis.set(key, b"1", px=ttl)
-        owned = [box for box in self._writer.outboxes.values() if box.log.info.status == "running"]
-        if not owned:
-            return
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for box in owned:
-                pipe.hget(self._keys.meta(box.log.info.run_id), "status")
-            statuses = await pipe.execute()
-        for box, status in zip(owned, statuses, strict=True):
-            if status is None or decode(status) != "running":
-                self._writer.abandon(box)
+        self._writer.recheck_all()
 
     async def end_runs_of_dead_owners(self, logs: list[RunLog], now: float) -> None:
         """These followed streams were quiet: end the runs whose owner is dead, and let go of expired ones."""
@@ -91,15 +97,29 @@ class Liveness:
                 replies = await pipe.execute()
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             logger.warning("cannot check instances' liveness in Redis: %s", exc)
+            self.trouble()
             return
+        if now < self._calm_from:
+            return  # Redis was unreachable a moment ago: a missing mark may be its owner's trouble as well
         alive = dict(zip(owners, replies[: len(owners)], strict=True))
         for lg, status in zip(logs, replies[len(owners) :], strict=True):
             lg.checked = now
-            if status is None:  # expired under us
-                lg.info.status = "finished"
-                lg.wake()
-            elif decode(status) == "running" and not alive[lg.owner]:
-                await self._end_as_interrupted(lg)
+            if status is None:
+                self._keys_gone(lg, now, owner_alive=bool(alive[lg.owner]))
+            else:
+                lg.missing_since = 0.0
+                if decode(status) == "running" and not alive[lg.owner]:
+                    await self._end_as_interrupted(lg)
+
+    def _keys_gone(self, lg: RunLog, now: float, *, owner_alive: bool) -> None:
+        """A followed run's keys are gone. Its owner, alive, restores them (from its copy) within a liveness period
+        or two; otherwise this instance's readers are given a retryable error and the finish."""
+        if not lg.missing_since:
+            lg.missing_since = now
+        if owner_alive and now - lg.missing_since < 2 * self._liveness_s:
+            return
+        logger.warning("run %s: its keys are gone from Redis; ending it for this instance's readers", lg.info.run_id)
+        end_locally(lg, _LOST)
 
     async def _end_as_interrupted(self, lg: RunLog) -> None:
         """The run's owner is dead: end the run (once, whoever is first) and, if this instance did, save it."""
@@ -114,3 +134,14 @@ class Liveness:
             events = [StoredEvent(i + 1, e) for i, e in enumerate(lg.events)]
             events += [StoredEvent(int(last) - 1, error), StoredEvent(int(last), FinishEvent("error"))]
             await self.listener.run_interrupted(lg.info, events)
+
+
+def end_locally(lg: RunLog, error: ErrorEvent) -> None:
+    """End a followed run for this instance's readers only (Redis cannot be told): ``error`` and a finish, under
+    the ids that follow what this copy has, so that a resume from them asks for exactly what follows."""
+    ending: list[Event] = [error, FinishEvent("error")]
+    lg.events.extend(ending)
+    lg.info.last_seq = len(lg.events)
+    lg.info.status = "finished"
+    lg.info.finished_at = time.time()
+    lg.wake()

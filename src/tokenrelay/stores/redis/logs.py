@@ -35,6 +35,7 @@ class RunLog:
     followed: bool = False
     moved: float = 0.0
     checked: float = 0.0
+    missing_since: float = 0.0  # when its keys were first found gone from Redis (0: they are there)
     # Another instance ended this run while this one drove it: this copy lacks that ending, so the run is read from
     # Redis again.
     superseded: bool = False

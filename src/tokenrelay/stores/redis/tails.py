@@ -3,7 +3,9 @@
 Readers of a run this instance drives are served from memory and woken by the writer. Runs driven elsewhere are
 followed by this instance's tail readers, each one ``XREAD BLOCK`` over up to ``_RUNS_PER_READER`` streams, which
 fans out to every local reader: a thousand viewers of a run cost one stream in one blocked read, and a thousand runs
-four connections, not a thousand. A quiet stream's owner is checked for liveness (``liveness.py``).
+four connections, not a thousand. A quiet stream's owner is checked for liveness (``liveness.py``). When Redis
+stays unreachable for ``unavailable_s``, the runs a reader follows are ended for their readers here with a retryable
+``store_unavailable`` error and a finish: a viewer never waits on pings for a Redis that does not come back.
 """
 
 from __future__ import annotations
@@ -20,9 +22,9 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from tokenrelay.events import FinishEvent
+from tokenrelay.events import ErrorEvent, FinishEvent
 from tokenrelay.stores.redis.layout import Keys, decode, entry_event
-from tokenrelay.stores.redis.liveness import Liveness
+from tokenrelay.stores.redis.liveness import Liveness, end_locally
 from tokenrelay.stores.redis.logs import RunLog
 
 __all__ = ["TailReader", "Tails"]
@@ -66,6 +68,8 @@ class Tails:
         *,
         liveness_s: float,
         cache_s: float,
+        block_s: float,
+        unavailable_s: float,
     ) -> None:
         self.readers: list[TailReader] = []
         self._redis = client
@@ -74,7 +78,9 @@ class Tails:
         self._logs = logs
         self._liveness = liveness
         self._poll_s = max(0.01, liveness_s / 3)
+        self._block_ms = max(1, int(min(self._poll_s, block_s) * 1000))
         self._cache_s = cache_s
+        self._unavailable_s = unavailable_s
 
     def tasks(self) -> list[asyncio.Task[None]]:
         return [r.task for r in self.readers if r.task is not None]
@@ -113,14 +119,20 @@ class Tails:
 
     async def _read_until_done(self, reader: TailReader) -> None:
         """Follow the reader's runs until none is left, waking this instance's readers of them."""
+        down_since: float | None = None
         try:
             while reader.logs:
                 try:
-                    reply: Any = await self._redis.xread(reader.cursors(), count=1000, block=int(self._poll_s * 1000))
+                    reply: Any = await self._redis.xread(reader.cursors(), count=1000, block=self._block_ms)
                 except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
                     logger.warning("cannot read runs from Redis: %s", exc)
+                    self._liveness.trouble()
+                    down_since = down_since or time.monotonic()
+                    if time.monotonic() - down_since >= self._unavailable_s:
+                        self._give_up(reader, exc)
                     await asyncio.sleep(self._poll_s)
                     continue
+                down_since = None
                 now = time.monotonic()
                 self._take(reader, reply or (), now)
                 for key, lg in list(reader.logs.items()):
@@ -134,6 +146,15 @@ class Tails:
                 self._let_go(reader, key)
             if reader in self.readers:
                 self.readers.remove(reader)
+
+    def _give_up(self, reader: TailReader, exc: Exception) -> None:
+        """Redis has been unreachable too long: end the reader's runs for their readers here (retryable)."""
+        error = ErrorEvent(
+            "store_unavailable", f"Redis is unreachable ({type(exc).__name__}); resume later", True, self._poll_s * 3
+        )
+        for key, lg in list(reader.logs.items()):
+            end_locally(lg, error)
+            self._let_go(reader, key)
 
     @staticmethod
     def _take(reader: TailReader, reply: Any, now: float) -> None:

@@ -4,11 +4,14 @@ Only a run's owner appends, so it numbers events itself. ``append`` returns at o
 pending, for every run, in one pipeline of ``APPEND`` script calls, and sends the next batch as soon as the previous
 one is acknowledged. An idle instance therefore writes each event the moment it is appended (the first token waits
 one round trip, not a timer) and a busy one writes larger batches: batching follows the load, as the subscribers'
-coalescing does. The script refuses to append to a run that is no longer running and is idempotent on retry (a batch
-already applied is acknowledged again), so a flush retried after a dropped connection neither loses nor duplicates
-events.
+coalescing does. The script is idempotent by sequence id (ids Redis has are skipped), so a flush retried after a
+timeout or a dropped connection neither loses nor duplicates events, whatever was merged into it meanwhile. It
+refuses a run another instance ended (the run is abandoned) and one whose keys are gone (Redis restarted empty):
+the owner then restores the keys from its copy and goes on.
 
-Events become visible to this instance's readers (``RunLog.events``) only once Redis has acknowledged them.
+Events become visible to this instance's readers (``RunLog.events``) only once Redis has acknowledged them, except
+for a run whose end Redis could not take in time (:meth:`Writer.expose`): its readers get the whole run from here,
+under the ids Redis will give it, while the flusher keeps trying.
 """
 
 from __future__ import annotations
@@ -29,9 +32,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from tokenrelay.errors import RunClosedError, RunFinishedError
 from tokenrelay.events import Event
 from tokenrelay.stores.base import StoreListener
-from tokenrelay.stores.redis.layout import Keys, decode, dump_event
+from tokenrelay.stores.redis.layout import Keys, decode, dump_event, meta_of
 from tokenrelay.stores.redis.logs import RunLog
-from tokenrelay.stores.redis.scripts import APPEND
+from tokenrelay.stores.redis.scripts import APPEND, RESTORE
 
 __all__ = ["Outbox", "Writer"]
 
@@ -46,9 +49,20 @@ class Outbox:
     """The writer's side of a run this instance drives: appended but not yet acknowledged, and the finish to send."""
 
     log: RunLog
-    pending: list[Event] = field(default_factory=list)
-    inflight: int = 0  # events sent in the batch Redis has not answered yet
+    acked: int = 0  # the last sequence id Redis has acknowledged
+    sending: list[Event] = field(default_factory=list)  # the batch Redis has not answered yet (ids from acked + 1)
+    pending: list[Event] = field(default_factory=list)  # appended since (ids after the batch's)
     finishing: asyncio.Future[None] | None = None  # set by finish(); resolved once the finish is written (or moot)
+    missing: bool = False  # Redis lost the run's keys: restore them before the next batch
+
+    @property
+    def last_seq(self) -> int:
+        """The sequence id of the last event appended (written or not)."""
+        return self.acked + len(self.sending) + len(self.pending)
+
+    @property
+    def unwritten(self) -> bool:
+        return bool(self.sending or self.pending) or (self.finishing is not None and not self.finishing.done())
 
     def release(self) -> None:
         """Let a ``finish()`` that waits return: the finish is written, or moot."""
@@ -61,6 +75,7 @@ class _Sent:
     """One run's part of a batch: its events and whether the batch finishes the run."""
 
     box: Outbox
+    first: int  # the sequence id of the batch's first event
     events: list[Event]
     finish: bool
 
@@ -79,6 +94,8 @@ class Writer:
         self._running_ttl_ms = int(running_ttl_s * 1000)
         self._keep_finished_s = min(cache_s, ttl_s)  # how long a finished run's copy stays
         self._append_sha = ""  # the flusher calls EVALSHA itself, to keep one round trip per batch
+        self._restore = client.register_script(RESTORE)
+        self.owner = ""  # this instance's id, written into a restored run's meta
         self._due: dict[str, Outbox] = {}
         self._work = asyncio.Event()
         self._idle = asyncio.Event()  # nothing due and no batch in flight
@@ -100,7 +117,7 @@ class Writer:
             raise RunFinishedError(f"run {run_id} is finished")
         box.pending.extend(events)
         self._mark_due(box)
-        return len(box.log.events) + box.inflight + len(box.pending)
+        return box.last_seq
 
     def finish(self, box: Outbox) -> asyncio.Future[None]:
         """Have the run's finish written after its pending events; resolved once it is (or is moot)."""
@@ -108,6 +125,28 @@ class Writer:
             box.finishing = asyncio.get_running_loop().create_future()
             self._mark_due(box)
         return box.finishing
+
+    def expose(self, box: Outbox) -> None:
+        """Redis could not take the run's end in time: hand this instance's readers everything appended, finish
+        included, under the ids the flusher will write them with (it goes on trying). The run has ended here."""
+        lg = box.log
+        unwritten = [*box.sending, *box.pending]
+        lg.events.extend(unwritten[len(lg.events) - box.acked :])
+        lg.info.last_seq = len(lg.events)
+        lg.info.status = "finished"
+        lg.info.finished_at = time.time()
+        lg.expires = time.monotonic() + self._keep_finished_s
+        logger.warning("run %s: Redis has not taken its end; %d events served from this instance", lg.info.run_id,
+                       len(unwritten))
+        lg.wake()
+
+    def recheck_all(self) -> None:
+        """This instance's mark was gone (Redis restarted, or this instance was silent too long): have every run it
+        drives checked by a flush, even an empty one, which restores the keys Redis lost and abandons the runs
+        another instance ended meanwhile."""
+        for box in self.outboxes.values():
+            if box.unwritten or box.log.info.status == "running":
+                self._mark_due(box)
 
     def forget(self, run_id: str) -> None:
         """The run's copy was dropped from this instance (it finished a while ago)."""
@@ -124,6 +163,7 @@ class Writer:
         if self.outboxes.get(run_id) is box:
             del self.outboxes[run_id]
         box.pending = []
+        box.sending = []
         lg.superseded = True
         lg.info.status = "finished"
         lg.expires = time.monotonic()
@@ -163,6 +203,11 @@ class Writer:
 
     async def _flush(self, boxes: list[Outbox]) -> bool:
         """Send one batch and act on the replies; ``True`` when some of it must be sent again."""
+        for box in boxes:
+            if box.missing and await self._restore_keys(box):
+                for again in boxes:
+                    self._mark_due(again)
+                return True
         sent = [self._take(box) for box in boxes]
         results = await self._send(sent)
         if any(isinstance(result, NoScriptError) for result in results):
@@ -174,11 +219,33 @@ class Writer:
             retry |= self._settle(item, result)
         return retry
 
+    async def _restore_keys(self, box: Outbox) -> bool:
+        """Re-create a run's keys (meta, and the log Redis had acknowledged) under the same ids; ``True`` when
+        Redis could not be reached (the flush is tried again later)."""
+        lg = box.log
+        meta = meta_of(lg.info, self.owner)
+        meta["status"] = "running"  # a run whose finish is not written yet is running, whatever this copy says
+        pairs = [item for kv in meta.items() for item in kv]
+        try:
+            restored = await self._restore(
+                keys=[self._keys.meta(lg.info.run_id), self._keys.events(lg.info.run_id)],
+                args=[self._running_ttl_ms, len(meta), *pairs, *map(dump_event, lg.events[: box.acked])],
+            )
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            logger.warning("run %s: could not restore its keys in Redis: %s", lg.info.run_id, exc)
+            return True
+        box.missing = False
+        if restored:
+            logger.warning("run %s: Redis had lost its keys; restored %d events", lg.info.run_id, box.acked)
+        return False
+
     @staticmethod
     def _take(box: Outbox) -> _Sent:
-        events, box.pending = box.pending, []
-        box.inflight = len(events)
-        return _Sent(box, events, box.finishing is not None)
+        # A batch that was not answered is sent again, whole, with what was appended since: the script skips the
+        # ids Redis has, so a batch applied before its reply was lost is not written twice.
+        box.sending.extend(box.pending)
+        box.pending = []
+        return _Sent(box, box.acked + 1, list(box.sending), box.finishing is not None)
 
     async def _send(self, sent: list[_Sent]) -> list[Any]:
         """One pipeline of ``APPEND`` calls, one per run; a reply per run (an exception when it failed)."""
@@ -191,7 +258,7 @@ class Writer:
                     2,
                     self._keys.meta(run_id),
                     self._keys.events(run_id),
-                    len(item.box.log.events) + 1,
+                    item.first,
                     "1" if item.finish else "0",
                     self._ttl_ms,
                     now,
@@ -206,7 +273,10 @@ class Writer:
     def _settle(self, item: _Sent, result: Any) -> bool:
         """Act on Redis's reply to one run's part of a batch; ``True`` when it must be sent again."""
         box = item.box
-        box.inflight = 0
+        if isinstance(result, ResponseError) and str(result).startswith("MISSING"):
+            box.missing = True  # restored before the batch is sent again
+            self._mark_due(box)
+            return True
         if isinstance(result, ResponseError) and str(result).startswith("CLOSED"):
             self.abandon(box)
         elif isinstance(result, ResponseError) and not isinstance(result, NoScriptError):
@@ -216,8 +286,7 @@ class Writer:
             logger.warning(
                 "run %s: could not write %d events to Redis: %s", box.log.info.run_id, len(item.events), result
             )
-            box.pending[:0] = item.events  # keep the order; sent again, exactly once, by the idempotent script
-            self._mark_due(box)
+            self._mark_due(box)  # the batch stays in ``sending``, sent again with what follows it
             return True
         else:
             self._acknowledged(item)
@@ -225,8 +294,11 @@ class Writer:
 
     def _acknowledged(self, item: _Sent) -> None:
         box, lg = item.box, item.box.log
-        lg.events.extend(item.events)
-        lg.info.last_seq = len(lg.events)
+        box.acked = item.first - 1 + len(item.events)
+        del box.sending[: len(item.events)]
+        if len(lg.events) < box.acked:  # exposed runs have them already
+            lg.events.extend(item.events[len(lg.events) - item.first + 1 :])
+            lg.info.last_seq = len(lg.events)
         if item.finish and not box.pending:
             lg.info.status = "finished"
             lg.info.finished_at = time.time()
