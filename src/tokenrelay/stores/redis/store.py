@@ -11,10 +11,12 @@ import asyncio
 import contextlib
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tokenrelay.coalescing import coalesce
 from tokenrelay.errors import StoreUnavailable
@@ -42,6 +44,15 @@ class RedisRunStore:
     with an ``interrupted`` error; it refreshes its mark three times per period. ``ttl_s`` is how long a finished
     run stays readable. ``cache_s`` is how long a finished run's events stay in this instance's memory too.
     ``max_connections`` bounds this instance's connections to Redis. The settings are read when the store is made.
+
+    Faults. ``socket_timeout_s`` bounds every Redis call (a stalled Redis fails a call rather than hanging it; the
+    writer's retries are idempotent, so nothing is lost or doubled). While Redis is unreachable, ``create``,
+    ``check`` and the viewer calls raise :class:`~tokenrelay.errors.StoreUnavailable`; appends are kept and written
+    once Redis answers. A run's end waits at most ``finish_timeout_s`` for Redis: past that this instance's readers
+    get the whole run from memory (the flusher goes on trying), so the owner's run ends within the backend's time
+    plus saving plus ``finish_timeout_s``. Readers of runs driven elsewhere get a retryable ``store_unavailable``
+    error and the finish after ``unavailable_s`` of Redis unreachable. Keys lost by a Redis that restarted empty
+    are restored by each run's owner from its copy.
     """
 
     def __init__(
@@ -54,6 +65,9 @@ class RedisRunStore:
         running_ttl_s: float = 24 * 3600.0,
         cache_s: float = 30.0,
         max_connections: int = 200,
+        socket_timeout_s: float = 5.0,
+        unavailable_s: float = 10.0,
+        finish_timeout_s: float = 4.0,
         client: aioredis.Redis | None = None,
     ) -> None:
         self.url = url
@@ -62,25 +76,43 @@ class RedisRunStore:
         self.liveness_s = liveness_s
         self.running_ttl_s = running_ttl_s
         self.cache_s = cache_s
-        self.finish_timeout_s = 10.0
+        # Under the run manager's bound on one store call (5 s), so that this store, not the caller, decides.
+        self.finish_timeout_s = finish_timeout_s
+        self.socket_timeout_s = socket_timeout_s
         self.instance_id = secrets.token_hex(8)
         # A blocking pool: a burst of readers waits for a connection instead of failing. Few are held for long
         # (one per tail reader, one for the inbox), so the bound is on bursts of short commands.
         if client is None:
-            pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=30)
+            pool = aioredis.BlockingConnectionPool.from_url(
+                url,
+                max_connections=max_connections,
+                timeout=30,
+                socket_timeout=socket_timeout_s,
+                socket_connect_timeout=socket_timeout_s,
+            )
             client = aioredis.Redis(connection_pool=pool)
         self._redis: aioredis.Redis = client
         self._keys = Keys(prefix)
         self._logs: dict[str, RunLog] = {}
         self._loading: dict[str, asyncio.Future[RunLog | None]] = {}
         self._writer = Writer(client, self._keys, ttl_s=ttl_s, running_ttl_s=running_ttl_s, cache_s=cache_s)
+        self._writer.owner = self.instance_id
+        block_s = socket_timeout_s / 2  # blocking reads wait less than the timeout that would cut them
         self._liveness = Liveness(
             client, self._keys, self.instance_id, self._writer, liveness_s=liveness_s, ttl_s=ttl_s
         )
         self._tails = Tails(
-            client, self._keys, self.instance_id, self._logs, self._liveness, liveness_s=liveness_s, cache_s=cache_s
+            client,
+            self._keys,
+            self.instance_id,
+            self._logs,
+            self._liveness,
+            liveness_s=liveness_s,
+            cache_s=cache_s,
+            block_s=block_s,
+            unavailable_s=unavailable_s,
         )
-        self._inbox = Inbox(client, self._keys, self.instance_id, liveness_s=liveness_s)
+        self._inbox = Inbox(client, self._keys, self.instance_id, liveness_s=liveness_s, block_s=block_s)
         self._chat_runs = RedisChatRunIndex(client, prefix=prefix, ttl_s=running_ttl_s + ttl_s)
         self._viewers_script = client.register_script(VIEWERS)
         self._listener: StoreListener | None = None
@@ -90,11 +122,19 @@ class RedisRunStore:
     # lifecycle
 
     async def check(self) -> None:
-        try:
-            async with asyncio.timeout(2.0):
+        async with self._reachable():
+            async with asyncio.timeout(min(2.0, self.socket_timeout_s)):
                 await self._redis.ping()
-        except Exception as exc:
-            raise StoreUnavailable(f"Redis is unreachable: {type(exc).__name__}") from exc
+
+    @contextlib.asynccontextmanager
+    async def _reachable(self) -> AsyncIterator[None]:
+        """Redis's connection failures (and a call that takes too long) as ``StoreUnavailable``."""
+        try:
+            yield
+        except (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError) as exc:
+            raise StoreUnavailable(
+                f"Redis is unreachable ({type(exc).__name__}: {exc})", retry_after=max(1.0, self.liveness_s / 3)
+            ) from exc
 
     async def start(self) -> None:
         if self._tasks:
@@ -135,7 +175,7 @@ class RedisRunStore:
     async def create(self, info: RunInfo) -> None:
         key = self._keys.meta(info.run_id)
         # Run ids are 128 random bits: no check for an existing run, which would cost a round trip per run.
-        async with self._redis.pipeline(transaction=True) as pipe:
+        async with self._reachable(), self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(key, mapping=meta_of(info, self.instance_id))
             pipe.pexpire(key, int(self.running_ttl_s * 1000))
             await pipe.execute()
@@ -155,9 +195,15 @@ class RedisRunStore:
         written = self._writer.finish(box)
         if not self._tasks:
             return  # closed (or never started): nothing will write it; the run's keys expire by themselves
-        # Bounded: a run must be able to end (and its instance to shut down) while Redis is unreachable.
-        with contextlib.suppress(TimeoutError):
+        # Bounded: a run must be able to end (and its instance to shut down) while Redis is unreachable. Past the
+        # bound (or when the caller gives up first) its readers here are served the whole run from memory.
+        try:
             await asyncio.wait_for(asyncio.shield(written), self.finish_timeout_s)
+        except TimeoutError:
+            pass
+        finally:
+            if not written.done() and self._writer.outboxes.get(run_id) is box:
+                self._writer.expose(box)
 
     # reading (any instance)
 
@@ -165,7 +211,8 @@ class RedisRunStore:
         lg = self._logs.get(run_id)
         if lg is not None and not lg.superseded:
             return lg.info
-        raw = await self._redis.hgetall(self._keys.meta(run_id))
+        async with self._reachable():
+            raw = await self._redis.hgetall(self._keys.meta(run_id))
         return info_from_meta(run_id, raw)[0] if raw else None
 
     async def read_coalesced(self, run_id: str, after: int, timeout: float | None) -> list[StoredEvent]:
@@ -203,7 +250,7 @@ class RedisRunStore:
 
     async def _load(self, run_id: str) -> RunLog | None:
         """Read a run whole from Redis into a new local copy; a running one is followed from then on."""
-        async with self._redis.pipeline(transaction=True) as pipe:
+        async with self._reachable(), self._redis.pipeline(transaction=True) as pipe:
             pipe.hgetall(self._keys.meta(run_id))
             pipe.xrange(self._keys.events(run_id), "-", "+")
             raw, entries = await pipe.execute()
@@ -226,7 +273,7 @@ class RedisRunStore:
         for run_id in [r for r, lg in self._logs.items() if lg.info.status == "finished" and lg.expires <= now]:
             lg = self._logs[run_id]
             box = self._writer.outboxes.get(run_id)
-            if not lg.waiters and not lg.followed and (box is None or not box.pending):
+            if not lg.waiters and not lg.followed and (box is None or not box.unwritten):
                 del self._logs[run_id]
                 self._writer.forget(run_id)
 
@@ -239,28 +286,33 @@ class RedisRunStore:
     async def remove_viewer(self, run_id: str) -> int:
         n, owner, status = await self._count_viewer(run_id, -1)
         if n == 0 and owner and owner != self.instance_id and status == "running":
-            await self._inbox.send(owner, "idle", run_id)
+            async with self._reachable():
+                await self._inbox.send(owner, "idle", run_id)
         return n
 
     async def _count_viewer(self, run_id: str, delta: int) -> tuple[int, str, str]:
         """Count a viewer in (1) or out (-1); the new count, the run's owner and its status (empty if expired)."""
-        reply: Any = await self._viewers_script(keys=[self._keys.meta(run_id)], args=[delta])
+        async with self._reachable():
+            reply: Any = await self._viewers_script(keys=[self._keys.meta(run_id)], args=[delta])
         n = int(reply[0])
         owner = decode(reply[1]) if len(reply) > 1 and reply[1] else ""
         status = decode(reply[2]) if len(reply) > 2 and reply[2] else ""
         return n, owner, status
 
     async def viewers(self, run_id: str) -> int:
-        raw = await self._redis.hget(self._keys.meta(run_id), "viewers")
+        async with self._reachable():
+            raw = await self._redis.hget(self._keys.meta(run_id), "viewers")
         return int(raw) if raw else 0
 
     async def request_cancel(self, run_id: str) -> bool:
-        status, owner = await self._redis.hmget(self._keys.meta(run_id), ["status", "owner"])
+        async with self._reachable():
+            status, owner = await self._redis.hmget(self._keys.meta(run_id), ["status", "owner"])
         if status is None or decode(status) != "running" or not owner:
             return False
         if decode(owner) == self.instance_id:
             if self._listener is not None:
                 self._listener.cancel_requested(run_id)
             return True
-        await self._inbox.send(decode(owner), "cancel", run_id)
+        async with self._reachable():
+            await self._inbox.send(decode(owner), "cancel", run_id)
         return True

@@ -136,8 +136,9 @@ class Writer:
         lg.info.status = "finished"
         lg.info.finished_at = time.time()
         lg.expires = time.monotonic() + self._keep_finished_s
-        logger.warning("run %s: Redis has not taken its end; %d events served from this instance", lg.info.run_id,
-                       len(unwritten))
+        logger.warning(
+            "run %s: Redis has not taken its end; %d events served from this instance", lg.info.run_id, len(unwritten)
+        )
         lg.wake()
 
     def recheck_all(self) -> None:
