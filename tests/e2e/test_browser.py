@@ -272,3 +272,31 @@ def test_resume_picks_up_after_the_last_event_id(serve: Any, page: Any) -> None:
     assert result["rest"]
     assert result["before"] + result["rest"] == result["all"]
     assert result["all"].startswith("You said: resume me.")
+
+
+CSP_VIOLATIONS = """() => new Promise((resolve) => {
+  window.__cspViolations = window.__cspViolations || [];
+  resolve(window.__cspViolations);
+})"""
+
+
+def test_the_page_runs_under_its_strict_content_security_policy(serve: Any, page: Any) -> None:
+    server: Server = serve("--synthetic-tokens", "5", "--synthetic-interval-ms", "10")
+    # Violations are recorded from the very first script on, before the page's own code runs.
+    page.add_init_script(
+        "window.__cspViolations = [];"
+        "document.addEventListener('securitypolicyviolation',"
+        " (e) => window.__cspViolations.push(e.violatedDirective + ' ' + e.blockedURI));"
+    )
+    console: list[str] = []
+    page.on("console", lambda m: console.append(m.text) if "Content Security Policy" in m.text else None)
+    response = page.goto(server.url)
+    assert response is not None
+    policy = response.headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "unsafe-inline" not in policy and "unsafe-eval" not in policy
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["x-frame-options"] == "DENY"
+    send(page, "hello")
+    wait_until(lambda: answer_state(page)["status"] == "done", timeout=15, what="the answer to finish")
+    assert page.evaluate(CSP_VIOLATIONS) == []
+    assert console == []

@@ -178,7 +178,7 @@ async def test_resume_replays_the_running_answer_and_204_when_nothing_runs() -> 
         assert (await client.get("/api/chat/chat-9/stream")).status_code == 204
 
 
-async def test_resume_after_last_event_id_continues_the_same_parts() -> None:
+async def test_resume_after_last_event_id_reopens_and_continues_the_same_part() -> None:
     backend = GatedBackend()
     async with serve(backend) as (client, _):
         body = use_chat_body("chat-5", ui_message("user", "hi"))
@@ -188,7 +188,10 @@ async def test_resume_after_last_event_id_continues_the_same_parts() -> None:
             async with client.stream("GET", "/api/chat/chat-5/stream", headers={"last-event-id": "1"}) as again:
                 backend.gate.set()
                 chunks = await Frames(again).all()
+    # The part that was in flight is re-opened (same id) before its next delta: `ai` refuses a delta for a part the
+    # stream it reads never started.
     assert chunks == [
+        {"type": "text-start", "id": "text-1"},
         {"type": "text-delta", "id": "text-1", "delta": " two"},
         {"type": "text-end", "id": "text-1"},
         {"type": "finish-step"},
@@ -242,11 +245,14 @@ async def test_stream_routes_pick_the_protocol_per_request() -> None:
         # No "retry:" hint before OpenAI's frames: the openai client would take it for an empty event.
         assert (await client.get("/api/chat/stream", params=params)).content.startswith(b"data: {")
         assert (await client.get("/api/chat/stream", params={"message": "x"})).content.startswith(b"retry: ")
-        # A resume in the AI SDK protocol after event 1 continues the text part and the tool call it knew.
+        # A resume in the AI SDK protocol after event 2 re-opens the tool call that was in flight (same id, the
+        # arguments so far: none), then continues it; the message itself is not started again.
         r = await client.get(f"/api/runs/{run_id}/stream", params={"protocol": "ai-sdk", "last_event_id": "2"})
         tail = [json.loads(e.data) if e.data != "[DONE]" else e.data for e in SSEDecoder().feed(r.content)]
-        assert tail[0] == {"type": "tool-input-delta", "toolCallId": "c1", "inputTextDelta": "{}"}
-        assert not any(isinstance(c, dict) and c["type"] in {"start", "text-start", "tool-input-start"} for c in tail)
+        assert tail[0] == {"type": "tool-input-start", "toolCallId": "c1", "toolName": "t", "providerExecuted": True}
+        assert tail[1] == {"type": "tool-input-delta", "toolCallId": "c1", "inputTextDelta": "{}"}
+        assert not any(isinstance(c, dict) and c["type"] in {"start", "start-step"} for c in tail)
+        assert sum(1 for c in tail if isinstance(c, dict) and c["type"] == "tool-input-start") == 1
         bad = await client.post("/api/chat/stream?protocol=smoke-signals", json={"message": "x"})
         assert bad.status_code == 422
         assert bad.json()["error"]["field"] == "protocol"

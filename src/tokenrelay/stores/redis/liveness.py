@@ -138,10 +138,9 @@ class Liveness:
 
 def end_locally(lg: RunLog, error: ErrorEvent) -> None:
     """End a followed run for this instance's readers only (Redis cannot be told): ``error`` and a finish, under
-    the ids that follow what this copy has, so that a resume from them asks for exactly what follows."""
+    the id of the last event this copy has (:attr:`RunLog.ending`)."""
     ending: list[Event] = [error, FinishEvent("error")]
-    lg.events.extend(ending)
-    lg.info.last_seq = len(lg.events)
+    lg.ending = ending
     lg.info.status = "finished"
     lg.info.finished_at = time.time()
     lg.wake()

@@ -39,6 +39,9 @@ class RunLog:
     # Another instance ended this run while this one drove it: this copy lacks that ending, so the run is read from
     # Redis again.
     superseded: bool = False
+    # An end this instance gave its readers when Redis could not (``liveness.end_locally``): after the events, under
+    # the last one's id, so that a resume from it asks Redis for exactly what follows once it can.
+    ending: list[Event] = field(default_factory=list)
 
     def wake(self) -> None:
         """Wake every reader waiting for more: there is more, or there never will be."""
@@ -64,7 +67,10 @@ class RunLog:
     def since(self, after: int) -> list[StoredEvent]:
         """The events after sequence id ``after``."""
         events = self.events
-        return [StoredEvent(seq, events[seq - 1]) for seq in range(after + 1, len(events) + 1)]
+        out = [StoredEvent(seq, events[seq - 1]) for seq in range(after + 1, len(events) + 1)]
+        if self.ending and after <= len(events):
+            out += [StoredEvent(len(events), event) for event in self.ending]
+        return out
 
 
 def _wake_one(fut: asyncio.Future[None]) -> None:

@@ -111,7 +111,8 @@ class Tails:
         """Stop following a run: keep a finished one's copy a while; forget one nobody reads here any more."""
         lg = reader.logs.pop(key)
         lg.followed = False
-        if lg.info.status == "finished":
+        # A run ended here alone (Redis could not be read) is not kept: the next reader asks Redis again.
+        if lg.info.status == "finished" and not lg.ending:
             lg.expires = time.monotonic() + self._cache_s
         else:
             self._logs.pop(lg.info.run_id, None)
