@@ -293,7 +293,9 @@ def test_the_page_runs_under_its_strict_content_security_policy(serve: Any, page
     response = page.goto(server.url)
     assert response is not None
     policy = response.headers["content-security-policy"]
-    assert "script-src 'self'" in policy and "unsafe-inline" not in policy and "unsafe-eval" not in policy
+    assert "script-src 'self'" in policy
+    assert "unsafe-inline" not in policy
+    assert "unsafe-eval" not in policy
     assert response.headers["x-content-type-options"] == "nosniff"
     assert response.headers["x-frame-options"] == "DENY"
     send(page, "hello")
