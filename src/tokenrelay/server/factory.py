@@ -24,7 +24,11 @@ def build_store(settings: Settings) -> RunStore:
         from tokenrelay.stores.redis import RedisRunStore
 
         return RedisRunStore(
-            settings.redis_url, prefix=settings.redis_prefix, ttl_s=settings.run_ttl_s, liveness_s=settings.liveness_s
+            settings.redis_url,
+            prefix=settings.redis_prefix,
+            ttl_s=settings.run_ttl_s,
+            liveness_s=settings.liveness_s,
+            socket_timeout_s=settings.redis_socket_timeout_s,
         )
     return MemoryRunStore(ttl_s=settings.run_ttl_s)
 

@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     liveness_s: float = Field(
         3.0, gt=0, description="with store=redis: silence after which an instance's runs are ended as interrupted"
     )
+    redis_socket_timeout_s: float = Field(
+        5.0, gt=0, description="with store=redis: how long one Redis call may take before it fails (and is retried)"
+    )
     history: Literal["sql", "memory"] = Field(
         "sql", description="where conversations live: sql (database_url) or memory (lost on restart)"
     )

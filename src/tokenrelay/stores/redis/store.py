@@ -37,6 +37,19 @@ __all__ = ["RedisRunStore"]
 _DRAIN_S = 2.0  # how long close() waits for pending appends to be written
 
 
+def _connect(url: str, max_connections: int, socket_timeout_s: float) -> aioredis.Redis:
+    """A client on a blocking pool: a burst of readers waits for a connection instead of failing. Few are held for
+    long (one per tail reader, one for the inbox), so the bound is on bursts of short commands."""
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=max_connections,
+        timeout=30,
+        socket_timeout=socket_timeout_s,
+        socket_connect_timeout=socket_timeout_s,
+    )
+    return aioredis.Redis(connection_pool=pool)
+
+
 class RedisRunStore:
     """Run events in Redis Streams, shared by every instance that uses the same Redis and ``prefix``.
 
@@ -80,17 +93,8 @@ class RedisRunStore:
         self.finish_timeout_s = finish_timeout_s
         self.socket_timeout_s = socket_timeout_s
         self.instance_id = secrets.token_hex(8)
-        # A blocking pool: a burst of readers waits for a connection instead of failing. Few are held for long
-        # (one per tail reader, one for the inbox), so the bound is on bursts of short commands.
         if client is None:
-            pool = aioredis.BlockingConnectionPool.from_url(
-                url,
-                max_connections=max_connections,
-                timeout=30,
-                socket_timeout=socket_timeout_s,
-                socket_connect_timeout=socket_timeout_s,
-            )
-            client = aioredis.Redis(connection_pool=pool)
+            client = _connect(url, max_connections, socket_timeout_s)
         self._redis: aioredis.Redis = client
         self._keys = Keys(prefix)
         self._logs: dict[str, RunLog] = {}
