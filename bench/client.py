@@ -140,13 +140,21 @@ class Stream(asyncio.Protocol):
         self.finish()
 
 
-def request_bytes(host: str, port: int, path: str) -> bytes:
-    return f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: text/event-stream\r\n\r\n".encode()
+def request_bytes(host: str, port: int, path: str, body: Any = None) -> bytes:
+    """A GET of ``path``; with ``body`` (a JSON value), a POST of it (an OpenAI-compatible proxy's endpoint)."""
+    head = f"Host: {host}:{port}\r\nAccept: text/event-stream\r\n"
+    if body is None:
+        return f"GET {path} HTTP/1.1\r\n{head}\r\n".encode()
+    data = json.dumps(body).encode()
+    return (
+        f"POST {path} HTTP/1.1\r\n{head}Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n".encode()
+        + data
+    )
 
 
-async def open_stream(host: str, port: int, path: str, window: Window) -> Stream:
+async def open_stream(host: str, port: int, path: str, window: Window, body: Any = None) -> Stream:
     loop = asyncio.get_running_loop()
-    request = request_bytes(host, port, path)
+    request = request_bytes(host, port, path, body)
     _, stream = await loop.create_connection(lambda: Stream(request, window), host, port)
     return stream
 
@@ -183,7 +191,7 @@ async def load(cfg: dict[str, Any]) -> dict[str, Any]:
         nonlocal failed
         async with gate:
             try:
-                stream = await open_stream(host, port, path, window)
+                stream = await open_stream(host, port, path, window, cfg.get("body"))
             except OSError:
                 failed += 1
                 return
@@ -287,7 +295,7 @@ async def warm(cfg: dict[str, Any]) -> dict[str, Any]:
     """A few requests, each until its response starts: imports, caches and first-request work done before measuring."""
     statuses = []
     for _ in range(cfg.get("count", 3)):
-        stream = await open_stream(cfg["host"], cfg["port"], cfg["path"], Window())
+        stream = await open_stream(cfg["host"], cfg["port"], cfg["path"], Window(), cfg.get("body"))
         stream.send()
         deadline = now() + 10
         while not stream.status and not stream.done.done() and now() < deadline:  # noqa: ASYNC110

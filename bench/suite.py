@@ -67,10 +67,15 @@ def ttft(peer: Peer, plan: Plan, extra: tuple[str, ...] = ()) -> dict[str, Any]:
         return run_client(cfg | {"count": plan.ttft_count})
 
 
-def load(peer: Peer, streams: int, plan: Plan) -> dict[str, Any]:
+def load(
+    peer: Peer, streams: int, plan: Plan, *, extra: tuple[str, ...] = (), request: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """``streams`` streams at ``RATE`` through a fresh server; ``extra`` goes to its command, ``request`` to the client's
+    config (a POST body, for a server that only takes POSTs)."""
     delay_ms = plan.start_delay_ms(streams)
-    with Server(peer, tokens=plan.stream_tokens(delay_ms), interval_ms=INTERVAL_MS, delay_ms=delay_ms) as server:
-        cfg = {"mode": "warm", "host": HOST, "port": server.port, "path": server.path}
+    tokens = plan.stream_tokens(delay_ms)
+    with Server(peer, tokens=tokens, interval_ms=INTERVAL_MS, delay_ms=delay_ms, extra=extra) as server:
+        cfg = {"mode": "warm", "host": HOST, "port": server.port, "path": server.path} | (request or {})
         run_client(cfg | {"count": 3})
         baseline = server.rss_kb()
         with server.sampled() as peak:

@@ -4,7 +4,9 @@ with ``json`` (the floor).
 
 The fake upstream (pinned to the client's core) answers ``POST /v1/chat/completions`` with pre-encoded
 ``chat.completion.chunk`` frames, cycling through a few different tokens (never one chunk many times in a row),
-then the usage chunk and ``[DONE]``. The model name carries the length: ``fake-<chunks>``.
+then the usage chunk and ``[DONE]``. The model name carries the length: ``fake-<chunks>`` goes as fast as it can;
+``fake-<chunks>-<interval_ms>-<delay_ms>`` paces the stream, one chunk every ``interval_ms`` on an absolute schedule
+after ``delay_ms`` of silence (the concurrent section, bench/real_upstream.py, asks this of every relay).
 
 ``python -m bench.upstream [--quick]`` prints the figures as JSON.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import statistics
@@ -49,7 +52,66 @@ _HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encodin
 _BATCH = 64  # frames per write when going as fast as it can
 
 
-async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+_CHUNKED = [b"%x\r\n%s\r\n" % (len(f), f) for f in FRAMES]  # one frame per HTTP chunk, as a real upstream sends
+_END = b"%x\r\n%s\r\n0\r\n\r\n" % (len(TAIL), TAIL)
+
+
+class _Paced:
+    """One paced stream: its writer, where it is in its schedule, and a future set when it has ended."""
+
+    __slots__ = ("done", "interval", "n", "sent", "start", "writer")
+
+    def __init__(self, writer: asyncio.StreamWriter, n: int, start: float, interval: float) -> None:
+        self.writer, self.n, self.start, self.interval, self.sent = writer, n, start, interval, 0
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+
+class _Pacer:
+    """Every paced stream on one 1 ms timer wheel: one wake-up per millisecond for all of them, not one per chunk.
+
+    With 1,000 streams at 50 chunks/s a timer per chunk would cost this process (which shares its core with the load
+    client) more than the relays it feeds; the wheel costs a write per chunk and little else. Each stream keeps its
+    own absolute schedule (``start + i * interval``), so a late tick catches up instead of drifting.
+    """
+
+    def __init__(self) -> None:
+        self.slots: dict[int, list[_Paced]] = {}
+        self.last = int(time.monotonic() * 1000)
+        self.wake = asyncio.Event()
+        self.task = asyncio.create_task(self.run())  # kept here: the loop holds tasks only weakly
+
+    def add(self, stream: _Paced) -> None:
+        self.slots.setdefault(max(int(stream.start * 1000), self.last + 1), []).append(stream)
+        self.wake.set()
+
+    async def run(self) -> None:
+        while True:
+            if not self.slots:
+                self.wake.clear()
+                await self.wake.wait()
+            await asyncio.sleep(0.001)
+            now_ms = int(time.monotonic() * 1000)
+            for ms in range(self.last + 1, now_ms + 1):
+                for stream in self.slots.pop(ms, ()):
+                    self._send(stream, now_ms)
+            self.last = now_ms
+
+    def _send(self, stream: _Paced, now_ms: int) -> None:
+        writer = stream.writer
+        if writer.is_closing():  # the relay hung up (its client left): nothing more to send
+            stream.done.set_result(None)
+            return
+        writer.write(_CHUNKED[stream.sent % len(_CHUNKED)])
+        stream.sent += 1
+        if stream.sent >= stream.n:
+            writer.write(_END)
+            stream.done.set_result(None)
+            return
+        due = int((stream.start + stream.sent * stream.interval) * 1000)
+        self.slots.setdefault(max(due, now_ms + 1), []).append(stream)
+
+
+async def _serve(pacer: _Pacer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
         while True:
             head = await reader.readuntil(b"\r\n\r\n")
@@ -58,8 +120,14 @@ async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
                 if line.lower().startswith(b"content-length:"):
                     length = int(line.split(b":")[1])
             body = json.loads(await reader.readexactly(length))
-            chunks = int(str(body["model"]).rsplit("-", 1)[1])
+            spec = [float(x) for x in str(body["model"]).split("-")[1:]]
+            chunks = int(spec[0])
             writer.write(_HEAD)
+            if len(spec) == 3:
+                paced = _Paced(writer, chunks, time.monotonic() + spec[2] / 1000, spec[1] / 1000)
+                pacer.add(paced)
+                await paced.done
+                continue
             for start in range(0, chunks, _BATCH):
                 data = b"".join(FRAMES[i % len(FRAMES)] for i in range(start, min(chunks, start + _BATCH)))
                 writer.write(b"%x\r\n%s\r\n" % (len(data), data))
@@ -72,7 +140,7 @@ def _upstream_main(port: int) -> None:
     import uvloop
 
     async def main() -> None:
-        server = await asyncio.start_server(_serve, HOST, port)
+        server = await asyncio.start_server(functools.partial(_serve, _Pacer()), HOST, port, backlog=4096)
         async with server:
             await server.serve_forever()
 
@@ -82,6 +150,13 @@ def _upstream_main(port: int) -> None:
 @contextlib.contextmanager
 def fake_upstream() -> Iterator[str]:
     """The fake upstream in its own process (on the client's core); yields its base URL."""
+    with fake_upstream_process() as (url, _):
+        yield url
+
+
+@contextlib.contextmanager
+def fake_upstream_process() -> Iterator[tuple[str, int]]:
+    """The fake upstream in its own process (on the client's core); yields its base URL and its pid."""
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench.upstream", "--serve", str(port)],
@@ -97,7 +172,7 @@ def fake_upstream() -> Iterator[str]:
             with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=1):
                 break
             time.sleep(0.05)
-        yield f"http://{HOST}:{port}/v1"
+        yield f"http://{HOST}:{port}/v1", proc.pid
     finally:
         proc.terminate()
         proc.wait(5)

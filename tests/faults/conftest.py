@@ -1,5 +1,5 @@
 """What the fault-injection tests share: a redis-server of their own (never the shared one) that a test can pause,
-kill and start again empty, by its pid, and the figures the suite reports at the end."""
+kill and start again empty, by its pid, and the figures the suite reports at the end (every test file adds to them)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ class Figures:
     runs_checked: int = 0
     viewers_checked: int = 0
     answers_lost: int = 0
+    unsaved_reported: int = 0  # answers the history could not take, each told to its viewers ("saved": false)
 
     def fault(self, kind: str) -> None:
         self.faults[kind] = self.faults.get(kind, 0) + 1
@@ -33,7 +34,7 @@ class Figures:
 FIGURES = Figures()
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -43,7 +44,7 @@ class RedisProcess:
     """``redis-server --port N --save "" --appendonly no``: it keeps nothing, so a restart starts empty."""
 
     def __init__(self) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -114,6 +115,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         return
     tried = ", ".join(f"{kind} {n}" for kind, n in sorted(FIGURES.faults.items()))
     terminalreporter.write_line(
-        f"redis faults tried: {sum(FIGURES.faults.values())} ({tried}); runs checked: {FIGURES.runs_checked}; "
-        f"viewers checked: {FIGURES.viewers_checked}; answers lost: {FIGURES.answers_lost}"
+        f"faults tried: {sum(FIGURES.faults.values())} ({tried}); runs checked: {FIGURES.runs_checked}; "
+        f"viewers checked: {FIGURES.viewers_checked}; answers lost: {FIGURES.answers_lost}; "
+        f"unsaved and reported so: {FIGURES.unsaved_reported}"
     )

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 
 from tokenrelay.backends.base import Backend, GenerateOptions
-from tokenrelay.errors import BackendError, RunClosedError, RunFinishedError, RunNotFound
+from tokenrelay.errors import BackendError, RunClosedError, RunFinishedError, RunNotFound, StoreUnavailable
 from tokenrelay.events import ErrorEvent, Event, FinishEvent, TextDelta
 from tokenrelay.messages import Message
 from tokenrelay.runs.base import RunOutcome, Transcript
@@ -37,7 +37,7 @@ class StoreFailed(Exception):
     def __init__(self, cause: BaseException) -> None:
         super().__init__(f"{type(cause).__name__}: {cause}")
         self.cause = cause
-        self.retry_after = float(getattr(cause, "retry_after", 1.0) or 1.0)
+        self.retry_after = cause.retry_after if isinstance(cause, StoreUnavailable) else 1.0
 
 
 def _store_error(exc: StoreFailed) -> ErrorEvent:

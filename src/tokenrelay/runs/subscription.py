@@ -15,7 +15,7 @@ from collections.abc import AsyncGenerator, Callable, Coroutine, Mapping, Sequen
 from typing import Any
 
 from tokenrelay.coalescing import Coalescer
-from tokenrelay.errors import RunNotFound
+from tokenrelay.errors import RunNotFound, StoreUnavailable
 from tokenrelay.events import ErrorEvent, Event, FinishEvent, StoredEvent, TextDelta
 from tokenrelay.runs.base import HEARTBEAT, DisconnectPolicy, Heartbeat
 from tokenrelay.runs.state import Run
@@ -42,7 +42,7 @@ def unreadable(cursor: int, run: Run | None, exc: Exception) -> list[StoredEvent
     can work) and the finish."""
     if run is not None and run.ending:
         return local_ending(cursor, run.ending)
-    retry_after = float(getattr(exc, "retry_after", 1.0) or 1.0)
+    retry_after = exc.retry_after if isinstance(exc, StoreUnavailable) else 1.0
     message = f"the run store cannot be read ({type(exc).__name__}); resume later"
     return local_ending(cursor, [ErrorEvent("store_unavailable", message, True, retry_after), FinishEvent("error")])
 
