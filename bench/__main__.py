@@ -12,9 +12,13 @@ import json
 import sys
 from pathlib import Path
 
+from bench.real_upstream import RELAYS
+from bench.real_upstream import table as real_upstream_table
 from bench.report import tables, targets_table
 from bench.servers import PEERS
-from bench.suite import FULL, QUICK, log, run
+from bench.suite import FULL, QUICK, Plan, log, run
+
+SECTIONS = ("synthetic", "real-upstream", "local")
 
 
 def main() -> int:
@@ -25,6 +29,9 @@ def main() -> int:
     parser.add_argument("--window", type=float, help="seconds of steady state measured per stream count")
     parser.add_argument("--no-local", action="store_true", help="skip the local model")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
+    parser.add_argument("--sections", help=f"comma-separated, from {', '.join(SECTIONS)} (default: all)")
+    parser.add_argument("--upstream-streams", help="stream counts through the real upstream (default 200,500,1000)")
+    parser.add_argument("--relays", help=f"relays of the real upstream, from {', '.join(RELAYS)} (default: all)")
     args = parser.parse_args()
     plan = QUICK if args.quick else FULL
     if args.peers:
@@ -38,21 +45,43 @@ def main() -> int:
         plan = dataclasses.replace(plan, window_s=args.window)
     if args.no_local:
         plan = dataclasses.replace(plan, local=False)
+    plan = _sections(parser, args, plan)
     log(f"plan: {plan}")
     results = run(plan)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     meta = results["meta"]
     print(f"tokenrelay benchmark — {meta['started']}, {meta['machine']}, Python {meta['python']}\n")
-    print(tables(results))
+    if results["peers"]:
+        print(tables(results))
+        print()
+        print(targets_table(results))
     if "upstream" in results:
         from bench.upstream import table as upstream_table
 
         print()
         print(upstream_table(results["upstream"]))
-    print()
-    print(targets_table(results))
+    if "real_upstream" in results:
+        print()
+        print(real_upstream_table(results["real_upstream"], meta["rate"], meta["window_s"]))
     return 0
+
+
+def _sections(parser: argparse.ArgumentParser, args: argparse.Namespace, plan: Plan) -> Plan:
+    """The options that pick what runs: sections, and the real upstream's relays and stream counts."""
+    if args.sections:
+        unknown = set(args.sections.split(",")) - set(SECTIONS)
+        if unknown:
+            parser.error(f"unknown sections: {', '.join(sorted(unknown))}")
+        plan = dataclasses.replace(plan, sections=tuple(args.sections.split(",")))
+    if args.relays:
+        unknown = set(args.relays.split(",")) - set(RELAYS)
+        if unknown:
+            parser.error(f"unknown relays: {', '.join(sorted(unknown))}")
+        plan = dataclasses.replace(plan, upstream_relays=tuple(args.relays.split(",")))
+    if args.upstream_streams:
+        plan = dataclasses.replace(plan, upstream_streams=tuple(int(n) for n in args.upstream_streams.split(",")))
+    return plan
 
 
 if __name__ == "__main__":

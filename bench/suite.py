@@ -27,6 +27,9 @@ class Plan:
     local: bool
     local_tokens: int
     upstream_chunks: int = 100_000
+    upstream_streams: tuple[int, ...] = (200, 500, 1000)
+    upstream_relays: tuple[str, ...] = ("tokenrelay", "tokenrelay-sqlite", "seed-sdk", "httpx", "litellm")
+    sections: tuple[str, ...] = ("synthetic", "real-upstream", "local")
     ramp_timeout_s: float = 30
     first_token_timeout_s: float = 10
 
@@ -44,7 +47,18 @@ class Plan:
         return 1000 + streams * 0.5
 
 
-QUICK = Plan(("bare", "tokenrelay", "seed", "sse-starlette", "fastapi-sse"), (500, 2000), 5, 1, 2, 15, True, 48, 20_000)
+QUICK = Plan(
+    ("bare", "tokenrelay", "seed", "sse-starlette", "fastapi-sse"),
+    (500, 2000),
+    5,
+    1,
+    2,
+    15,
+    True,
+    48,
+    20_000,
+    (50, 200),
+)
 FULL = Plan(
     ("bare", "tokenrelay", "seed", "sse-starlette", "fastapi-sse"), (1000, 2000, 5000, 10000), 10, 2, 3, 30, True, 200
 )
@@ -52,6 +66,10 @@ FULL = Plan(
 
 def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def log_load(r: dict[str, Any]) -> None:
+    log(f"  delivered {r['share']:.1%}, p99 gap {r['gap_p99_ms']} ms, {r['rss_kb_per_stream']:.1f} KB/stream")
 
 
 def single(peer: Peer, plan: Plan) -> dict[str, Any]:
@@ -70,8 +88,10 @@ def ttft(peer: Peer, plan: Plan, extra: tuple[str, ...] = ()) -> dict[str, Any]:
 def load(
     peer: Peer, streams: int, plan: Plan, *, extra: tuple[str, ...] = (), request: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """``streams`` streams at ``RATE`` through a fresh server; ``extra`` goes to its command, ``request`` to the client's
-    config (a POST body, for a server that only takes POSTs)."""
+    """``streams`` streams at ``RATE`` through a fresh server.
+
+    ``extra`` goes to the server's command, ``request`` to the client's config (a POST body, for a proxy).
+    """
     delay_ms = plan.start_delay_ms(streams)
     tokens = plan.stream_tokens(delay_ms)
     with Server(peer, tokens=tokens, interval_ms=INTERVAL_MS, delay_ms=delay_ms, extra=extra) as server:
@@ -108,7 +128,6 @@ def check_ports(streams: int) -> None:
 
 
 def run(plan: Plan) -> dict[str, Any]:
-    check_ports(max(plan.streams, default=0))
     results: dict[str, Any] = {
         "meta": {
             "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
@@ -119,6 +138,30 @@ def run(plan: Plan) -> dict[str, Any]:
         },
         "peers": {},
     }
+    if "synthetic" in plan.sections:
+        _synthetic(plan, results)
+    if "real-upstream" in plan.sections:
+        log("real upstream: one stream through a fake OpenAI-compatible server")
+        from bench.real_upstream import concurrent
+        from bench.upstream import single as upstream_single
+
+        results["upstream"] = upstream_single(plan.upstream_chunks, plan.repeats)
+        check_ports(max(plan.upstream_streams, default=0))
+        results["real_upstream"] = concurrent(plan, plan.upstream_relays)
+    if plan.local and "local" in plan.sections:
+        log("local model: llama.cpp in-process, then through tokenrelay")
+        from bench.local_model import measure
+
+        try:
+            results["local"] = measure(plan.local_tokens, plan.repeats)
+        except Exception as exc:  # no model installed: the rest of the benchmark still stands
+            results["local"] = {"error": f"{type(exc).__name__}: {exc}"}
+    return results
+
+
+def _synthetic(plan: Plan, results: dict[str, Any]) -> None:
+    """The synthetic backend against the bare loop and the SSE stacks: single stream, TTFT, concurrent streams."""
+    check_ports(max(plan.streams, default=0))
     log("client ceiling")
     results["ceiling"] = single(BLAST, plan)
     for name in plan.peers:
@@ -132,26 +175,12 @@ def run(plan: Plan) -> dict[str, Any]:
         for count in plan.streams:
             log(f"{name}: {count} streams x {RATE} tokens/s for {plan.window_s:g} s")
             entry["load"][count] = load(peer, count, plan)
-            r = entry["load"][count]
-            log(f"  delivered {r['share']:.1%}, p99 gap {r['gap_p99_ms']} ms, {r['rss_kb_per_stream']:.1f} KB/stream")
+            log_load(entry["load"][count])
     if "tokenrelay" in plan.peers:
         log("tokenrelay: time to first token with the default SQL history")
         with tempfile.TemporaryDirectory() as tmp:
             sql = ("--history", "sql", "--database-url", f"sqlite+aiosqlite:///{tmp}/bench.db")
             results["ttft_sql"] = ttft(PEERS["tokenrelay"], plan, sql)
-    log("real upstream: one stream through a fake OpenAI-compatible server")
-    from bench.upstream import single as upstream_single
-
-    results["upstream"] = upstream_single(plan.upstream_chunks, plan.repeats)
-    if plan.local:
-        log("local model: llama.cpp in-process, then through tokenrelay")
-        from bench.local_model import measure
-
-        try:
-            results["local"] = measure(plan.local_tokens, plan.repeats)
-        except Exception as exc:  # no model installed: the rest of the benchmark still stands
-            results["local"] = {"error": f"{type(exc).__name__}: {exc}"}
-    return results
 
 
 def _cores() -> int:

@@ -106,14 +106,16 @@ async def test_sigkill_of_the_owner_a_viewer_elsewhere_is_told_and_the_partial_a
         assert (done["done"], done["finish_reason"]) == (True, "error")
         assert "saved" not in done  # the survivor saved the partial answer
         # The owner's viewer was cut with its server; it resumes on the survivor from its last id.
-        assert on_a and "done" not in on_a[-1]
+        assert on_a
+        assert "done" not in on_a[-1]
         rest = await watch(client, b.url, run_id, after=str(on_a[-1]["id"]))
         on_a += rest
         assert on_a[-1]["done"] is True
         await settled(client, b)
         last = await saved(client, b.url, "c-kill")
         assert (last["status"], last["error_code"]) == ("failed", "interrupted")
-        assert last["content"] and text(on_b).startswith("You said: hi.")
+        assert last["content"]
+        assert text(on_b).startswith("You said: hi.")
         count("sigkill, 2 instances", [on_a, on_b], str(last["content"]))
 
 

@@ -9,21 +9,19 @@ The figures (faults tried, runs checked, answers lost) are printed at the end of
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any
 
 import httpx
 import redis.asyncio as aioredis
 
 from tests.conftest import wait_for_async
 from tests.faults.conftest import FIGURES, RedisProcess
+from tests.faults.processes import Payload, read_payloads, text
 from tests.server.helpers import serving
 from tokenrelay.backends import Pause, ScriptedBackend
 from tokenrelay.events import Event, FinishEvent, TextDelta
 from tokenrelay.server import Relay, Settings
-from tokenrelay.sse import ServerSentEvent, SSEDecoder
 from tokenrelay.stores.redis import RedisRunStore
 
 WORDS = [f"w{i} " for i in range(60)]
@@ -33,8 +31,6 @@ SOCKET_TIMEOUT_S = 0.5  # the client's timeout on every Redis call: a pause of 3
 LIVENESS_S = 1.5
 UNAVAILABLE_S = 3.0
 USER = "u"
-
-Payload = dict[str, Any]
 
 
 def paced(gap: float = 0.02) -> ScriptedBackend:
@@ -69,27 +65,6 @@ async def instances(redis: RedisProcess, n: int) -> AsyncIterator[list[tuple[Rel
             client = await stack.enter_async_context(httpx.AsyncClient(base_url=f"http://{host}:{port}", timeout=30))
             out.append((relay, client))
         yield out
-
-
-async def read_payloads(response: httpx.Response, on_delta: Callable[[int], None] | None = None) -> list[Payload]:
-    """Every frame's JSON, with its event id under ``"id"``; ``on_delta(n)`` after the n-th text delta."""
-    assert response.status_code == 200, response.status_code
-    decoder, out, deltas = SSEDecoder(), [], 0
-    async with asyncio.timeout(30):
-        async for chunk in response.aiter_raw():
-            for frame in decoder.feed(chunk):
-                if not isinstance(frame, ServerSentEvent):
-                    continue
-                out.append({**json.loads(frame.data), "id": frame.id})
-                if "delta" in out[-1]:
-                    deltas += 1
-                    if on_delta is not None:
-                        on_delta(deltas)
-    return out
-
-
-def text(frames: list[Payload]) -> str:
-    return "".join(str(f["delta"]) for f in frames if "delta" in f)
 
 
 async def watch_start(

@@ -236,13 +236,20 @@ class SQLHistory:
         if self.dialect == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self._writes: WriteBatcher[_Add] = WriteBatcher(self.engine, self._write)
+        self._write_failed = False  # the last write found the database unwritable: check() then tries a write
 
     async def check(self) -> None:
         try:
             async with asyncio.timeout(2.0), self.engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))
+                if self._write_failed and self.dialect == "sqlite":
+                    # A SQLite file that answers reads may still refuse writes (a full disk, a read-only file):
+                    # rewriting the header's user_version with its own value is the smallest real write.
+                    version = int((await conn.execute(text("PRAGMA user_version"))).scalar_one())
+                    await conn.execute(text(f"PRAGMA user_version = {version}"))
         except Exception as exc:
             raise StoreUnavailable(f"the history database is unreachable: {type(exc).__name__}") from exc
+        self._write_failed = False
 
     async def start(self) -> None:
         if self.migrate_on_start:
@@ -276,8 +283,14 @@ class SQLHistory:
 
     async def add(self, user_id: str, conversation_id: str, message: StoredMessage, *, create: bool = True) -> bool:
         # Batched with the writes waiting at the same moment (history.batch): one commit for a burst of runs.
-        with _reachable():
-            return await self._writes.submit(_Add(user_id, conversation_id, message, create))
+        try:
+            with _reachable():
+                written = await self._writes.submit(_Add(user_id, conversation_id, message, create))
+        except StoreUnavailable:
+            self._write_failed = True
+            raise
+        self._write_failed = False
+        return written
 
     async def _write(self, conn: AsyncConnection, adds: list[_Add]) -> list[bool]:
         """The writes of one batch in three statements: the conversations asked in, the conversations answered

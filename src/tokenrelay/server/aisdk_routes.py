@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tokenrelay.errors import RunNotFound
 from tokenrelay.messages import Message
 from tokenrelay.server.auth import UserResolver
+from tokenrelay.server.openapi import errors, event_stream, json_body
 from tokenrelay.server.pipeline import (
     ID_PATTERN,
     Binding,
@@ -41,6 +42,7 @@ from tokenrelay.server.pipeline import (
     stream_response,
 )
 from tokenrelay.server.relay import Relay
+from tokenrelay.server.sse_response import SSEResponse
 
 __all__ = ["UIMessage", "UseChatRequest", "create_aisdk_router", "message_text"]
 
@@ -80,6 +82,12 @@ def create_aisdk_router(relay: Relay, *, resolve_user: UserResolver | None = Non
         methods=["POST"],
         name="chat",
         summary="useChat: answer the chat's last user message as a UI message stream",
+        response_class=SSEResponse,
+        responses={
+            **event_stream("The answer as a UI message stream, ending with [DONE]"),
+            **errors(400, 401, 403, 408, 413, 415, 422, 503),
+        },
+        openapi_extra=json_body(UseChatRequest, description="useChat's request: the chat id and its messages"),
     )
     router.add_api_route(
         "/api/chat/{chat_id}/stream",
@@ -87,6 +95,8 @@ def create_aisdk_router(relay: Relay, *, resolve_user: UserResolver | None = Non
         methods=["GET"],
         name="resume",
         summary="useChat resume: the chat's running answer, or 204",
+        response_class=SSEResponse,
+        responses={**event_stream("The running answer, replayed", also=[204]), **errors(401, 422, 503)},
     )
     return router
 

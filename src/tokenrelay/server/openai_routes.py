@@ -26,6 +26,7 @@ from tokenrelay.protocols.base import StreamContext
 from tokenrelay.protocols.openai_chat import CompletionBuilder, OpenAIChatEncoder, OpenAIChatProtocol, error_body
 from tokenrelay.runs import Heartbeat
 from tokenrelay.server.auth import UserResolver
+from tokenrelay.server.openapi import ChatCompletion, ModelList, ModelObject, errors, json_body, json_ok, sse_content
 from tokenrelay.server.pipeline import (
     ID_PATTERN,
     Binding,
@@ -170,13 +171,32 @@ def create_openai_router(relay: Relay, *, resolve_user: UserResolver | None = No
     router = APIRouter(route_class=OpenAIRoute, dependencies=[Depends(binding)])
     authenticated = [Depends(_authenticated)]
     summary = "OpenAI-compatible: the model this server serves"
-    router.add_api_route("/v1/models", list_models, methods=["GET"], dependencies=authenticated, summary=summary)
-    summary = "OpenAI-compatible: one model"
+    responses = {**json_ok(ModelList, "The one model"), **errors(401, surface="openai")}
     router.add_api_route(
-        "/v1/models/{model_name:path}", get_model, methods=["GET"], dependencies=authenticated, summary=summary
+        "/v1/models", list_models, methods=["GET"], dependencies=authenticated, summary=summary, responses=responses
     )
-    summary = "OpenAI-compatible Chat Completions, streaming or not"
-    router.add_api_route("/v1/chat/completions", chat_completions, methods=["POST"], summary=summary)
+    router.add_api_route(
+        "/v1/models/{model_name:path}",
+        get_model,
+        methods=["GET"],
+        dependencies=authenticated,
+        summary="OpenAI-compatible: one model",
+        responses={**json_ok(ModelObject, "The model"), **errors(401, 404, surface="openai")},
+        # Read from the path by the route itself: any text names a model (or none), nothing is refused with a 422.
+        openapi_extra={
+            "parameters": [{"name": "model_name", "in": "path", "required": True, "schema": {"type": "string"}}]
+        },
+    )
+    completion = json_ok(ChatCompletion, "The completion; with stream: true, chunks as Server-Sent Events")
+    completion[200]["content"] = sse_content()  # beside the JSON the model describes
+    router.add_api_route(
+        "/v1/chat/completions",
+        chat_completions,
+        methods=["POST"],
+        summary="OpenAI-compatible Chat Completions, streaming or not",
+        responses={**completion, **errors(400, 401, 403, 408, 413, 415, 422, 500, 503, surface="openai")},
+        openapi_extra=json_body(ChatCompletionRequest, description="OpenAI's Chat Completions request"),
+    )
     return router
 
 
@@ -184,7 +204,8 @@ async def list_models(relay: CurrentRelay) -> Response:
     return JSONResponse({"object": "list", "data": [_model_object(relay)]})
 
 
-async def get_model(model_name: str, relay: CurrentRelay) -> Response:
+async def get_model(request: Request, relay: CurrentRelay) -> Response:
+    model_name: str = request.path_params["model_name"]
     if model_name != _model(relay):
         raise Refusal(404, "model_not_found", f"The model '{model_name}' does not exist")
     return JSONResponse(_model_object(relay))

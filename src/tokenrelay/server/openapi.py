@@ -31,6 +31,7 @@ __all__ = [
     "json_body",
     "json_ok",
     "query_parameter",
+    "sse_content",
 ]
 
 Surface = Literal["project", "openai"]
@@ -162,9 +163,12 @@ _SSE_EVENT: dict[str, Any] = {
 
 def errors(*statuses: int, surface: Surface = "project") -> dict[int | str, dict[str, Any]]:
     """The error responses ``statuses`` (and the edge's, which every route may answer), in ``surface``'s shape."""
-    model = ErrorBody if surface == "project" else OpenAIErrorBody
     out: dict[int | str, dict[str, Any]] = {}
     for status in sorted({*statuses, *_EDGE}):
+        model: Any = ErrorBody
+        if surface == "openai":
+            # The edge answers in tokenrelay's shape whatever the route; the route itself in OpenAI's.
+            model = OpenAIErrorBody | ErrorBody if status in _EDGE else OpenAIErrorBody
         response: dict[str, Any] = {"model": model, "description": _MEANING[status]}
         if status == 503:
             response["headers"] = _RETRY_AFTER
@@ -174,12 +178,15 @@ def errors(*statuses: int, surface: Surface = "project") -> dict[int | str, dict
 
 def event_stream(description: str, *, also: Iterable[int] = ()) -> dict[int | str, dict[str, Any]]:
     """A 200 that is a ``text/event-stream`` of events (``data``, ``id``...), and ``also`` (204: nothing to send)."""
-    out: dict[int | str, dict[str, Any]] = {
-        200: {"description": description, "content": {"text/event-stream": {"itemSchema": _SSE_EVENT}}}
-    }
+    out: dict[int | str, dict[str, Any]] = {200: {"description": description, "content": sse_content()}}
     for status in also:
         out[status] = {"description": "Nothing to stream: the run has ended, or none is running"}
     return out
+
+
+def sse_content() -> dict[str, Any]:
+    """The ``content`` of a response that is a ``text/event-stream``: its events' fields as ``itemSchema``."""
+    return {"text/event-stream": {"itemSchema": _SSE_EVENT}}
 
 
 def json_ok(model: type[BaseModel], description: str, *, status: int = 200) -> dict[int | str, dict[str, Any]]:
@@ -193,7 +200,11 @@ def json_body(
     """``openapi_extra`` for a route that reads ``model`` from its JSON body itself (and its undeclared parameters)."""
     schema = _inline(model.model_json_schema())
     extra: dict[str, Any] = {
-        "requestBody": {"required": True, "description": description, "content": {"application/json": {"schema": schema}}}
+        "requestBody": {
+            "required": True,
+            "description": description,
+            "content": {"application/json": {"schema": schema}},
+        }
     }
     if parameters:
         extra["parameters"] = list(parameters)

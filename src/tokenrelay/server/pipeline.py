@@ -22,6 +22,7 @@ from typing import Annotated, Any, TypeVar
 from urllib.parse import urlsplit
 
 from fastapi import Depends, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
@@ -253,6 +254,12 @@ class RefusingRoute(APIRoute):
         async def handle(request: Request) -> Response:
             try:
                 return await handler(request)
+            except RequestValidationError as exc:
+                # A declared parameter FastAPI itself refused: the surface's shape, as the document says.
+                answer = refuse(InvalidRequest(exc.errors()[0]))
+                if answer is None:
+                    raise
+                return answer
             except TokenrelayError as exc:
                 response = refuse(exc)
                 if response is None:

@@ -12,6 +12,18 @@ from tokenrelay.history.wire import messages_body
 from tokenrelay.server.aisdk_routes import create_aisdk_router
 from tokenrelay.server.auth import UserResolver, anonymous_or_claimed
 from tokenrelay.server.openai_routes import create_openai_router
+from tokenrelay.server.openapi import (
+    CancelResult,
+    ConversationList,
+    ConversationMessages,
+    ErrorBody,
+    Health,
+    errors,
+    event_stream,
+    json_body,
+    json_ok,
+    query_parameter,
+)
 from tokenrelay.server.pipeline import (
     ID_PATTERN,
     Binding,
@@ -32,6 +44,7 @@ from tokenrelay.server.pipeline import (
     stream_response,
 )
 from tokenrelay.server.relay import Relay
+from tokenrelay.server.sse_response import SSEResponse
 
 __all__ = ["ChatRequest", "UserResolver", "anonymous_or_claimed", "create_router", "error_response"]
 
@@ -56,44 +69,88 @@ def create_router(relay: Relay, *, resolve_user: UserResolver | None = None) -> 
     """
     resolve_user = resolve_user or relay.resolve_user
     router = APIRouter(route_class=ProjectRoute, dependencies=[Depends(Binding(relay, resolve_user))])
+    protocol = query_parameter("protocol", "the stream's wire format (default seed)", list(relay.protocols))
     router.add_api_route(
         "/api/chat/stream",
         chat_stream_post,
         methods=["POST"],
         summary="Answer a message as a stream of Server-Sent Events",
+        response_class=SSEResponse,
+        responses={
+            **event_stream("The run's events as Server-Sent Events, then the done frame"),
+            **errors(400, 401, 403, 408, 413, 415, 422, 503),
+        },
+        openapi_extra=json_body(ChatRequest, description="the user's message", parameters=[protocol]),
+    )
+    resumed = event_stream("The run's events after Last-Event-ID, then the done frame", also=[204])
+    router.add_api_route(
+        "/api/chat/stream",
+        chat_stream_get,
+        methods=["GET"],
+        summary="The same stream, for EventSource",
+        response_class=SSEResponse,
+        responses={**resumed, **errors(401, 404, 413, 422, 503)},
+        openapi_extra={"parameters": [protocol]},
     )
     router.add_api_route(
-        "/api/chat/stream", chat_stream_get, methods=["GET"], summary="The same stream, for EventSource"
+        "/api/runs/{run_id}/stream",
+        run_stream,
+        methods=["GET"],
+        summary="Resume a run's stream after an event id",
+        response_class=SSEResponse,
+        responses={**resumed, **errors(401, 404, 422, 503)},
+        openapi_extra={"parameters": [protocol]},
     )
+    _add_state_routes(router)
+    # The clients' own protocols: useChat's endpoints and the OpenAI-compatible API.
+    router.include_router(create_aisdk_router(relay, resolve_user=resolve_user))
+    router.include_router(create_openai_router(relay, resolve_user=resolve_user))
+    return router
+
+
+def _add_state_routes(router: APIRouter) -> None:
+    """The routes that are not streams: cancel, conversations, health."""
     router.add_api_route(
-        "/api/runs/{run_id}/stream", run_stream, methods=["GET"], summary="Resume a run's stream after an event id"
-    )
-    router.add_api_route(
-        "/api/runs/{run_id}/cancel", cancel_run, methods=["POST"], summary="Stop a run (on whichever instance runs it)"
+        "/api/runs/{run_id}/cancel",
+        cancel_run,
+        methods=["POST"],
+        summary="Stop a run (on whichever instance runs it)",
+        responses={**json_ok(CancelResult, "Whether the run was stopped"), **errors(401, 403, 404, 415, 422, 503)},
     )
     router.add_api_route(
         "/api/conversations",
         list_conversations,
         methods=["GET"],
         summary="The user's conversations, most recent first",
+        responses={**json_ok(ConversationList, "The conversations"), **errors(401, 422, 503)},
     )
     router.add_api_route(
         "/api/conversations/{conversation_id}/messages",
         conversation_messages,
         methods=["GET"],
         summary="A conversation's messages, oldest first",
+        responses={**json_ok(ConversationMessages, "The messages"), **errors(401, 404, 422, 503)},
     )
     router.add_api_route(
         "/api/conversations/{conversation_id}",
         delete_conversation,
         methods=["DELETE"],
         summary="Delete a conversation and its messages",
+        status_code=204,
+        responses={204: {"description": "Deleted, its runs cancelled"}, **errors(401, 403, 404, 415, 422, 503)},
     )
-    router.add_api_route("/api/health", health, methods=["GET"], summary="Liveness and load")
-    # The clients' own protocols: useChat's endpoints and the OpenAI-compatible API.
-    router.include_router(create_aisdk_router(relay, resolve_user=resolve_user))
-    router.include_router(create_openai_router(relay, resolve_user=resolve_user))
-    return router
+    router.add_api_route(
+        "/api/health",
+        health,
+        methods=["GET"],
+        summary="Liveness and load",
+        responses={
+            **errors(),
+            **json_ok(Health, "Up, and every dependency answers"),
+            # The report itself, or the edge's refusal when the instance is at its connection cap.
+            503: {"model": Health | ErrorBody, "description": "A dependency is down (the report says which)"},
+        },
+    )
 
 
 async def chat_stream_post(request: Request, relay: CurrentRelay) -> Response:
