@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import json
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 from bench.real_upstream import RELAYS
@@ -35,10 +36,7 @@ def main() -> int:
     args = parser.parse_args()
     plan = QUICK if args.quick else FULL
     if args.peers:
-        unknown = set(args.peers.split(",")) - set(PEERS)
-        if unknown:
-            parser.error(f"unknown peers: {', '.join(sorted(unknown))}")
-        plan = dataclasses.replace(plan, peers=tuple(args.peers.split(",")))
+        plan = dataclasses.replace(plan, peers=_names(parser, args.peers, PEERS, "peers"))
     if args.streams:
         plan = dataclasses.replace(plan, streams=tuple(int(n) for n in args.streams.split(",")))
     if args.window:
@@ -67,18 +65,21 @@ def main() -> int:
     return 0
 
 
+def _names(parser: argparse.ArgumentParser, value: str, allowed: Iterable[str], what: str) -> tuple[str, ...]:
+    """A comma-separated option's names, each one of ``allowed`` (else a usage error naming the unknown ones)."""
+    names = tuple(value.split(","))
+    unknown = set(names) - set(allowed)
+    if unknown:
+        parser.error(f"unknown {what}: {', '.join(sorted(unknown))}")
+    return names
+
+
 def _sections(parser: argparse.ArgumentParser, args: argparse.Namespace, plan: Plan) -> Plan:
     """The options that pick what runs: sections, and the real upstream's relays and stream counts."""
     if args.sections:
-        unknown = set(args.sections.split(",")) - set(SECTIONS)
-        if unknown:
-            parser.error(f"unknown sections: {', '.join(sorted(unknown))}")
-        plan = dataclasses.replace(plan, sections=tuple(args.sections.split(",")))
+        plan = dataclasses.replace(plan, sections=_names(parser, args.sections, SECTIONS, "sections"))
     if args.relays:
-        unknown = set(args.relays.split(",")) - set(RELAYS)
-        if unknown:
-            parser.error(f"unknown relays: {', '.join(sorted(unknown))}")
-        plan = dataclasses.replace(plan, upstream_relays=tuple(args.relays.split(",")))
+        plan = dataclasses.replace(plan, upstream_relays=_names(parser, args.relays, RELAYS, "relays"))
     if args.upstream_streams:
         plan = dataclasses.replace(plan, upstream_streams=tuple(int(n) for n in args.upstream_streams.split(",")))
     return plan

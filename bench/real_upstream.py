@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from bench.servers import CLIENT_CPU, HOST, SERVER_CPU, UVICORN, Peer, cpu_ticks
+from bench.servers import CLIENT_CPU, HOST, SERVER_CPU, UVICORN, Peer, cpu_share, cpu_ticks
 from bench.suite import INTERVAL_MS, RATE, Plan, load, log, log_load
 
 
@@ -129,11 +129,7 @@ class CpuSampler:
             thread.join()
 
     def share(self, start: float, end: float) -> float | None:
-        inside = [s for s in self.samples if start <= s[0] <= end]
-        if len(inside) < 2:
-            return None
-        (t0, c0), (t1, c1) = inside[0], inside[-1]
-        return (c1 - c0) / (t1 - t0) if t1 > t0 else None
+        return cpu_share(self.samples, start, end)
 
 
 def _measure(relay: Relay, streams: int, plan: Plan, upstream: CpuSampler, tmp: str) -> dict[str, Any]:

@@ -99,6 +99,15 @@ def cpu_ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12])  # utime + stime
 
 
+def cpu_share(samples: list[tuple[float, float]], start: float, end: float) -> float | None:
+    """CPU use between two wall-clock times (1.0 = one core busy), from (wall clock, CPU seconds) samples."""
+    inside = [s for s in samples if start <= s[0] <= end]
+    if len(inside) < 2:
+        return None
+    (t0, c0), (t1, c1) = inside[0], inside[-1]
+    return (c1 - c0) / (t1 - t0) if t1 > t0 else None
+
+
 class Server:
     """One server process: started, warmed up, sampled for RSS, stopped."""
 
@@ -169,11 +178,7 @@ class Server:
 
     def cpu_share(self, start: float, end: float) -> float | None:
         """The server's CPU use between two wall-clock times (1.0 = one core busy), from the samples."""
-        inside = [s for s in self.cpu_samples if start <= s[0] <= end]
-        if len(inside) < 2:
-            return None
-        (t0, c0), (t1, c1) = inside[0], inside[-1]
-        return (c1 - c0) / (t1 - t0) if t1 > t0 else None
+        return cpu_share(self.cpu_samples, start, end)
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 import requests
 import schemathesis
-from schemathesis import GenerationMode
 from hypothesis import HealthCheck, given, settings
+from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
+from schemathesis.core.failures import FailureGroup
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_headers_conformance,
@@ -223,3 +224,19 @@ def test_the_document_describes_bodies_and_streams(server_url: str) -> None:
     assert paths["/v1/chat/completions"]["post"]["responses"]["400"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/OpenAIErrorBody"
     }
+
+
+def test_the_checks_catch_an_undocumented_answer(server_url: str) -> None:
+    """The checks are not vacuous: with the 422 of ``?limit=`` taken out of the document, the same request fails
+    status-code conformance, and a stream documented as JSON fails content-type conformance."""
+    doc = requests.get(f"{server_url}/openapi.json", timeout=10).json()
+    del doc["paths"]["/api/conversations"]["get"]["responses"]["422"]
+    chat = doc["paths"]["/api/chat/stream"]["post"]["responses"]["200"]
+    chat["content"] = {"application/json": {"schema": {"type": "object"}}}
+    altered = schemathesis.openapi.from_dict(doc)
+    case = altered["/api/conversations"]["GET"].Case(query={"limit": "0"})
+    with pytest.raises(FailureGroup, match="Undocumented status code"):
+        case.validate_response(case.call(base_url=server_url, timeout=10), checks=CHECKS)
+    case = altered["/api/chat/stream"]["POST"].Case(body={"message": "hi"}, media_type="application/json")
+    with pytest.raises(FailureGroup, match="Undocumented Content-Type"):
+        case.validate_response(case.call(base_url=server_url, timeout=10), checks=CHECKS)
