@@ -266,22 +266,37 @@ async def test_the_use_chat_index_is_shared_by_every_instance(redis_prefix: str)
 
 
 async def test_one_blocked_read_follows_many_runs_and_takes_new_ones_at_once(redis_prefix: str) -> None:
-    async with instance(redis_prefix) as a, instance(redis_prefix) as b:
-        manager_a = RunManager(ScriptedBackend([Pause(0.3), TextDelta("x"), FinishEvent()]), a)
+    # b's blocked reads last 20 s (a third of its liveness period, under half its socket timeout), so a new run that
+    # had to wait for the read to time out would be seen only after 20 s: the bound below cannot be met by waiting,
+    # only by the wake-up stream cutting the read short, however loaded the machine is.
+    # The first run, which b's read is blocked on, stays silent (on an instance of its own) until the end, so nothing
+    # but the wake-up can end that read early.
+    slow_polls = {"liveness_s": 60.0, "socket_timeout_s": 60.0}
+    async with (
+        instance(redis_prefix) as a,
+        instance(redis_prefix) as quiet,
+        instance(redis_prefix, **slow_polls) as b,
+    ):
+        # Long enough that every run is followed before it says anything: b must tail them all.
+        manager_a = RunManager(ScriptedBackend([Pause(2.0), TextDelta("x"), FinishEvent()]), a)
+        manager_quiet = RunManager(ScriptedBackend([Pause(60), TextDelta("late"), FinishEvent()]), quiet)
         manager_b = RunManager(ScriptedBackend([]), b)
-        first = await manager_a.start(HELLO, user_id="u", conversation_id="c")
+        first = await manager_quiet.start(HELLO, user_id="u", conversation_id="c")
         blocked = first_xread(b)
         following = asyncio.create_task(collect(manager_b, first.run_id))
         await wait_for_async(lambda: b._tails.readers, timeout=2, what="a tail reader")
-        await asyncio.wait_for(blocked.wait(), 2)  # its XREAD is sent now, and blocks for a second at most
+        await asyncio.wait_for(blocked.wait(), 2)  # its XREAD is sent now, and blocks for 20 s at most
         loop = asyncio.get_running_loop()
         runs = [await manager_a.start(HELLO, user_id="u", conversation_id="c") for _ in range(299)]
         started = loop.time()
         results = await asyncio.wait_for(asyncio.gather(*(collect(manager_b, r.run_id) for r in runs)), 10)
-        assert loop.time() - started < 0.9  # not one poll interval per run: the wake-up stream cut the wait short
+        assert loop.time() - started < 8.0  # well under one blocked read: the wake-up stream cut the wait short
         assert all(texts(events) == "x" for events in results)
-        assert texts(await following) == "x"
         assert len(b._tails.readers) <= 2
+        await manager_quiet.cancel(first.run_id)
+        ended = await asyncio.wait_for(following, 10)
+        assert texts(ended) == ""
+        assert ended[-1].event == FinishEvent("cancelled")
 
 
 async def test_appends_are_refused_with_the_store_errors(redis_prefix: str) -> None:
