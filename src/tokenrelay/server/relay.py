@@ -110,10 +110,11 @@ class Relay:
         :meth:`~tokenrelay.history.conversation.Conversations.ask`).
         """
         conversation_id = conversation_id or secrets.token_urlsafe(12)
-        # Both must answer before the question is written: a run the store cannot take would leave the question
-        # in the history without its answer. Each raises StoreUnavailable (a 503 with Retry-After) when down.
+        # The store must answer before the question is written: a run the store cannot take would leave the question
+        # in the history without its answer. The history is not asked separately: writing the question is its check
+        # (it raises StoreUnavailable, a 503 with Retry-After, and writes nothing), and an extra round trip per start
+        # would queue behind the batched writes under a burst and turn load into refusals.
         await self.store.check()
-        await self.history.check()
         messages = await self.conversations.ask(user_id, conversation_id, message, regenerate=regenerate)
         return await self.runs.start(messages, user_id=user_id, conversation_id=conversation_id, options=options)
 
