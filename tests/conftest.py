@@ -4,11 +4,12 @@ import asyncio
 import os
 import secrets
 import shutil
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import uvicorn
@@ -16,6 +17,9 @@ import uvicorn
 from tokenrelay.events import TextDelta
 from tokenrelay.runs import HEARTBEAT, RunManager
 from tokenrelay.stores import StoredEvent
+
+if TYPE_CHECKING:
+    from tests.own_redis import RedisProcess
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 REDIS_URL = os.environ.get("TOKENRELAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -156,3 +160,25 @@ async def collect(manager: RunManager, run_id: str, after: int = 0) -> list[Stor
 
 def texts(events: list[StoredEvent]) -> str:
     return "".join(e.event.text for e in events if isinstance(e.event, TextDelta))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+async def own_redis() -> AsyncIterator[RedisProcess]:
+    """A redis-server of the test's own, killed (by its pid) after it."""
+    from tests.own_redis import RedisProcess
+
+    if shutil.which("redis-server") is None:
+        service_missing("redis-server", "not on PATH")
+    redis = RedisProcess()
+    redis.start()
+    try:
+        await redis.ready()
+        yield redis
+    finally:
+        redis.kill()

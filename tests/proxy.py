@@ -21,12 +21,34 @@ class CuttingProxy:
         self._cuts: list[int] = []
         self.connections = 0
         self.cut = 0
+        self.refused = 0
+        self.partitioned = False
         self._writers: set[asyncio.StreamWriter] = set()
 
     def cut_next(self, after_bytes: int, times: int = 1) -> None:
         self._cuts.extend([after_bytes] * times)
 
+    def drop_all(self) -> int:
+        """Cut every open connection at once, abruptly; returns how many there were."""
+        writers = list(self._writers)
+        for writer in writers:
+            writer.transport.abort()  # no orderly end: what a cut network gives
+        self._writers.clear()
+        return len(writers) // 2  # both sides of each connection
+
+    def partition(self) -> None:
+        """A network partition (or a server restarting): cut every open connection and refuse new ones."""
+        self.partitioned = True
+        self.drop_all()
+
+    def heal(self) -> None:
+        self.partitioned = False
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.partitioned:
+            self.refused += 1
+            writer.transport.abort()
+            return
         target = self.targets[self.connections % len(self.targets)]
         self.connections += 1
         limit = self._cuts.pop(0) if self._cuts else None
@@ -70,6 +92,5 @@ class CuttingProxy:
             yield f"http://127.0.0.1:{port}"
         finally:
             server.close()
-            for w in list(self._writers):
-                w.transport.abort()
+            self.drop_all()
             await server.wait_closed()

@@ -192,11 +192,7 @@ class DroppingProxy:
         """Cut every open connection; returns how many were cut."""
 
         async def cut() -> int:
-            # The proxy's open sockets, both sides of each connection.
-            writers = list(self.proxy._writers)
-            for writer in writers:
-                writer.transport.abort()
-            return len(writers) // 2
+            return self.proxy.drop_all()
 
         return asyncio.run_coroutine_threadsafe(cut(), self._loop).result(5)
 

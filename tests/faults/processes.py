@@ -1,5 +1,5 @@
-"""Real processes for the fault tests: ``python -m tokenrelay serve`` instances stopped by their pid, and a TCP
-proxy in front of a database that can cut every connection and refuse new ones (the database itself, shared by
+"""Real processes for the fault tests: ``python -m tokenrelay serve`` instances stopped by their pid, and reading
+their streams (a database is cut with ``tests/proxy.py``'s proxy in front of it; the database itself, shared by
 every test, is never touched)."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from tests.faults.conftest import free_port
+from tests.conftest import free_port
 from tokenrelay.sse import ServerSentEvent, SSEDecoder
 
 Payload = dict[str, Any]
@@ -106,61 +106,3 @@ async def read_payloads(
 
 def text(frames: list[Payload]) -> str:
     return "".join(str(f["delta"]) for f in frames if "delta" in f)
-
-
-class GatedProxy:
-    """Forwards 127.0.0.1:<port> to ``target``. ``cut()`` aborts every open connection and refuses new ones (a
-    network partition, a database restarting); ``restore()`` lets connections through again."""
-
-    def __init__(self, target_host: str, target_port: int) -> None:
-        self.target = (target_host, target_port)
-        self.open = True
-        self.refused = 0
-        self.port = 0
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    def cut(self) -> None:
-        self.open = False
-        for writer in list(self._writers):
-            writer.transport.abort()  # no orderly end: what a cut network gives
-        self._writers.clear()
-
-    def restore(self) -> None:
-        self.open = True
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if not self.open:
-            self.refused += 1
-            writer.transport.abort()
-            return
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
-        except OSError:
-            writer.transport.abort()
-            return
-        self._writers |= {writer, up_writer}
-
-        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(OSError, asyncio.CancelledError):
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-
-        tasks = [asyncio.create_task(pump(reader, up_writer)), asyncio.create_task(pump(up_reader, writer))]
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for task in tasks:
-            task.cancel()
-        for w in (writer, up_writer):
-            w.transport.abort()
-            self._writers.discard(w)
-
-    @asynccontextmanager
-    async def serve(self) -> AsyncIterator[int]:
-        server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = int(server.sockets[0].getsockname()[1])
-        try:
-            yield self.port
-        finally:
-            server.close()
-            self.cut()
-            await server.wait_closed()

@@ -20,8 +20,9 @@ import httpx
 import pytest
 
 from tests.faults.conftest import FIGURES
-from tests.faults.processes import GatedProxy, Payload, read_payloads, text
+from tests.faults.processes import Payload, read_payloads, text
 from tests.faults.test_redis_faults import ANSWER, paced, wait_for_async_check
+from tests.proxy import CuttingProxy
 from tests.server.helpers import serving
 from tokenrelay.history.sql import SQLHistory
 from tokenrelay.server import Relay, Settings
@@ -94,16 +95,17 @@ async def server(relay: Relay) -> AsyncIterator[httpx.AsyncClient]:
 async def test_postgresql_cut_mid_run(postgres_schema: tuple[str, str]) -> None:
     url, schema = postgres_schema
     target = httpx.URL(url.replace("postgresql+asyncpg", "http"))
-    proxy = GatedProxy(target.host, target.port or 5432)
-    async with proxy.serve() as port:
+    proxy = CuttingProxy(target.host, target.port or 5432)
+    async with proxy.serve() as proxy_url:
+        port = httpx.URL(proxy_url).port
         proxied = url.replace(f"{target.host}:{target.port}", f"127.0.0.1:{port}")
         assert proxied != url
         history = SQLHistory(proxied, schema=schema)
         relay = Relay(paced(), Settings(backend="synthetic"), history=history)
         async with server(relay) as client:
-            frames = await run_hit_at(client, "c-pg", proxy.cut)
+            frames = await run_hit_at(client, "c-pg", proxy.partition)
             assert proxy.refused > 0  # the save did try, and the database was not there
-            await check_down_then_back(relay, client, frames, proxy.restore, "postgresql cut")
+            await check_down_then_back(relay, client, frames, proxy.heal, "postgresql cut")
 
 
 @contextlib.contextmanager

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import httpx
 
-from tests.faults.conftest import FIGURES, RedisProcess
+from tests.faults.conftest import FIGURES
 from tests.faults.processes import Payload, ServeProcess, read_payloads, serve_processes, text
+from tests.own_redis import RedisProcess
 
 LIVENESS_S = 1.5
 USER = "u"
@@ -91,11 +92,11 @@ def count(fault: str, viewers: list[list[Payload]], answer: str) -> None:
 
 
 async def test_sigkill_of_the_owner_a_viewer_elsewhere_is_told_and_the_partial_answer_is_saved(
-    fault_redis: RedisProcess, tmp_path: Path
+    own_redis: RedisProcess, tmp_path: Path
 ) -> None:
     async with (
         httpx.AsyncClient(timeout=20) as client,
-        serve_processes(tmp_path, client, 2, *FLAGS, env=env_for(fault_redis, "faults-kill:")) as [a, b],
+        serve_processes(tmp_path, client, 2, *FLAGS, env=env_for(own_redis, "faults-kill:")) as [a, b],
     ):
         run_id, on_a, on_b, took = await start_and_hit(client, a, b, "c-kill", signal.SIGKILL)
         assert await a.wait() == -signal.SIGKILL
@@ -120,12 +121,12 @@ async def test_sigkill_of_the_owner_a_viewer_elsewhere_is_told_and_the_partial_a
 
 
 async def test_sigterm_of_the_owner_a_viewer_elsewhere_sees_the_same_clean_shutdown_end(
-    fault_redis: RedisProcess, tmp_path: Path
+    own_redis: RedisProcess, tmp_path: Path
 ) -> None:
     flags = (*FLAGS, "--shutdown-grace-s", "0.3")
     async with (
         httpx.AsyncClient(timeout=20) as client,
-        serve_processes(tmp_path, client, 2, *flags, env=env_for(fault_redis, "faults-term:")) as [a, b],
+        serve_processes(tmp_path, client, 2, *flags, env=env_for(own_redis, "faults-term:")) as [a, b],
     ):
         _, on_a, on_b, took = await start_and_hit(client, a, b, "c-term", signal.SIGTERM)
         assert await a.wait() == 0, a.stderr()

@@ -16,8 +16,9 @@ import httpx
 import redis.asyncio as aioredis
 
 from tests.conftest import wait_for_async
-from tests.faults.conftest import FIGURES, RedisProcess
+from tests.faults.conftest import FIGURES
 from tests.faults.processes import Payload, read_payloads, text
+from tests.own_redis import RedisProcess
 from tests.server.helpers import serving
 from tokenrelay.backends import Pause, ScriptedBackend
 from tokenrelay.events import Event, FinishEvent, TextDelta
@@ -143,30 +144,30 @@ async def stored_status(redis: RedisProcess, run_id: str) -> tuple[str, int]:
     return (status or b"").decode(), int(last or 0)
 
 
-async def test_paused_past_the_socket_timeout_mid_run_loses_nothing(fault_redis: RedisProcess) -> None:
+async def test_paused_past_the_socket_timeout_mid_run_loses_nothing(own_redis: RedisProcess) -> None:
     async def pause() -> None:
-        fault_redis.pause()
+        own_redis.pause()
         await asyncio.sleep(SOCKET_TIMEOUT_S * 3)  # the stall to outlast: waited out on purpose
-        fault_redis.resume()
+        own_redis.resume()
 
-    async with instances(fault_redis, 1) as [(relay, client)]:
+    async with instances(own_redis, 1) as [(relay, client)]:
         run_id, frames = await watch_start(client, "c-pause", pause)
         assert text(frames) == ANSWER  # every event, no gap, no duplicate
         assert frames[-1]["done"] is True
         assert "error" not in frames[-2]
         await check_invariant([relay], client, "c-pause", [frames], "pause")
-        status, last = await stored_status(fault_redis, run_id)
+        status, last = await stored_status(own_redis, run_id)
         assert status == "finished"
         assert last == int(frames[-1]["id"])
 
 
-async def test_restarted_empty_mid_run_the_owner_restores_the_run(fault_redis: RedisProcess) -> None:
-    async with instances(fault_redis, 1) as [(relay, client)]:
-        run_id, frames = await watch_start(client, "c-empty", fault_redis.restart_empty)
+async def test_restarted_empty_mid_run_the_owner_restores_the_run(own_redis: RedisProcess) -> None:
+    async with instances(own_redis, 1) as [(relay, client)]:
+        run_id, frames = await watch_start(client, "c-empty", own_redis.restart_empty)
         assert text(frames) == ANSWER
         await check_invariant([relay], client, "c-empty", [frames], "restart-empty")
         # Redis has the whole run again, under the same ids: a resume from the start gives the same answer.
-        status, last = await stored_status(fault_redis, run_id)
+        status, last = await stored_status(own_redis, run_id)
         assert status == "finished"
         assert last == int(frames[-1]["id"])
         assert isinstance(relay.store, RedisRunStore)
@@ -174,11 +175,11 @@ async def test_restarted_empty_mid_run_the_owner_restores_the_run(fault_redis: R
         assert text(await watch_resume(client, run_id)) == ANSWER
 
 
-async def test_killed_mid_run_the_run_ends_and_new_runs_get_503_until_it_is_back(fault_redis: RedisProcess) -> None:
+async def test_killed_mid_run_the_run_ends_and_new_runs_get_503_until_it_is_back(own_redis: RedisProcess) -> None:
     async def kill() -> None:
-        fault_redis.kill()
+        own_redis.kill()
 
-    async with instances(fault_redis, 1) as [(relay, client)]:
+    async with instances(own_redis, 1) as [(relay, client)]:
         run_id, frames = await watch_start(client, "c-kill", kill)
         # Redis is still down: the run ended anyway, its viewer had the whole answer from this instance.
         assert text(frames) == ANSWER
@@ -187,8 +188,8 @@ async def test_killed_mid_run_the_run_ends_and_new_runs_get_503_until_it_is_back
         assert r.status_code == 503, (r.status_code, r.text)
         assert "retry-after" in r.headers
         assert (await client.get("/api/health")).status_code != 200
-        fault_redis.start()
-        await fault_redis.ready()
+        own_redis.start()
+        await own_redis.ready()
 
         async def healthy() -> bool:
             return (await client.get("/api/health")).status_code == 200
@@ -196,7 +197,7 @@ async def test_killed_mid_run_the_run_ends_and_new_runs_get_503_until_it_is_back
         await wait_for_async_check(healthy, timeout=10, what="/api/health to recover")
         # The flusher wrote the run once Redis was back (restoring its keys): it is whole there too.
         await wait_for_async_check(
-            lambda: _finished(fault_redis, run_id, int(frames[-1]["id"])), timeout=10, what="the run in Redis"
+            lambda: _finished(own_redis, run_id, int(frames[-1]["id"])), timeout=10, what="the run in Redis"
         )
 
 
@@ -215,30 +216,30 @@ async def wait_for_async_check(check: Callable[[], Awaitable[bool]], *, timeout:
 
 
 async def test_two_instances_restarted_empty_viewers_on_both_see_the_whole_answer(
-    fault_redis: RedisProcess,
+    own_redis: RedisProcess,
 ) -> None:
-    async with instances(fault_redis, 2) as [(relay_a, client_a), (relay_b, client_b)]:
+    async with instances(own_redis, 2) as [(relay_a, client_a), (relay_b, client_b)]:
         elsewhere: list[asyncio.Task[list[Payload]]] = []
 
         def on_start(run_id: str) -> None:
             elsewhere.append(asyncio.create_task(watch_resume(client_b, run_id)))
 
-        run_id, frames_a = await watch_start(client_a, "c-two", fault_redis.restart_empty, on_start=on_start)
+        run_id, frames_a = await watch_start(client_a, "c-two", own_redis.restart_empty, on_start=on_start)
         frames_b = await elsewhere[0]
         assert text(frames_a) == ANSWER
         assert text(frames_b) == ANSWER
         await check_invariant([relay_a, relay_b], client_a, "c-two", [frames_a, frames_b], "restart-empty, 2 instances")
-        assert await stored_status(fault_redis, run_id) == ("finished", int(frames_a[-1]["id"]))
+        assert await stored_status(own_redis, run_id) == ("finished", int(frames_a[-1]["id"]))
 
 
 async def test_two_instances_killed_a_viewer_elsewhere_gets_a_retryable_error_then_resumes(
-    fault_redis: RedisProcess,
+    own_redis: RedisProcess,
 ) -> None:
-    async with instances(fault_redis, 2) as [(relay_a, client_a), (relay_b, client_b)]:
+    async with instances(own_redis, 2) as [(relay_a, client_a), (relay_b, client_b)]:
         elsewhere: list[asyncio.Task[list[Payload]]] = []
 
         async def kill() -> None:
-            fault_redis.kill()
+            own_redis.kill()
 
         def on_start(run_id: str) -> None:
             elsewhere.append(asyncio.create_task(watch_resume(client_b, run_id)))
@@ -248,10 +249,10 @@ async def test_two_instances_killed_a_viewer_elsewhere_gets_a_retryable_error_th
         assert text(frames_a) == ANSWER
         assert frames_b[-2].get("error", {}).get("retryable") is True, frames_b[-2:]
         assert frames_b[-1]["done"] is True
-        fault_redis.start()
-        await fault_redis.ready()
+        own_redis.start()
+        await own_redis.ready()
         await wait_for_async_check(
-            lambda: _finished(fault_redis, run_id, int(frames_a[-1]["id"])), timeout=10, what="the run in Redis"
+            lambda: _finished(own_redis, run_id, int(frames_a[-1]["id"])), timeout=10, what="the run in Redis"
         )
         # The viewer on B resumes from the id of the error frame: exactly the rest of the answer.
         rest = await watch_resume(client_b, run_id, after=str(frames_b[-1]["id"]))

@@ -2,68 +2,17 @@
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
 import time
-from collections.abc import Iterator
 
 import httpx
-import pytest
 
-from tests.conftest import service_missing, wait_for
+from tests.own_redis import RedisProcess
 from tests.server.helpers import serving
 from tokenrelay.backends import SyntheticBackend
 from tokenrelay.server import Relay, Settings
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class OwnRedis:
-    """A redis-server on a port of its own, which the test may kill and start again."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        command = ["redis-server", "--port", str(self.port), "--save", "", "--appendonly", "no"]
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-        def answers() -> bool:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
-                    s.sendall(b"PING\r\n")
-                    return s.recv(16).startswith(b"+PONG")
-            except OSError:
-                return False
-
-        wait_for(answers, timeout=10, what="redis-server to start")
-
-    def kill(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
-            self.process = None
-
-
-@pytest.fixture
-def own_redis() -> Iterator[OwnRedis]:
-    if shutil.which("redis-server") is None:
-        service_missing("redis-server", "not on PATH")
-    redis = OwnRedis(free_port())
-    redis.start()
-    try:
-        yield redis
-    finally:
-        redis.kill()
-
-
-async def test_redis_down_refuses_new_runs_with_a_json_503_and_health_recovers(own_redis: OwnRedis) -> None:
+async def test_redis_down_refuses_new_runs_with_a_json_503_and_health_recovers(own_redis: RedisProcess) -> None:
     settings = Settings(backend="synthetic", store="redis", redis_url=f"redis://127.0.0.1:{own_redis.port}/0")
     relay = Relay(SyntheticBackend(tokens=3, interval_ms=1), settings)
     async with serving(relay) as (host, port), httpx.AsyncClient(base_url=f"http://{host}:{port}", timeout=10) as c:
@@ -96,6 +45,7 @@ async def test_redis_down_refuses_new_runs_with_a_json_503_and_health_recovers(o
         assert await relay.history.load("alice", "down") == []
         assert await relay.history.load("alice", "down2") == []
         own_redis.start()  # back, on the same port (empty)
+        await own_redis.ready()
 
         deadline = time.monotonic() + 20
         while (await c.get("/api/health")).status_code != 200:  # each check is a request answered: no fixed pause

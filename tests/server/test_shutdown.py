@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,15 +13,9 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import wait_for
+from tests.conftest import free_port, wait_for
 from tests.server.helpers import payloads, read_stream
 from tokenrelay.history.sql import SQLHistory
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_server(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
