@@ -19,7 +19,7 @@ from bench.report import tables, targets_table
 from bench.servers import PEERS
 from bench.suite import FULL, QUICK, Plan, log, run
 
-SECTIONS = ("synthetic", "real-upstream", "local")
+SECTIONS = ("synthetic", "real-upstream", "burst", "local")
 
 
 def main() -> int:
@@ -32,6 +32,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument("--sections", help=f"comma-separated, from {', '.join(SECTIONS)} (default: all)")
     parser.add_argument("--upstream-streams", help="stream counts through the real upstream (default 200,500,1000)")
+    parser.add_argument("--burst", type=int, help="simultaneous run starts in the burst section (default 2000)")
     parser.add_argument("--relays", help=f"relays of the real upstream, from {', '.join(RELAYS)} (default: all)")
     args = parser.parse_args()
     plan = QUICK if args.quick else FULL
@@ -62,6 +63,11 @@ def main() -> int:
     if "real_upstream" in results:
         print()
         print(real_upstream_table(results["real_upstream"], meta["rate"], meta["window_s"]))
+    if "burst" in results:
+        from bench.burst import table as burst_table
+
+        print()
+        print(burst_table(results["burst"]))
     return 0
 
 
@@ -82,6 +88,8 @@ def _sections(parser: argparse.ArgumentParser, args: argparse.Namespace, plan: P
         plan = dataclasses.replace(plan, upstream_relays=_names(parser, args.relays, RELAYS, "relays"))
     if args.upstream_streams:
         plan = dataclasses.replace(plan, upstream_streams=tuple(int(n) for n in args.upstream_streams.split(",")))
+    if args.burst:
+        plan = dataclasses.replace(plan, burst_count=args.burst)
     return plan
 
 

@@ -306,6 +306,46 @@ async def warm(cfg: dict[str, Any]) -> dict[str, Any]:
     return {"statuses": statuses}
 
 
+async def burst(cfg: dict[str, Any]) -> dict[str, Any]:
+    """``count`` requests sent at the same instant on connections opened beforehand: how fast runs start.
+
+    Reports first-token p50/p90 (from the common send time) and runs started per second (streams with a first
+    token, over the time from the send to the last of those first tokens).
+    """
+    host, port, path, count = cfg["host"], cfg["port"], cfg["path"], cfg["count"]
+    gate = asyncio.Semaphore(cfg.get("connect_concurrency", 200))
+    streams: list[Stream] = []
+
+    async def connect() -> None:
+        async with gate:
+            with contextlib.suppress(OSError):
+                streams.append(await open_stream(host, port, path, Window(), cfg.get("body")))
+
+    await asyncio.gather(*(connect() for _ in range(count)))
+    await asyncio.sleep(0.5)  # every connection accepted before the burst
+    closed = [s for s in streams if s.transport is None or s.transport.is_closing()]
+    streams = [s for s in streams if s not in closed]
+    sent = now()
+    for stream in streams:
+        stream.send()
+    deadline = sent + cfg.get("timeout_s", 60)
+    while now() < deadline and sum(1 for s in streams if s.first or s.done.done()) < len(streams):  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+    firsts = sorted(s.first - sent for s in streams if s.first)
+    for stream in streams:
+        stream.close()
+    return {
+        "count": count,
+        "connected": len(streams),
+        "closed_before_send": len(closed),
+        "started": len(firsts),
+        "failed": sum(1 for s in streams if s.status not in (0, 200)),
+        "ttft_p50_ms": firsts[len(firsts) // 2] * 1000 if firsts else None,
+        "ttft_p90_ms": firsts[int(len(firsts) * 0.9)] * 1000 if firsts else None,
+        "starts_per_s": len(firsts) / firsts[-1] if firsts else None,
+    }
+
+
 def raise_fd_limit() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
@@ -317,7 +357,7 @@ def main() -> None:
     raise_fd_limit()
     import uvloop
 
-    mode = {"load": load, "single": single, "ttft": ttft, "warm": warm}[cfg["mode"]]
+    mode = {"load": load, "single": single, "ttft": ttft, "warm": warm, "burst": burst}[cfg["mode"]]
     result = uvloop.run(mode(cfg))
     print(json.dumps(result))
 

@@ -126,7 +126,7 @@ class Server:
         self.ready_timeout = ready_timeout
         self.port = free_port()
         self.path = peer.path(tokens=tokens, interval_ms=interval_ms, delay_ms=delay_ms)
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
         self.proc = subprocess.Popen(
             peer.command(self.port, tokens=tokens, interval_ms=interval_ms, delay_ms=delay_ms, extra=extra),
             cwd=ROOT,
@@ -206,7 +206,7 @@ def run_client(cfg: dict[str, Any], timeout: float = 300) -> dict[str, Any]:
     proc = subprocess.run(
         [sys.executable, "-m", "bench.client", json.dumps(cfg)],
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"},
         capture_output=True,
         timeout=timeout,
         preexec_fn=_limits(CLIENT_CPU),

@@ -29,7 +29,8 @@ class Plan:
     upstream_chunks: int = 100_000
     upstream_streams: tuple[int, ...] = (200, 500, 1000)
     upstream_relays: tuple[str, ...] = ("tokenrelay", "tokenrelay-sqlite", "seed-sdk", "httpx", "litellm")
-    sections: tuple[str, ...] = ("synthetic", "real-upstream", "local")
+    sections: tuple[str, ...] = ("synthetic", "real-upstream", "burst", "local")
+    burst_count: int = 2000
     ramp_timeout_s: float = 30
     first_token_timeout_s: float = 10
 
@@ -148,6 +149,10 @@ def run(plan: Plan) -> dict[str, Any]:
         results["upstream"] = upstream_single(plan.upstream_chunks, plan.repeats)
         check_ports(max(plan.upstream_streams, default=0))
         results["real_upstream"] = concurrent(plan, plan.upstream_relays)
+    if "burst" in plan.sections:
+        from bench.burst import measure as burst
+
+        results["burst"] = burst(plan)
     if plan.local and "local" in plan.sections:
         log("local model: llama.cpp in-process, then through tokenrelay")
         from bench.local_model import measure
