@@ -19,7 +19,7 @@ from bench.report import tables, targets_table
 from bench.servers import PEERS
 from bench.suite import FULL, QUICK, Plan, log, run
 
-SECTIONS = ("synthetic", "real-upstream", "burst", "local")
+SECTIONS = ("synthetic", "real-upstream", "burst", "workers", "redis", "local")
 
 
 def main() -> int:
@@ -33,6 +33,11 @@ def main() -> int:
     parser.add_argument("--sections", help=f"comma-separated, from {', '.join(SECTIONS)} (default: all)")
     parser.add_argument("--upstream-streams", help="stream counts through the real upstream (default 200,500,1000)")
     parser.add_argument("--burst", type=int, help="simultaneous run starts in the burst section (default 2000)")
+    parser.add_argument("--workers", help="worker counts of the workers section (default 1,2)")
+    parser.add_argument("--workers-streams", help="synthetic stream counts of the workers section (default 1000,2000)")
+    parser.add_argument(
+        "--workers-upstream-streams", help="real-upstream stream counts of the workers section (default 200,500)"
+    )
     parser.add_argument("--relays", help=f"relays of the real upstream, from {', '.join(RELAYS)} (default: all)")
     args = parser.parse_args()
     plan = QUICK if args.quick else FULL
@@ -63,11 +68,21 @@ def main() -> int:
     if "real_upstream" in results:
         print()
         print(real_upstream_table(results["real_upstream"], meta["rate"], meta["window_s"]))
+    if "workers" in results:
+        from bench.workers import table as workers_table
+
+        print()
+        print(workers_table(results["workers"], meta["rate"], meta["window_s"]))
     if "burst" in results:
         from bench.burst import table as burst_table
 
         print()
         print(burst_table(results["burst"]))
+    if "redis" in results:
+        from bench.redis_throughput import table as redis_table
+
+        print()
+        print(redis_table(results["redis"]))
     return 0
 
 
@@ -90,6 +105,10 @@ def _sections(parser: argparse.ArgumentParser, args: argparse.Namespace, plan: P
         plan = dataclasses.replace(plan, upstream_streams=tuple(int(n) for n in args.upstream_streams.split(",")))
     if args.burst:
         plan = dataclasses.replace(plan, burst_count=args.burst)
+    for option in ("workers", "workers_streams", "workers_upstream_streams"):
+        if getattr(args, option):
+            counts = tuple(int(n) for n in getattr(args, option).split(","))
+            plan = dataclasses.replace(plan, **{option: counts})
     return plan
 
 

@@ -1,6 +1,6 @@
 """A burst of run starts and answer saves against a history: what the default SQLite history costs a run.
 
-    python -m bench.history_burst [--runs 1000] [--history sqlite|memory|postgresql] [--pg-url URL]
+    python -m bench.history_burst [--runs 1000] [--history sqlite|memory|postgresql] [--pg-url URL] [--new]
 
 Each of ``--runs`` conversations asks its question at once (what ``POST /api/chat/stream`` does before a run
 starts: load the conversation, store the question), then every answer is saved at once (what the end of each run
@@ -23,18 +23,18 @@ from tokenrelay.history.memory import MemoryHistory
 from tokenrelay.runs.base import RunOutcome
 
 
-async def _timed_ask(conversations: Conversations, i: int) -> float:
+async def _timed_ask(conversations: Conversations, i: int, new: bool) -> float:
     started = time.perf_counter()
-    await conversations.ask("bench", f"c{i}", f"question {i}")
+    await conversations.ask("bench", f"c{i}", f"question {i}", new=new)
     return time.perf_counter() - started
 
 
-async def burst(history: History, runs: int) -> dict[str, float]:
+async def burst(history: History, runs: int, *, new: bool = False) -> dict[str, float]:
     await history.start()
     conversations = Conversations(history)
     try:
         started = time.perf_counter()
-        latencies = sorted(await asyncio.gather(*(_timed_ask(conversations, i) for i in range(runs))))
+        latencies = sorted(await asyncio.gather(*(_timed_ask(conversations, i, new) for i in range(runs))))
         asked = time.perf_counter() - started
         outcomes = [RunOutcome(f"r{i}", "bench", f"c{i}", f"answer {i} " * 20, "stop", None, None) for i in range(runs)]
         started = time.perf_counter()
@@ -74,16 +74,17 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--history", choices=["sqlite", "memory", "postgresql"], default="sqlite")
     parser.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--new", action="store_true", help="new conversations: the server made up their ids")
     args = parser.parse_args()
     if args.history == "memory":
-        figures = asyncio.run(burst(MemoryHistory(), args.runs))
+        figures = asyncio.run(burst(MemoryHistory(), args.runs, new=args.new))
     elif args.history == "postgresql":
         figures = asyncio.run(_postgres(args.pg_url, args.runs))
     else:
         from tokenrelay.history.sql import SQLHistory
 
         with tempfile.TemporaryDirectory() as tmp:
-            figures = asyncio.run(burst(SQLHistory(f"sqlite:///{Path(tmp) / 'bench.db'}"), args.runs))
+            figures = asyncio.run(burst(SQLHistory(f"sqlite:///{Path(tmp) / 'bench.db'}"), args.runs, new=args.new))
     print(f"{args.history}, {args.runs} runs: " + ", ".join(f"{k} {v:,.1f}" for k, v in figures.items()))
 
 

@@ -29,8 +29,12 @@ class Plan:
     upstream_chunks: int = 100_000
     upstream_streams: tuple[int, ...] = (200, 500, 1000)
     upstream_relays: tuple[str, ...] = ("tokenrelay", "tokenrelay-sqlite", "seed-sdk", "httpx", "litellm")
-    sections: tuple[str, ...] = ("synthetic", "real-upstream", "burst", "local")
+    sections: tuple[str, ...] = ("synthetic", "real-upstream", "burst", "workers", "redis", "local")
     burst_count: int = 2000
+    # `tokenrelay serve --workers N` (bench/workers.py): the worker counts and the stream counts of each series
+    workers: tuple[int, ...] = (1, 2)
+    workers_streams: tuple[int, ...] = (1000, 2000)
+    workers_upstream_streams: tuple[int, ...] = (200, 500)
     ramp_timeout_s: float = 30
     first_token_timeout_s: float = 10
 
@@ -153,6 +157,15 @@ def run(plan: Plan) -> dict[str, Any]:
         from bench.burst import measure as burst
 
         results["burst"] = burst(plan)
+    if "workers" in plan.sections:
+        from bench.workers import measure as workers
+
+        check_ports(max((*plan.workers_streams, *plan.workers_upstream_streams), default=0))
+        results["workers"] = workers(plan)
+    if "redis" in plan.sections:
+        from bench.redis_throughput import measure as redis_throughput
+
+        results["redis"] = redis_throughput(plan)
     if plan.local and "local" in plan.sections:
         log("local model: llama.cpp in-process, then through tokenrelay")
         from bench.local_model import measure

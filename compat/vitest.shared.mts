@@ -1,8 +1,14 @@
 // The suite's settings, the same for every `ai` major it runs against (each package's vitest.config.ts uses them).
+import { fileURLToPath } from "node:url";
+
 export const shared = {
   // The tests live once, in compat/test; each package links it as its own test/ and resolves the test files'
   // imports from where the link is, so `ai` and `@ai-sdk/react` are that package's own majors.
-  resolve: { preserveSymlinks: true },
+  // @tokenrelay/client (its tokenrelayStop) is the workspace's source, as tsconfig.base.json's paths say.
+  resolve: {
+    preserveSymlinks: true,
+    alias: { "@tokenrelay/client": fileURLToPath(new URL("../web/packages/client/src/index.ts", import.meta.url)) },
+  },
   test: {
     include: ["test/**/*.test.ts"],
     // jsdom for React Testing Library; fetch, streams and AbortController stay Node's own.

@@ -16,7 +16,10 @@ from tokenrelay.events import (
     FinishEvent,
     MetadataEvent,
     ReasoningDelta,
+    RunPaused,
     TextDelta,
+    ToolApprovalRequest,
+    ToolApprovalResponse,
     ToolCallArgsDelta,
     ToolCallResult,
     ToolCallStart,
@@ -37,6 +40,9 @@ SAMPLES: list[Event] = [
     ErrorEvent("rate_limited", "slow down", retryable=True, retry_after=1.5),
     FinishEvent("tool_calls"),
     FinishEvent("error", saved=False),
+    ToolApprovalRequest("call_2", "delete_file", '{"path": "a"}'),
+    ToolApprovalResponse("call_2", approved=False, reason="not that one"),
+    RunPaused(1767225600.5),
 ]
 
 

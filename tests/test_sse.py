@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.sse_reference import ReferenceDecoder
 from tokenrelay.sse import (
     PING,
     Comment,
@@ -255,3 +256,29 @@ def test_any_chunking_decodes_like_the_whole(stream: str, cuts: list[int]) -> No
 def test_byte_by_byte_decodes_like_the_whole(stream: str) -> None:
     raw = stream.encode("utf-8")
     assert decode(*(raw[i : i + 1] for i in range(len(raw))), comments=True) == decode(raw, comments=True)
+
+
+_lf_stream = st.lists(st.one_of(_field.map(lambda f: f + "\n"), st.just("\n")), max_size=25).map("".join)
+_noise = st.lists(st.tuples(st.integers(min_value=0, max_value=10_000), st.binary(min_size=1, max_size=3)), max_size=4)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    stream=st.one_of(_stream, _lf_stream),
+    noise=_noise,
+    cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=12),
+)
+def test_the_decoder_agrees_with_the_reference_decoder_on_any_chunking(
+    stream: str, noise: list[tuple[int, bytes]], cuts: list[int]
+) -> None:
+    raw = stream.encode("utf-8")
+    for at, junk in noise:  # bytes anywhere, invalid UTF-8 among them
+        at %= len(raw) + 1
+        raw = raw[:at] + junk + raw[at:]
+    points = sorted({c % (len(raw) + 1) for c in cuts})
+    chunks = [raw[a:b] for a, b in zip([0, *points], [*points, len(raw)], strict=True)]
+    new, old = SSEDecoder(comments=True), ReferenceDecoder(comments=True)
+    for chunk in chunks:
+        assert new.feed(chunk) == old.feed(chunk)
+        assert (new.last_event_id, new.retry) == (old.last_event_id, old.retry)
+    assert new.close() == old.close()

@@ -7,11 +7,19 @@ import { defineConfig } from "vite";
 // static/index.html at "/" and static/assets/* at "/assets/*".
 const outDir = fileURLToPath(new URL("../src/tokenrelay/server/static", import.meta.url));
 
-export default defineConfig({
+// `vite build` takes the libraries as they are published (their dist/, through the workspace's node_modules);
+// the dev server and the tests take their sources, so neither needs a build first.
+const sources = {
+  "@tokenrelay/client": fileURLToPath(new URL("packages/client/src/index.ts", import.meta.url)),
+  "@tokenrelay/react": fileURLToPath(new URL("packages/react/src/index.ts", import.meta.url)),
+};
+
+export default defineConfig(({ command }) => ({
   // Relative asset URLs keep the page working when the server is mounted
   // under a path prefix behind a proxy.
   base: "./",
   plugins: [react()],
+  resolve: { alias: command === "serve" ? sources : {} },
   build: {
     outDir,
     // outDir is outside the Vite root, so Vite only empties it when told to.
@@ -27,8 +35,8 @@ export default defineConfig({
     },
   },
   test: {
-    include: ["test/**/*.test.{ts,tsx}"],
+    include: ["test/**/*.test.{ts,tsx}", "packages/*/test/**/*.test.{ts,tsx}"],
     environment: "node",
     restoreMocks: true,
   },
-});
+}));

@@ -2,10 +2,10 @@
 // server: text, a tool call, an error, Stop (with tokenrelayStop, the server cancels the run) and resume.
 import { useChat } from "@ai-sdk/react";
 import { act, renderHook, waitFor } from "@testing-library/react";
+import { tokenrelayStop } from "@tokenrelay/client";
 import { DefaultChatTransport, isToolUIPart } from "ai";
 import { afterEach, describe, expect, it } from "vitest";
 import { api, baseUrl, eventually, health, newChatId, textOf } from "./helpers";
-import { tokenrelayStop } from "./tokenrelayStop";
 
 function renderChat({ fetch, ...options }: { id?: string; resume?: boolean; fetch?: typeof globalThis.fetch } = {}) {
   const transport = new DefaultChatTransport({ api, fetch });

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 if TYPE_CHECKING:
     from tokenrelay import terminal
-    from tokenrelay.client import Client, RunStream
+    from tokenrelay.client import ApprovalRequest, Client, RunStream
 
 __all__ = ["main"]
 
@@ -33,7 +33,9 @@ def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
         kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS}
         env = f"TOKENRELAY_{name.upper()}"
         help_text = f"{info.description} (env {env})"
-        if typing.get_origin(annotation) is typing.Literal:
+        if annotation is bool:  # --otel alone turns it on; --otel false, off
+            kwargs.update(nargs="?", const="true", metavar="true|false")
+        elif typing.get_origin(annotation) is typing.Literal:
             kwargs["choices"] = list(args)
         elif typing.get_origin(annotation) is list:
             kwargs["action"] = "append"
@@ -75,12 +77,33 @@ def _settings(overrides: dict[str, Any]) -> Any:
 
 def serve(overrides: dict[str, Any]) -> None:
     """``tokenrelay serve``: check what can be checked before binding the port, then run the server."""
-    from tokenrelay.errors import BackendError, ConfigError
-    from tokenrelay.server.app import create_app
-    from tokenrelay.server.factory import build_backend
     from tokenrelay.server.serve import serve as run_server
 
     settings = _settings(overrides)
+    if settings.log_format == "json":
+        from tokenrelay.observability import configure_json_logs
+
+        configure_json_logs(settings.log_level)  # before anything logs: every line is JSON
+    if settings.workers > 1:
+        _serve_workers(settings)  # each worker builds its own backend and app, after the fork
+        return
+    app = _build_app(settings)
+    banner = f"{settings.backend} backend on http://{settings.host}:{settings.port}"
+    if settings.log_format == "json":
+        import logging
+
+        logging.getLogger("tokenrelay.server").info(banner)
+    else:
+        print(f"tokenrelay: {banner}", file=sys.stderr)
+    run_server(app, app.state.relay, settings)  # until SIGTERM or Ctrl-C, then a graceful shutdown
+
+
+def _build_app(settings: Any) -> Any:
+    """The backend (built and loaded) and the app, or a one-line error and exit status 1."""
+    from tokenrelay.errors import BackendError, ConfigError
+    from tokenrelay.server.app import create_app
+    from tokenrelay.server.factory import build_backend
+
     try:
         backend = build_backend(settings)
         backend.load()  # fail here, with one line, rather than in the server's startup with a traceback
@@ -89,14 +112,31 @@ def serve(overrides: dict[str, Any]) -> None:
     except (ConfigError, ValueError) as exc:  # a setting that cannot work, an unknown backend
         _die(str(exc), 1)
     if settings.store == "redis":
-        _check_redis(settings.redis_url)
+        _check_redis(settings.redis_url, cluster=settings.redis_cluster)
     try:
         app = create_app(settings, backend)
     except (ImportError, ValueError) as exc:
         _die(str(exc), 1)  # a missing extra (--store redis without redis), a bad tokens file
     _tune_gc()
-    print(f"tokenrelay: {settings.backend} backend on http://{settings.host}:{settings.port}", file=sys.stderr)
-    run_server(app, app.state.relay, settings)  # until SIGTERM or Ctrl-C, then a graceful shutdown
+    return app
+
+
+def _serve_workers(settings: Any) -> None:
+    """``serve --workers N``: refused (status 2) without a shared store and history; each worker builds its app."""
+    from tokenrelay.errors import ConfigError
+    from tokenrelay.server.workers import refusal, serve_workers
+
+    reason = refusal(settings)
+    if reason is not None:
+        _die(reason, 2)
+    # before any worker starts (each checks again, with its backend)
+    _check_redis(settings.redis_url, cluster=settings.redis_cluster)
+    try:
+        status = serve_workers(settings, lambda: _build_app(settings))
+    except ConfigError as exc:  # the address: in use, or not this machine's
+        _die(str(exc), 1)
+    if status:
+        raise SystemExit(status)
 
 
 def _tune_gc() -> None:
@@ -115,12 +155,18 @@ def _tune_gc() -> None:
     gc.set_threshold(20_000, 10, 10)
 
 
-def _check_redis(url: str) -> None:
-    """Fail at start, with one line, when the Redis of --store redis cannot be reached."""
+def _check_redis(url: str, *, cluster: bool = False) -> None:
+    """Fail at start, with one line, when the Redis of --store redis cannot be reached (with --redis-cluster: when
+    it is not a node of a cluster that serves every slot)."""
+    from tokenrelay._extras import missing_extra
+
     try:
         import redis
-    except ImportError:
-        _die("--store redis needs the 'redis' extra: pip install 'tokenrelay[redis]'", 1)
+    except ImportError as exc:
+        _die(str(missing_extra("--store redis", "redis", "redis", cause=exc)), 1)
+    if cluster:
+        _check_redis_cluster(url)
+        return
     client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
     try:
         client.ping()
@@ -128,6 +174,17 @@ def _check_redis(url: str) -> None:
         _die(f"--redis-url: cannot reach Redis: {exc}", 1)  # not the URL itself: it may hold a password
     finally:
         client.close()
+
+
+def _check_redis_cluster(url: str) -> None:
+    from redis.cluster import RedisCluster
+    from redis.exceptions import RedisClusterException, RedisError
+
+    try:
+        client = RedisCluster.from_url(url, socket_connect_timeout=5, socket_timeout=5)  # reads the cluster's slots
+    except (RedisError, RedisClusterException) as exc:
+        _die(f"--redis-url with --redis-cluster: not a reachable Redis Cluster: {exc}", 1)
+    client.close()
 
 
 def chat(
@@ -170,13 +227,19 @@ def _ask(client: Client, text: str, user_id: str | None, conversation_id: str | 
     import httpx
 
     from tokenrelay import terminal
-    from tokenrelay.client import TokenrelayError
+    from tokenrelay.client import ApprovalRequest, Paused, TokenrelayError
 
     view = terminal.TurnView(sys.stdout, sys.stderr, color=terminal.wants_color(sys.stdout))
     stream = client.stream_chat(text, user_id=user_id, conversation_id=conversation_id)
+    asked: list[ApprovalRequest] = []
     try:
         for event in stream:
             view.show(event)
+            if isinstance(event, ApprovalRequest):
+                asked.append(event)
+            elif isinstance(event, Paused) and stream.run_id is not None:
+                _answer(client, stream.run_id, asked, user_id)  # the stream goes on once they are answered
+                asked = []
     except KeyboardInterrupt:
         # Ctrl-C is the Stop: an explicit cancel (closing the connection would only detach the run, which the
         # server keeps for a resume), and the program goes on to the next message.
@@ -189,6 +252,42 @@ def _ask(client: Client, text: str, user_id: str | None, conversation_id: str | 
         view.failed(f"cannot reach {client.base_url}: {exc}")
     view.end()
     return view.status, view.conversation_id or stream.conversation_id or conversation_id
+
+
+def _answer(client: Client, run_id: str, asked: Sequence[ApprovalRequest], user_id: str | None) -> None:
+    """Ask the person about each tool call the run waits for, and send the answers (no answer is a denial)."""
+    for request in asked:
+        try:
+            reply = input(f"approve {request.name}({request.arguments})? [y/N] ")
+        except EOFError:
+            reply = ""
+        yes = reply.strip().lower() in {"y", "yes"}
+        client.approve(run_id, request.call_id, yes, reason=None if yes else "denied in the terminal", user_id=user_id)
+
+
+def approve(args: dict[str, Any]) -> int:
+    """``tokenrelay approve RUN_ID CALL_ID [--deny] [--reason R]``: answer a tool call a run waits for; the exit
+    status (1 when the server refused: no such call waiting, or answered otherwise)."""
+    from tokenrelay.client import Client, TokenrelayError
+
+    with Client(args["url"], token=args["token"]) as client:
+        try:
+            status = client.approve(
+                args["run_id"], args["call_id"], not args["deny"], reason=args["reason"], user_id=args["user_id"]
+            )
+        except TokenrelayError as exc:
+            print(f"tokenrelay: {exc}", file=sys.stderr)
+            return 1
+    print(f"{'denied' if args['deny'] else 'approved'} ({status})")
+    return 0
+
+
+def _client_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", default=os.environ.get("TOKENRELAY_URL", "http://127.0.0.1:8000"))
+    parser.add_argument("--user-id", default=None)
+    parser.add_argument(
+        "--token", default=os.environ.get("TOKENRELAY_TOKEN"), help="bearer token (env TOKENRELAY_TOKEN)"
+    )
 
 
 def _stop(stream: RunStream, view: terminal.TurnView) -> None:
@@ -217,11 +316,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     chat_parser.add_argument(
         "--token", default=os.environ.get("TOKENRELAY_TOKEN"), help="bearer token (env TOKENRELAY_TOKEN)"
     )
+    approve_parser = sub.add_parser("approve", help="approve (or --deny) a tool call a run waits for")
+    approve_parser.add_argument("run_id")
+    approve_parser.add_argument("call_id")
+    approve_parser.add_argument("--deny", action="store_true", help="deny the call: the model is told so")
+    approve_parser.add_argument("--reason", default=None, help="why, given to the model with a denial")
+    _client_flags(approve_parser)
     args = vars(parser.parse_args(argv))
     command = args.pop("command")
     if command == "serve":
         serve(args)
         return 0
+    if command == "approve":
+        return approve(args)
     return chat(args["url"], args["message"], args["user_id"], args["conversation_id"], args["token"])
 
 

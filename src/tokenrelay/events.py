@@ -22,8 +22,11 @@ __all__ = [
     "FinishReason",
     "MetadataEvent",
     "ReasoningDelta",
+    "RunPaused",
     "StoredEvent",
     "TextDelta",
+    "ToolApprovalRequest",
+    "ToolApprovalResponse",
     "ToolCallArgsDelta",
     "ToolCallResult",
     "ToolCallStart",
@@ -124,6 +127,37 @@ class FinishEvent:
     type: Literal["finish"] = field(default="finish", init=False, repr=False)
 
 
+@dataclass(frozen=True, slots=True)
+class ToolApprovalRequest:
+    """The model asked to call tool ``name`` with ``arguments`` (JSON text), a call that needs a person's approval:
+    it has NOT run."""
+
+    call_id: str
+    name: str
+    arguments: str
+    type: Literal["tool-approval-request"] = field(default="tool-approval-request", init=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ToolApprovalResponse:
+    """A person answered the approval request of ``call_id`` (in the run's log, so every viewer sees it)."""
+
+    call_id: str
+    approved: bool
+    reason: str | None = None
+    type: Literal["tool-approval-response"] = field(default="tool-approval-response", init=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class RunPaused:
+    """Every pending approval request is before this: the run waits (no model call open, no process holding it)
+    until each is answered, then goes on under the next ids, or until ``expires_at`` (unix seconds), when it ends
+    with an ``approval_expired`` error."""
+
+    expires_at: float
+    type: Literal["paused"] = field(default="paused", init=False, repr=False)
+
+
 Event = (
     TextDelta
     | ReasoningDelta
@@ -134,6 +168,9 @@ Event = (
     | MetadataEvent
     | ErrorEvent
     | FinishEvent
+    | ToolApprovalRequest
+    | ToolApprovalResponse
+    | RunPaused
 )
 
 EventType = Literal[
@@ -146,6 +183,9 @@ EventType = Literal[
     "metadata",
     "error",
     "finish",
+    "tool-approval-request",
+    "tool-approval-response",
+    "paused",
 ]
 
 
@@ -167,6 +207,9 @@ _BY_TYPE: dict[str, type[Event]] = {
     "metadata": MetadataEvent,
     "error": ErrorEvent,
     "finish": FinishEvent,
+    "tool-approval-request": ToolApprovalRequest,
+    "tool-approval-response": ToolApprovalResponse,
+    "paused": RunPaused,
 }
 
 

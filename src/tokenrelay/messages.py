@@ -22,6 +22,8 @@ from tokenrelay.events import (
     MetadataEvent,
     ReasoningDelta,
     TextDelta,
+    ToolApprovalRequest,
+    ToolApprovalResponse,
     ToolCallArgsDelta,
     ToolCallResult,
     ToolCallStart,
@@ -34,9 +36,11 @@ __all__ = [
     "Message",
     "MetadataPart",
     "Part",
+    "PausedPart",
     "ReasoningPart",
     "Role",
     "TextPart",
+    "ToolApprovalPart",
     "ToolCallPart",
     "ToolResultPart",
     "UsagePart",
@@ -120,7 +124,44 @@ class ErrorPart:
     type: Literal["error"] = field(default="error", init=False, repr=False)
 
 
-Part = TextPart | ReasoningPart | ToolCallPart | ToolResultPart | MetadataPart | UsagePart | FinishPart | ErrorPart
+@dataclass(frozen=True, slots=True)
+class ToolApprovalPart:
+    """The model asked to call tool ``name`` with ``arguments``, a call that needs a person's approval; ``approved``
+    is the answer (``None`` while it waits) and ``reason`` the one given with it."""
+
+    call_id: str
+    name: str
+    arguments: str = ""
+    approved: bool | None = None
+    reason: str | None = None
+    type: Literal["tool-approval"] = field(default="tool-approval", init=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class PausedPart:
+    """The answer so far of a run that waits for approvals, and what it goes on from: ``state`` (the backend's
+    opaque resumable state), the ``backend`` that wrote it, ``expires_at`` (unix seconds) and ``seq``, the id of the
+    run's pause event. Last in its message; never sent to a model."""
+
+    state: str
+    backend: str
+    expires_at: float
+    seq: int = 0
+    type: Literal["paused"] = field(default="paused", init=False, repr=False)
+
+
+Part = (
+    TextPart
+    | ReasoningPart
+    | ToolCallPart
+    | ToolResultPart
+    | MetadataPart
+    | UsagePart
+    | FinishPart
+    | ErrorPart
+    | ToolApprovalPart
+    | PausedPart
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +185,8 @@ _BY_TYPE: Final[Mapping[str, type[Part]]] = {
     "usage": UsagePart,
     "finish": FinishPart,
     "error": ErrorPart,
+    "tool-approval": ToolApprovalPart,
+    "paused": PausedPart,
 }
 
 
@@ -181,6 +224,7 @@ class _Builder:
         self.kinds: list[type[Part]] = []
         self.args: dict[str, list[str]] = {}
         self.calls: dict[str, int] = {}  # call id -> index in items
+        self.approvals: dict[str, int] = {}  # call id -> index of its approval part in items
 
     def run(self, kind: type[TextPart | ReasoningPart], text: str) -> None:
         if not text:
@@ -211,6 +255,16 @@ class _Builder:
             kept = {k: v for k, v in event.data.items() if k not in TRANSIENT_METADATA}
             if kept:
                 self.add(MetadataPart, MetadataPart(kept))
+        elif isinstance(event, ToolApprovalRequest):
+            self.approvals[event.call_id] = len(self.items)
+            self.add(ToolApprovalPart, ToolApprovalPart(event.call_id, event.name, event.arguments))
+        elif isinstance(event, ToolApprovalResponse) and event.call_id in self.approvals:
+            index = self.approvals[event.call_id]
+            asked = self.items[index]
+            if isinstance(asked, ToolApprovalPart):
+                self.items[index] = ToolApprovalPart(
+                    asked.call_id, asked.name, asked.arguments, event.approved, event.reason
+                )
         # Usage, errors and the finish are how the answer ended: the outcome carries them, not the parts' order.
 
     def call(self, call_id: str, name: str) -> None:

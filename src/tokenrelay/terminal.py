@@ -15,10 +15,13 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from tokenrelay.client import (
+    ApprovalRequest,
+    ApprovalResponse,
     Delta,
     Done,
     Metadata,
     Other,
+    Paused,
     Reasoning,
     StreamError,
     StreamEvent,
@@ -104,9 +107,17 @@ class TurnView:
                 self.failed(f"the run failed: {event.code}: {event.message}{retry}")
             case Done():
                 self._done(event)
-            case Other():
-                pass  # a frame of a newer server: nothing this version knows how to show
+            case ApprovalRequest() | ApprovalResponse():
+                self._approval(event)
+            case Paused() | Other():
+                pass  # a pause is answered by the caller; a frame of a newer server: nothing to show
         self.out.flush()
+
+    def _approval(self, event: ApprovalRequest | ApprovalResponse) -> None:
+        if isinstance(event, ApprovalRequest):
+            self.note(f"[{event.name}({event.arguments}) waits for approval]")
+        else:
+            self.note(f"[{'approved' if event.approved else 'denied'}]")
 
     def note(self, text: str) -> None:
         """A line of its own about the answer (dimmed on a terminal)."""

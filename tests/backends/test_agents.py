@@ -92,14 +92,17 @@ async def test_the_model_calls_an_mcp_tool_and_answers_with_its_result(replay: R
 
     assert orders.calls == ["A-1042"]  # the real MCP server ran the tool
     call_id = "chatcmpl-tool-4f8a2c6e1b3d4f5a9c7e0b2d4f6a8c1e"
+    assert [e for e in events if isinstance(e, ToolCallStart)] == [ToolCallStart(call_id, "lookup_order")]
     start = events.index(ToolCallStart(call_id, "lookup_order"))
-    args = next(e for e in events if isinstance(e, ToolCallArgsDelta))
-    assert json.loads(args.delta) == {"order_id": "A-1042"}
+    # The arguments stream in the fragments the model wrote them in, not as one piece once the call is complete.
+    args = [e for e in events if isinstance(e, ToolCallArgsDelta)]
+    assert args == [ToolCallArgsDelta(call_id, '{"order_id": '), ToolCallArgsDelta(call_id, '"A-1042"}')]
+    assert json.loads("".join(a.delta for a in args)) == {"order_id": "A-1042"}
     result = next(e for e in events if isinstance(e, ToolCallResult))
-    assert result.call_id == call_id
-    assert "Order A-1042: shipped on 2025-06-12" in result.output
+    # The MCP tool's text, not its content item as JSON.
+    assert result == ToolCallResult(call_id, "Order A-1042: shipped on 2025-06-12")
     first_text = next(i for i, e in enumerate(events) if isinstance(e, TextDelta))
-    assert start < events.index(args) < events.index(result) < first_text  # call → result → final text
+    assert start < events.index(args[0]) < events.index(args[-1]) < events.index(result) < first_text
     assert texts(events) == "Order A-1042 shipped on 2025-06-12."
     assert events[-2:] == [UsageEvent(212 + 268, 24 + 19), FinishEvent("stop")]
 

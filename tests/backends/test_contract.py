@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,7 +33,8 @@ class HTTPFailure:
     status: int
     code: str
     retryable: bool
-    words: list[str]
+    words: list[str]  # in the message
+    logged: list[str]  # what the upstream said: in the log, never in the message
     headers: dict[str, str] = field(default_factory=dict)
 
 
@@ -44,7 +46,8 @@ class StreamFailure:
     text_before: str
     code: str
     retryable: bool
-    words: list[str]
+    words: list[str]  # in the message
+    logged: list[str]  # what the upstream said: in the log, never in the message
     message: str | None = None  # the whole message, where it is worth pinning down
 
 
@@ -87,22 +90,25 @@ OPENAI_CHAT = Provider(
     tool_usage=UsageEvent(88, 41),
     http_failures=[
         HTTPFailure(
-            "openai_chat/error_401.json", 401, "auth_error", False, ["HTTP 401", "Incorrect API key", "--api-key"]
+            "openai_chat/error_401.json", 401, "auth_error", False, ["HTTP 401", "--api-key"], ["Incorrect API key"]
         ),
-        HTTPFailure("openai_chat/error_404.json", 404, "not_found", False, ["HTTP 404", "gpt-4.2-nano", "--model"]),
+        HTTPFailure("openai_chat/error_404.json", 404, "not_found", False, ["HTTP 404", "--model"], ["gpt-4.2-nano"]),
         HTTPFailure(
             "openai_chat/error_429.json",
             429,
             "rate_limited",
             True,
             ["HTTP 429", "retry after 7s"],
+            ["org-"],
             {"retry-after": "7"},
         ),
-        HTTPFailure("openai_chat/error_500.json", 500, "upstream_error", True, ["HTTP 500", "had an error"]),
-        HTTPFailure("openai_chat/error_500.json", 503, "upstream_error", True, ["HTTP 503"]),
+        HTTPFailure("openai_chat/error_500.json", 500, "upstream_error", True, ["HTTP 500"], ["had an error"]),
+        HTTPFailure("openai_chat/error_500.json", 503, "upstream_error", True, ["HTTP 503"], ["had an error"]),
     ],
     stream_failures=[
-        StreamFailure("openai_chat/in_stream_error.sse", "Let me", "upstream_error", True, ["had an error"])
+        StreamFailure(
+            "openai_chat/in_stream_error.sse", "Let me", "upstream_error", True, ["service failed"], ["had an error"]
+        )
     ],
     partial_text="The capital of",
     conversation_key="messages",
@@ -127,12 +133,15 @@ OPENAI_RESPONSES = Provider(
             "rate_limited",
             True,
             ["HTTP 429", "retry after 2s"],
+            ["org-"],
             {"retry-after": "2"},
         ),
     ],
     stream_failures=[
-        StreamFailure("openai_responses/failed.sse", "", "upstream_error", True, ["invalid content"]),
-        StreamFailure("openai_responses/error_event.sse", "", "rate_limited", True, ["Rate limit reached"]),
+        StreamFailure("openai_responses/failed.sse", "", "upstream_error", True, [], ["invalid content"]),
+        StreamFailure(
+            "openai_responses/error_event.sse", "", "rate_limited", True, ["rate limited"], ["Rate limit reached"]
+        ),
     ],
     partial_text="The capital",
     conversation_key="input",
@@ -151,16 +160,17 @@ ANTHROPIC = Provider(
     tool_calls={"toolu_01T1x1fJ34qAmk2tNTrN7Up6": ("get_weather", {"city": "Paris", "unit": "celsius"})},
     tool_usage=UsageEvent(472, 89),
     http_failures=[
-        HTTPFailure("anthropic/error_401.json", 401, "auth_error", False, ["HTTP 401", "invalid x-api-key"]),
+        HTTPFailure("anthropic/error_401.json", 401, "auth_error", False, ["HTTP 401"], ["invalid x-api-key"]),
         HTTPFailure(
             "anthropic/error_429.json",
             429,
             "rate_limited",
             True,
             ["HTTP 429", "retry after 12s"],
+            ["req_"],
             {"retry-after": "12"},
         ),
-        HTTPFailure("anthropic/error_529.json", 529, "overloaded", True, ["HTTP 529", "Overloaded"]),
+        HTTPFailure("anthropic/error_529.json", 529, "overloaded", True, ["HTTP 529", "overloaded"], ["Overloaded"]),
     ],
     stream_failures=[
         StreamFailure(
@@ -168,8 +178,9 @@ ANTHROPIC = Provider(
             "The capital",
             "overloaded",
             True,
+            ["overloaded"],
             ["Overloaded"],
-            message="anthropic: the upstream service is overloaded: Overloaded",
+            message="anthropic: the upstream service is overloaded",
         )
     ],
     partial_text="The capital",
@@ -230,13 +241,25 @@ async def test_tool_calls_with_their_argument_fragments(replay: ReplayServer, pr
     [(p, f) for p in PROVIDERS for f in p.http_failures],
     ids=[f"{p}-{f.status}" for p in PROVIDERS for f in p.http_failures],
 )
-async def test_http_errors_become_error_events(replay: ReplayServer, provider: Provider, failure: HTTPFailure) -> None:
+async def test_http_errors_become_error_events(
+    replay: ReplayServer, provider: Provider, failure: HTTPFailure, caplog: pytest.LogCaptureFixture
+) -> None:
     replay.reply(failure.fixture, status=failure.status, headers=failure.headers)
-    error = error_and_finish(await run(provider.make(replay)))
+    with caplog.at_level(logging.WARNING, "tokenrelay.backends"):
+        error = error_and_finish(await run(provider.make(replay)))
     assert (error.code, error.retryable) == (failure.code, failure.retryable)
     assert error.message.startswith(provider.prefix)
     for word in failure.words:
         assert word in error.message
+    assert_logged_not_shown(caplog, error, failure.logged)
+
+
+def assert_logged_not_shown(caplog: pytest.LogCaptureFixture, error: ErrorEvent, words: list[str]) -> None:
+    """The upstream's own words went to the log, with the run's id, and not to the user."""
+    logged = [r.getMessage() for r in caplog.records if r.name == "tokenrelay.backends"]
+    for word in words:
+        assert word not in error.message
+        assert any(word in line and line.startswith("run ") for line in logged), logged
 
 
 @pytest.mark.parametrize(
@@ -245,10 +268,11 @@ async def test_http_errors_become_error_events(replay: ReplayServer, provider: P
     ids=[f"{p}-{f.fixture.split('/')[1]}" for p in PROVIDERS for f in p.stream_failures],
 )
 async def test_an_error_inside_the_stream_keeps_the_text_before_it(
-    replay: ReplayServer, provider: Provider, failure: StreamFailure
+    replay: ReplayServer, provider: Provider, failure: StreamFailure, caplog: pytest.LogCaptureFixture
 ) -> None:
     replay.reply(failure.fixture)
-    events = await run(provider.make(replay))
+    with caplog.at_level(logging.WARNING, "tokenrelay.backends"):
+        events = await run(provider.make(replay))
     assert texts(events) == failure.text_before
     error = error_and_finish(events)
     assert (error.code, error.retryable) == (failure.code, failure.retryable)
@@ -257,17 +281,21 @@ async def test_an_error_inside_the_stream_keeps_the_text_before_it(
         assert word in error.message
     if failure.message is not None:
         assert error.message == failure.message
+    assert_logged_not_shown(caplog, error, failure.logged)
 
 
 @each_provider
-async def test_connection_cut_mid_stream_is_a_retryable_error(replay: ReplayServer, provider: Provider) -> None:
+async def test_connection_cut_mid_stream_is_a_retryable_error(
+    replay: ReplayServer, provider: Provider, caplog: pytest.LogCaptureFixture
+) -> None:
     replay.reply(f"{provider.name}/partial.sse", then="cut")
-    events = await run(provider.make(replay))
+    with caplog.at_level(logging.WARNING, "tokenrelay.backends"):
+        events = await run(provider.make(replay))
     assert texts(events) == provider.partial_text
     error = error_and_finish(events)
     assert (error.code, error.retryable) == ("connection_error", True)
     assert error.message.startswith(provider.prefix)
-    assert "127.0.0.1" in error.message
+    assert_logged_not_shown(caplog, error, ["127.0.0.1", "RemoteProtocolError"])  # the host and the cause
 
 
 @each_provider

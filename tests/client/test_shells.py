@@ -92,7 +92,7 @@ def test_both_shells_have_the_same_methods() -> None:
         }
 
     assert public(AsyncClient) == public(Client)
-    assert set(public(Client)) == {"stream_chat", "stream_run", "chat", "cancel", "health"}
+    assert set(public(Client)) == {"stream_chat", "stream_run", "chat", "cancel", "approve", "health"}
 
 
 async def test_a_cut_stream_is_resumed_from_its_last_event_id(make: Callable[[Handler], AnyClient]) -> None:

@@ -53,7 +53,7 @@ def test_plain_urls_get_the_async_drivers() -> None:
     assert normalize_url("postgresql+asyncpg://h/db") == "postgresql+asyncpg://h/db"
 
 
-HEAD = "0003"
+HEAD = "0004"
 
 V1_ROWS = [
     "INSERT INTO conversations (user_id, id, title, created_at, updated_at) "

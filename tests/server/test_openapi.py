@@ -105,6 +105,7 @@ OPERATIONS = [
     "GET /api/chat/stream",
     "GET /api/runs/{run_id}/stream",
     "POST /api/runs/{run_id}/cancel",
+    "POST /api/runs/{run_id}/approvals",
     "GET /api/conversations",
     "GET /api/conversations/{conversation_id}/messages",
     "DELETE /api/conversations/{conversation_id}",
@@ -114,6 +115,7 @@ OPERATIONS = [
     "GET /v1/models",
     "GET /v1/models/{model_name}",
     "POST /v1/chat/completions",
+    "POST /api/ag-ui",
 ]
 
 
@@ -174,6 +176,12 @@ STREAMS: list[tuple[str, dict[str, Any], str, str]] = [
         {"body": {"model": "any", "messages": [{"role": "user", "content": "hi"}], "stream": True}},
         "text/event-stream",
         "[DONE]",
+    ),
+    (
+        "POST /api/ag-ui",
+        {"body": {"threadId": "agui-1", "runId": "r1", "messages": [{"id": "u1", "role": "user", "content": "hi"}]}},
+        "text/event-stream",
+        "RUN_FINISHED",
     ),
 ]
 

@@ -1,15 +1,23 @@
 /**
  * The code's shape, checked like the Python side's (tests/test_shape.py):
- * every function in src/ fits on a screen. Functions nested in another count
- * towards it, so a long closure cannot hide its length in small helpers.
+ * every module of the page (src/) and of the libraries (packages/* /src) is
+ * at most 400 lines and every function in them fits on a screen. Functions
+ * nested in another count towards it, so a long closure cannot hide its
+ * length in small helpers.
  */
-import { readdirSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import ts from "typescript";
 import { describe, expect, it } from "vitest";
 
-const SRC = fileURLToPath(new URL("../src", import.meta.url));
+const WEB = fileURLToPath(new URL("..", import.meta.url));
+const PACKAGES = join(WEB, "packages");
+const ROOTS = [
+  join(WEB, "src"),
+  ...readdirSync(PACKAGES).map((name) => join(PACKAGES, name, "src")).filter((dir) => existsSync(dir)),
+];
+const MAX_MODULE_LINES = 400;
 const MAX_FUNCTION_LINES = 60;
 
 function sources(dir: string): string[] {
@@ -46,8 +54,21 @@ function longFunctions(path: string): string[] {
   return long;
 }
 
-describe("web/src shape", () => {
-  it.each(sources(SRC).map((path) => [relative(SRC, path), path]))("%s: no function over 60 lines", (_, path) => {
+const modules = ROOTS.flatMap(sources).map((path) => [relative(WEB, path), path] as const);
+
+describe("web sources shape", () => {
+  it("finds the page's and both libraries' sources", () => {
+    const names = modules.map(([name]) => name);
+    expect(names).toContain(join("src", "app", "App.tsx"));
+    expect(names).toContain(join("packages", "client", "src", "chatStore.ts"));
+    expect(names).toContain(join("packages", "react", "src", "useStreamingChat.ts"));
+  });
+
+  it.each(modules)("%s: no function over 60 lines", (_, path) => {
     expect(longFunctions(path)).toEqual([]);
+  });
+
+  it.each(modules)("%s: at most 400 lines", (_, path) => {
+    expect(readFileSync(path, "utf8").split("\n").length - 1).toBeLessThanOrEqual(MAX_MODULE_LINES);
   });
 });

@@ -4,11 +4,22 @@ The OpenAI and Anthropic SDKs share one exception layout (``APIStatusError`` wit
 ``body``; ``APIConnectionError``; ``APITimeoutError``), so one mapping serves both. SDKs are looked up in
 ``sys.modules`` rather than imported: an exception can only come from an SDK that is already loaded, and this
 module must not pull in an optional extra by itself.
+
+What the end user sees is short: a code, what happened in a few words, whether trying again may help, and the wait
+the upstream asked for. What the upstream said (its error body, which can hold a server's file paths and line
+numbers, an echo of the request or part of a key), the exception's own text and the host are logged, with the run
+they concern, and never put in the message. ``retryable`` is true only for what can succeed unchanged: a rate limit,
+an overload, a timeout, a cut connection, a server error (5xx); never for a request the upstream refused (4xx: a
+validation failure stays one however often it is sent).
 """
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
+import json
+import logging
+import re
 import sys
 import time
 from collections.abc import Iterator, Mapping
@@ -17,14 +28,22 @@ from typing import Any
 
 from tokenrelay.backends.base import BackendError
 
-__all__ = ["in_stream_error", "missing_extra", "to_backend_error", "upstream_errors"]
+__all__ = ["in_stream_error", "refused_requests_are_final", "to_backend_error", "upstream_errors"]
+
+log = logging.getLogger("tokenrelay.backends")
+
+# A server that fails a request's validation may still answer 500 (llama.cpp's server does, with pydantic's
+# "1 validation error" and its own file and line): the request was refused, and sending it again fails again.
+_VALIDATION = re.compile(r"\bvalidation errors?\b", re.IGNORECASE)
 
 
-def missing_extra(backend: str, extra: str, package: str) -> BackendError:
-    """The one-line error for an optional SDK that is not installed."""
-    return BackendError(
-        "missing_extra", f"the {backend} backend needs the {package} package: pip install 'tokenrelay[{extra}]'"
-    )
+async def refused_requests_are_final(response: Any) -> None:
+    """An HTTP client's response hook: a 5xx whose body is a validation failure is marked ``x-should-retry:
+    false``, the header by which the vendor SDKs' own retries are told not to send it again."""
+    if response.status_code >= 500:
+        await response.aread()
+        if _VALIDATION.search(response.text[:4000]):
+            response.headers["x-should-retry"] = "false"
 
 
 @contextmanager
@@ -49,32 +68,28 @@ def to_backend_error(exc: BaseException, provider: str) -> BackendError | None:
             continue
         if isinstance(exc, sdk.APIStatusError):
             headers = getattr(exc.response, "headers", {})
-            return _from_status(provider, exc.status_code, _error_type(exc), _detail(exc), _retry_after(headers))
+            return _from_status(provider, exc.status_code, _error_type(exc), _raw_body(exc), _retry_after(headers))
         if isinstance(exc, sdk.APITimeoutError):
+            _log_failure(provider, "timeout", f"the request to {_host(exc)} timed out")
             return BackendError("timeout", f"{provider}: the upstream request timed out", retryable=True)
         if isinstance(exc, sdk.APIConnectionError):
             cause = exc.__cause__ or exc.__context__
             why = f": {type(cause).__name__}: {cause}" if cause is not None and str(cause) else ""
-            return BackendError(
-                "connection_error",
-                f"{provider}: the connection to {_host(exc)} failed or was cut{why}",
-                retryable=True,
-            )
+            return _connection_error(provider, f"the connection to {_host(exc)} failed or was cut{why}")
         if isinstance(exc, sdk.APIError):
             # An error event inside a 200 stream (OpenAI's ``{"error": {...}}`` data): no status, only a type.
-            return in_stream_error(provider, _error_type(exc), _detail(exc))
+            return in_stream_error(provider, _error_type(exc), _raw_body(exc))
     for http_name in ("httpx2", "httpx"):
         # Some SDKs let a transport error out of a stream unwrapped (a connection cut mid-body).
         http: Any = sys.modules.get(http_name)
         if http is None:
             continue
         if isinstance(exc, http.TimeoutException):
+            _log_failure(provider, "timeout", f"{_host(exc)} stopped answering: {type(exc).__name__}: {exc}")
             return BackendError("timeout", f"{provider}: the upstream server stopped answering", retryable=True)
         if isinstance(exc, http.TransportError):
-            return BackendError(
-                "connection_error",
-                f"{provider}: the connection to {_host(exc)} failed or was cut: {type(exc).__name__}: {exc}",
-                retryable=True,
+            return _connection_error(
+                provider, f"the connection to {_host(exc)} failed or was cut: {type(exc).__name__}: {exc}"
             )
     agents: Any = sys.modules.get("agents")
     if agents is not None and isinstance(exc, agents.AgentsException):
@@ -83,8 +98,16 @@ def to_backend_error(exc: BaseException, provider: str) -> BackendError | None:
 
 
 def in_stream_error(provider: str, error_type: str | None, message: str | None) -> BackendError:
-    """An error event inside a successful (200) stream, named by its ``type`` or ``code``."""
+    """An error event inside a successful (200) stream, named by its ``type`` or ``code``; what the upstream said
+    (``message``) is logged."""
     return _from_status(provider, None, error_type, message, None)
+
+
+def _connection_error(provider: str, what: str) -> BackendError:
+    _log_failure(provider, "connection_error", what)
+    return BackendError(
+        "connection_error", f"{provider}: the connection to the upstream server failed or was cut", retryable=True
+    )
 
 
 # (code, what happened, retryable) by HTTP status; see the vendors' error pages.
@@ -119,32 +142,70 @@ _BY_TYPE: dict[str, tuple[str, str, bool]] = {
 
 
 def _from_status(
-    provider: str, status: int | None, error_type: str | None, detail: str | None, retry_after: float | None
+    provider: str, status: int | None, error_type: str | None, raw: str | None, retry_after: float | None
 ) -> BackendError:
-    if status is not None and status in _BY_STATUS:
-        code, what, retryable = _BY_STATUS[status]
-    elif error_type is not None and error_type in _BY_TYPE:
-        code, what, retryable = _BY_TYPE[error_type]
-    elif status is not None and status >= 500:
-        code, what, retryable = "upstream_error", "the upstream service failed", True
-    else:
-        code, what, retryable = "upstream_error", "the upstream service reported an error", False
-    message = f"{provider}: HTTP {status}, {what}" if status is not None and status >= 300 else f"{provider}: {what}"
-    if detail:
-        message += f": {detail}"
+    code, what, retryable = _classify(status, error_type, raw)
+    shown_status = status is not None and status >= 300
+    message = f"{provider}: HTTP {status}, {what}" if shown_status else f"{provider}: {what}"
+    _log_failure(provider, code, f"HTTP {status}" if shown_status else "error event", raw)
     if retry_after is not None:
         message += f"; retry after {retry_after:g}s"
     return BackendError(code, message, retryable=retryable, retry_after=retry_after)
+
+
+def _classify(status: int | None, error_type: str | None, raw: str | None) -> tuple[str, str, bool]:
+    """(code, what happened, retryable) for a status, the ``type`` the error body gave, and the body."""
+    by_type = _BY_TYPE.get(error_type) if error_type is not None else None
+    if status is not None and status >= 500:
+        # A server that answers a refused request with a 5xx still says what it refused.
+        if by_type is not None and not by_type[2]:
+            return by_type
+        if raw and _VALIDATION.search(raw[:4000]):
+            return _BY_STATUS[422]
+    if status is not None and status in _BY_STATUS:
+        return _BY_STATUS[status]
+    if by_type is not None:
+        return by_type
+    if status is not None and status >= 500:
+        return "upstream_error", "the upstream service failed", True
+    return "upstream_error", "the upstream service reported an error", False
+
+
+def _log_failure(provider: str, code: str, what: str, raw: str | None = None) -> None:
+    """What the upstream said, for the operator: in the log, with the run it concerns (never in the message)."""
+    said = f": {raw[:4000]}" if raw else ""
+    log.warning("run %s: %s upstream failed (%s), %s%s", _run_id() or "-", provider, code, what, said)
+
+
+def _run_id() -> str | None:
+    """The run whose task is running: from the run context when the observability layer set it, else from the
+    run task's name (``run-<id>``, its worker tasks ``run-<id>/...``)."""
+    observer: Any = sys.modules.get("tokenrelay.runs.observer")
+    info = observer.current_run.get() if observer is not None else None
+    if info is not None:
+        return str(info.run_id)
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # no running loop
+        return None
+    name = task.get_name() if task is not None else ""
+    if not name.startswith("run-"):
+        return None
+    return name.split("/", 1)[0].removeprefix("run-") or None
 
 
 def _from_agents(exc: BaseException, agents: Any, provider: str) -> BackendError:
     if isinstance(exc, agents.MaxTurnsExceeded):
         return BackendError("max_turns", f"{provider}: {exc} (raise --agent-max-turns)")
     if isinstance(exc, agents.UserError):
-        return BackendError("bad_config", f"{provider}: {exc}")
+        _log_failure(provider, "bad_config", f"{type(exc).__name__}: {exc}")
+        return BackendError("bad_config", f"{provider}: the agent is misconfigured (see the server's log)")
     if isinstance(exc, agents.ModelBehaviorError):
-        return BackendError("model_error", f"{provider}: the model misbehaved: {exc}", retryable=True)
-    return BackendError("agent_error", f"{provider}: {type(exc).__name__}: {exc}")
+        # E.g. a call to a tool that does not exist, or arguments that are not JSON: not a failure of the service.
+        _log_failure(provider, "model_error", f"{type(exc).__name__}: {exc}")
+        return BackendError("model_error", f"{provider}: the model gave an answer the agent cannot use")
+    _log_failure(provider, "agent_error", f"{type(exc).__name__}: {exc}")
+    return BackendError("agent_error", f"{provider}: the agent failed")
 
 
 def _error_type(exc: Any) -> str | None:
@@ -156,17 +217,15 @@ def _error_type(exc: Any) -> str | None:
     return None
 
 
-def _detail(exc: Any) -> str | None:
-    """The vendor's own words, without the SDK's ``Error code: 429 - {...}`` wrapping."""
+def _raw_body(exc: Any) -> str | None:
+    """What the upstream sent (the error body as the SDK parsed it, else its message), as text for the log."""
     body = getattr(exc, "body", None)
-    if isinstance(body, Mapping):
-        inner = body.get("error", body)
-        if isinstance(inner, Mapping) and isinstance(inner.get("message"), str):
-            return str(inner["message"])
+    if isinstance(body, Mapping | list):
+        return json.dumps(body, ensure_ascii=False, default=str)
     if isinstance(body, str) and body.strip():
-        return body.strip()[:300]
+        return body.strip()
     message = getattr(exc, "message", None)
-    return str(message)[:300] if message else None
+    return str(message) if message else None
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:

@@ -8,7 +8,8 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, TypedDict, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from tokenrelay.backends._errors import missing_extra
+from tokenrelay._extras import require
+from tokenrelay.backends._errors import refused_requests_are_final
 from tokenrelay.backends._remote import TranslatingBackend
 from tokenrelay.backends._tools import text_turns
 from tokenrelay.backends.base import BackendError, Message
@@ -54,10 +55,7 @@ class OpenAIConfig:
         timeout_s: float,
         max_retries: int,
     ) -> None:
-        try:
-            import openai  # noqa: F401
-        except ImportError:
-            raise missing_extra(backend, backend, "openai") from None
+        require("openai", f"the {backend} backend", extra=backend)
         if not model:
             raise BackendError("bad_config", f"--backend {backend} needs a model name: --model NAME")
         if base_url is not None and not base_url.startswith(("http://", "https://")):
@@ -81,10 +79,16 @@ class OpenAIConfig:
         return self.base_url is None
 
     def client(self) -> AsyncOpenAI:
-        from openai import AsyncOpenAI
+        from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
+        # The SDK retries every 5xx; one that reports a validation failure is not sent again.
+        http = DefaultAsyncHttpxClient(event_hooks={"response": [refused_requests_are_final]})
         return AsyncOpenAI(
-            api_key=self.api_key, base_url=self.base_url, timeout=self.timeout_s, max_retries=self.max_retries
+            api_key=self.api_key,
+            base_url=self.base_url,
+            timeout=self.timeout_s,
+            max_retries=self.max_retries,
+            http_client=http,
         )
 
     def describe(self) -> dict[str, Any]:

@@ -4,12 +4,14 @@ SDK."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
 from tokenrelay.backends._errors import upstream_errors
 from tokenrelay.backends._stats import StreamStats
 from tokenrelay.backends.base import GenerateOptions
+from tokenrelay.backends.upstream_timing import upstream_responded
 from tokenrelay.events import Event, FinishEvent
 from tokenrelay.messages import Message
 
@@ -120,7 +122,9 @@ class TranslatingBackend(RemoteBackend[_ClientT], Generic[_ClientT, _Item]):
         with self.stats.track():
             with upstream_errors(self.name):
                 params = self.params(messages, options)
+                sent = time.monotonic()
                 upstream: Upstream[Any] = await (self.open_wire(params) if fast else self.open_upstream(params))
+                upstream_responded(time.monotonic() - sent)  # for tracing: the upstream's time to first byte
                 try:
                     async for item in upstream:
                         for event in translator.feed(item):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     import httpx2
 
 __all__ = ["ANTHROPIC", "OPENAI", "SKIP", "STOP", "Convention", "WireUpstream", "open_wire"]
+
+log = logging.getLogger("tokenrelay.backends")
 
 # What a vendor's convention makes of one SSE event besides a dict: nothing, or the end of the answer.
 SKIP: Any = object()
@@ -129,9 +132,8 @@ def _json(sse: ServerSentEvent, provider: str) -> Any:
     try:
         return orjson.loads(sse.data)
     except orjson.JSONDecodeError:
-        raise BackendError(
-            "upstream_error", f"{provider}: the upstream sent an event that is not JSON: {sse.data[:200]!r}"
-        ) from None
+        log.warning("%s: the upstream sent an event that is not JSON: %r", provider, sse.data[:2000])
+        raise BackendError("upstream_error", f"{provider}: the upstream sent an event that is not JSON") from None
 
 
 def openai_item(sse: ServerSentEvent, response: httpx2.Response, provider: str) -> Any:

@@ -16,7 +16,8 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from tokenrelay.backends._errors import missing_extra
+from tokenrelay._extras import require
+from tokenrelay.backends._client_tools import ANTHROPIC_SUPPORTS, anthropic_params
 from tokenrelay.backends._openai import public_url
 from tokenrelay.backends._remote import TranslatingBackend, Upstream
 from tokenrelay.backends._tools import anthropic_turns, text_turn
@@ -234,6 +235,7 @@ class AnthropicBackend(TranslatingBackend["AsyncAnthropic", "RawMessageStreamEve
     """Streams ``/v1/messages`` from Anthropic (or ``base_url``, e.g. a gateway)."""
 
     name = "anthropic"
+    supports = ANTHROPIC_SUPPORTS
     translator = MessagesTranslator
     wire_translator = MessagesWireTranslator
 
@@ -251,10 +253,7 @@ class AnthropicBackend(TranslatingBackend["AsyncAnthropic", "RawMessageStreamEve
         max_retries: int = 2,
         fast_path: bool = True,
     ) -> None:
-        try:
-            import anthropic  # noqa: F401
-        except ImportError:
-            raise missing_extra("anthropic", "anthropic", "anthropic") from None
+        require("anthropic", "the anthropic backend", extra="anthropic")
         if not model:
             raise BackendError("bad_config", "--backend anthropic needs a model name: --model NAME")
         if base_url is not None and not base_url.startswith(("http://", "https://")):
@@ -309,6 +308,7 @@ class AnthropicBackend(TranslatingBackend["AsyncAnthropic", "RawMessageStreamEve
             temperature = self.temperature if options.temperature is None else options.temperature
             if temperature is not None and _takes_temperature():
                 params["temperature"] = min(temperature, 1.0)  # Anthropic's range is 0..1
+        params.update(anthropic_params(options.client_tools))
         return params
 
     async def open_upstream(self, params: dict[str, Any]) -> Upstream[RawMessageStreamEvent]:

@@ -10,7 +10,62 @@ from tokenrelay.errors import BackendError
 from tokenrelay.events import Event
 from tokenrelay.messages import Message, Role
 
-__all__ = ["Backend", "BackendError", "GenerateOptions", "Message", "NoSetup", "Role"]
+__all__ = [
+    "CLIENT_FIELDS",
+    "ApprovalDecision",
+    "Backend",
+    "BackendError",
+    "ClientTools",
+    "GenerateOptions",
+    "Message",
+    "NoSetup",
+    "Resumable",
+    "Role",
+    "Suspend",
+    "client_support",
+]
+
+
+CLIENT_FIELDS: frozenset[str] = frozenset(
+    {"tools", "tool_choice", "parallel_tool_calls", "response_format", "stop", "seed", "logprobs"}
+)
+"""The request fields of :class:`ClientTools`: a backend names in its ``supports`` the ones it passes to its model."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClientTools:
+    """A client's own tools and output controls, in OpenAI's Chat Completions shapes, validated; empty or ``None``
+    when not asked for. The model's calls of these tools come back as calls for the client to run.
+
+    ``tools`` are ``{"type": "function", "function": {"name", "description", "parameters", "strict"}}``;
+    ``tool_choice`` is "auto", "none", "required" or ``{"type": "function", "function": {"name": ...}}``;
+    ``response_format`` is ``{"type": "json_object"}`` or ``{"type": "json_schema", "json_schema": {...}}``.
+    """
+
+    tools: tuple[dict[str, Any], ...] = ()
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: dict[str, Any] | None = None
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+    def asked(self) -> list[str]:
+        """The fields set, by their request names (a ``response_format`` of type "text", the default, is none)."""
+        given = {
+            "tools": bool(self.tools),
+            "tool_choice": self.tool_choice is not None,
+            "parallel_tool_calls": self.parallel_tool_calls is not None,
+            "response_format": self.response_format is not None and self.response_format.get("type") != "text",
+            "stop": bool(self.stop),
+            "seed": self.seed is not None,
+        }
+        return [name for name, set_ in given.items() if set_]
+
+
+def client_support(backend: object) -> frozenset[str]:
+    """The :data:`CLIENT_FIELDS` a backend passes to its model (its ``supports``; none if it declares nothing)."""
+    supports: object = getattr(backend, "supports", frozenset())
+    return frozenset(supports) if isinstance(supports, frozenset | set) else frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +75,27 @@ class GenerateOptions:
     max_tokens: int | None = None
     temperature: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    client_tools: ClientTools | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Suspend:
+    """Yielded by a backend after its ``ToolApprovalRequest`` events, as its last item: stop here; ``state``
+    (opaque text, e.g. the Agents SDK's ``RunState`` as JSON) is what :meth:`Resumable.resume` goes on from.
+
+    Not an event: never stored in a run's log nor sent to a client.
+    """
+
+    state: str
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalDecision:
+    """A person's answer to the approval request of ``call_id``."""
+
+    call_id: str
+    approved: bool
+    reason: str | None = None
 
 
 @runtime_checkable
@@ -48,7 +124,9 @@ class Backend(Protocol):
 
     async def close(self) -> None: ...
 
-    def stream(self, messages: Sequence[Message], options: GenerateOptions) -> AsyncGenerator[Event, None]: ...
+    def stream(
+        self, messages: Sequence[Message], options: GenerateOptions
+    ) -> AsyncGenerator[Event | Suspend, None]: ...
 
     def describe(self) -> dict[str, Any]:
         """Facts for ``/api/health`` (model name, queue length...)."""
@@ -66,3 +144,15 @@ class NoSetup:
 
     async def close(self) -> None:
         return None
+
+
+@runtime_checkable
+class Resumable(Protocol):
+    """A backend that can go on with a generation it suspended (:class:`Suspend`).
+
+    ``resume`` runs each approved call (exactly once) and gives each denied one to the model as the tool's result
+    (e.g. "The user denied this tool call." and the reason), yielded as ``ToolCallResult(call_id, output=<that
+    text>, is_error=True)``; it may yield further approval requests and another ``Suspend``.
+    """
+
+    def resume(self, state: str, decisions: Sequence[ApprovalDecision]) -> AsyncGenerator[Event | Suspend, None]: ...

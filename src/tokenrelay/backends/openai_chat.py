@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Unpack
 
+from tokenrelay.backends._client_tools import CHAT_SUPPORTS, chat_params
 from tokenrelay.backends._openai import OpenAIBackendBase, OpenAIOptions, finish_reason
 from tokenrelay.backends._remote import Upstream
 from tokenrelay.backends._tools import chat_completion_messages
@@ -124,6 +125,7 @@ class OpenAIChatBackend(OpenAIBackendBase["ChatCompletionChunk"]):
     """Streams ``/chat/completions`` from ``base_url`` (default: OpenAI)."""
 
     api = "chat"
+    supports = CHAT_SUPPORTS
     translator = ChatTranslator
     wire_translator = ChatWireTranslator
 
@@ -146,6 +148,7 @@ class OpenAIChatBackend(OpenAIBackendBase["ChatCompletionChunk"]):
             params["temperature"] = temperature
         if self.include_usage:
             params["stream_options"] = {"include_usage": True}
+        params.update(chat_params(options.client_tools))
         return params
 
     async def open_upstream(self, params: dict[str, Any]) -> Upstream[ChatCompletionChunk]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from tokenrelay.backends._client_tools import RESPONSES_SUPPORTS, responses_params
 from tokenrelay.backends._errors import in_stream_error
 from tokenrelay.backends._openai import (
     OpenAIBackendBase,
@@ -143,6 +144,7 @@ class OpenAIResponsesBackend(OpenAIBackendBase["ResponseStreamEvent"]):
     """Streams ``/responses`` from ``base_url`` (default: OpenAI)."""
 
     api = "responses"
+    supports = RESPONSES_SUPPORTS
     translator = ResponsesTranslator
     wire_translator = ResponsesWireTranslator
 
@@ -156,6 +158,7 @@ class OpenAIResponsesBackend(OpenAIBackendBase["ResponseStreamEvent"]):
         temperature = self.temperature if options.temperature is None else options.temperature
         if temperature is not None:
             params["temperature"] = temperature
+        params.update(responses_params(options.client_tools))
         return params
 
     async def open_upstream(self, params: dict[str, Any]) -> Upstream[ResponseStreamEvent]:

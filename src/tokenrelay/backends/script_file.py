@@ -16,21 +16,22 @@ every message) or an object from a user message to its steps, with ``"*"`` for a
       "*": [{"type": "text-delta", "text": "Hello!"}, {"type": "finish", "reason": "stop"}]
     }
 
-A step is an event as :func:`tokenrelay.events.event_to_dict` writes it, ``{"pause": seconds}``, or
-``{"error": {"code", "message", "retryable"?}}``, raised as a :class:`BackendError`.
+A step is an event as :func:`tokenrelay.events.event_to_dict` writes it, ``{"pause": seconds}``,
+``{"error": {"code", "message", "retryable"?}}``, raised as a :class:`BackendError`, or ``{"approval": {"call_id",
+"name", "arguments"?, "output"?, "record"?}}``: a tool call that waits for a person's approval (see
+:class:`~tokenrelay.backends.scripted.Approval`; ``record`` is a file each approved call appends its id to).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from tokenrelay.backends._stats import StreamStats
-from tokenrelay.backends.base import BackendError, GenerateOptions, Message, NoSetup
-from tokenrelay.backends.scripted import Pause, ScriptStep
+from tokenrelay.backends.base import ApprovalDecision, BackendError, GenerateOptions, Message, NoSetup, Suspend
+from tokenrelay.backends.scripted import Approval, Pause, ScriptStep, play, resumed_steps
 from tokenrelay.events import Event, event_from_dict
 
 __all__ = ["ScriptFileBackend", "parse_steps"]
@@ -51,6 +52,8 @@ def parse_steps(raw: Any) -> list[ScriptStep]:
             if not isinstance(seconds, int | float) or seconds < 0:
                 raise ValueError(f"step {i}: pause must be a number of seconds >= 0")
             steps.append(Pause(float(seconds)))
+        elif "approval" in step:
+            steps.append(_approval(step["approval"], i))
         elif "error" in step:
             error = step["error"]
             if not isinstance(error, dict) or not isinstance(error.get("message"), str):
@@ -63,6 +66,15 @@ def parse_steps(raw: Any) -> list[ScriptStep]:
             except ValueError as exc:
                 raise ValueError(f"step {i}: {exc}") from None
     return steps
+
+
+def _approval(raw: Any, i: int) -> Approval:
+    if not isinstance(raw, dict) or not isinstance(raw.get("call_id"), str) or not isinstance(raw.get("name"), str):
+        raise ValueError(f"step {i}: approval must be an object with a call_id and a name")
+    fields = {k: raw[k] for k in ("arguments", "output", "record") if k in raw}
+    if not all(isinstance(v, str) for v in fields.values()):
+        raise ValueError(f"step {i}: approval's arguments, output and record must be strings")
+    return Approval(raw["call_id"], raw["name"], **fields)
 
 
 class ScriptFileBackend(NoSetup):
@@ -93,22 +105,27 @@ class ScriptFileBackend(NoSetup):
     def describe(self) -> dict[str, Any]:
         return {"scripts": sorted(self.scripts), **self.stats.as_dict()}
 
-    def _script(self, messages: Sequence[Message]) -> list[ScriptStep]:
+    def _script(self, messages: Sequence[Message]) -> str:
         last = next((m.content for m in reversed(messages) if m.role == "user"), "").strip()
-        script = self.scripts.get(last, self.scripts.get(ANY))
-        if script is None:
+        key = last if last in self.scripts else ANY
+        if key not in self.scripts:
             raise BackendError("no_script", f"no script for the message {last[:80]!r}")
-        return script
+        return key
 
-    async def stream(self, messages: Sequence[Message], options: GenerateOptions) -> AsyncGenerator[Event, None]:
+    async def stream(
+        self, messages: Sequence[Message], options: GenerateOptions
+    ) -> AsyncGenerator[Event | Suspend, None]:
+        key = self._script(messages)
         with self.stats.track():
-            for step in self._script(messages):
-                if isinstance(step, Pause):
-                    await asyncio.sleep(step.seconds)
-                elif isinstance(step, BackendError):
-                    # A fresh exception each time, so tracebacks do not pile up on the script's instance.
-                    raise BackendError(step.code, step.message, retryable=step.retryable)
-                elif isinstance(step, BaseException):
-                    raise step
-                else:
-                    yield step
+            async for item in play(self.scripts[key], 0, key):
+                yield item
+
+    async def resume(self, state: str, decisions: Sequence[ApprovalDecision]) -> AsyncGenerator[Event | Suspend, None]:
+        key, at, results = resumed_steps(state, decisions)
+        if key not in self.scripts:
+            raise BackendError("bad_state", f"no script {key[:80]!r} to go on with")
+        with self.stats.track():
+            for event in results:
+                yield event
+            async for item in play(self.scripts[key], at, key):
+                yield item

@@ -17,11 +17,14 @@ from tokenrelay.client.errors import (
     TokenrelayHTTPError,
 )
 from tokenrelay.client.events import (
+    ApprovalRequest,
+    ApprovalResponse,
     ChatResult,
     Delta,
     Done,
     Metadata,
     Other,
+    Paused,
     Reasoning,
     StreamError,
     StreamEvent,
@@ -35,6 +38,8 @@ from tokenrelay.client.stream import AsyncRunStream, RunStream
 from tokenrelay.client.sync import Client
 
 __all__ = [
+    "ApprovalRequest",
+    "ApprovalResponse",
     "AsyncClient",
     "AsyncRunStream",
     "ChatResult",
@@ -44,6 +49,7 @@ __all__ = [
     "IncompleteStreamError",
     "Metadata",
     "Other",
+    "Paused",
     "Reasoning",
     "Resume",
     "RunStream",

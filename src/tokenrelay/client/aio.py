@@ -52,6 +52,15 @@ class AsyncClient(Shell[httpx.AsyncClient, AsyncRunStream]):
         """Stop a run, wherever it runs; ``False`` if it was not running."""
         return core.cancelled(await self._send(core.cancel_request(run_id, user_id)))
 
+    async def approve(
+        self, run_id: str, call_id: str, approved: bool = True, *, reason: str | None = None, user_id: str | None = None
+    ) -> str:
+        """Answer the approval request of ``call_id`` (an :class:`~tokenrelay.client.events.ApprovalRequest`): the
+        run goes on once every call it waits for is answered. ``"recorded"``, ``"resumed"`` or ``"unchanged"`` (the
+        same answer was given already); :class:`TokenrelayHTTPError` 404 / 409 when there is no such call waiting /
+        it was answered otherwise."""
+        return core.approved(await self._send(core.approval_request(run_id, call_id, approved, reason, user_id)))
+
     async def health(self) -> dict[str, Any]:
         """The server's ``/api/health`` report."""
         return core.health(await self._send(core.HEALTH))

@@ -23,6 +23,8 @@ __all__ = [
     "Follower",
     "Request",
     "Resume",
+    "approval_request",
+    "approved",
     "cancel_request",
     "cancelled",
     "health",
@@ -296,6 +298,22 @@ HEALTH = Request("GET", "/api/health")
 def cancel_request(run_id: str, user_id: str | None) -> Request:
     """The request that stops a run, wherever it runs."""
     return Request("POST", f"/api/runs/{run_id}/cancel", params={"user_id": user_id} if user_id is not None else {})
+
+
+def approval_request(run_id: str, call_id: str, approved: bool, reason: str | None, user_id: str | None) -> Request:
+    """The request that answers a tool call the run waits for, on any instance."""
+    body: dict[str, Any] = {"tool_call_id": call_id, "approved": approved}
+    if reason is not None:
+        body["reason"] = reason
+    params = {"user_id": user_id} if user_id is not None else {}
+    return Request("POST", f"/api/runs/{run_id}/approvals", params=params, json=body)
+
+
+def approved(response: httpx.Response) -> str:
+    """What became of an answer: ``recorded``, ``resumed`` or ``unchanged``; the server's refusal raised."""
+    if response.status_code >= 400:
+        raise http_error(response, response.content)
+    return str(response.json().get("status", ""))
 
 
 def cancelled(response: httpx.Response) -> bool:

@@ -4,6 +4,8 @@ One class per frame the server sends (see :mod:`tokenrelay.protocols.seed`): the
 model's reasoning (:class:`Reasoning`), a tool call as it starts, its arguments as they stream and its result
 (:class:`ToolCall`, :class:`ToolCallDelta`, :class:`ToolResult`), out-of-band facts such as a queue position
 (:class:`Metadata`), a mid-stream failure (:class:`StreamError`) and the end (:class:`Done`, with the :class:`Usage`).
+A tool call that needs a person's approval is an :class:`ApprovalRequest`; the run then pauses (:class:`Paused`)
+until it is answered (``client.approve``), and the answer shows as an :class:`ApprovalResponse`.
 A frame of a later server this client does not know is an :class:`Other`, never an error: new frames can be added
 without breaking old clients.
 """
@@ -18,11 +20,14 @@ from typing import Any
 from tokenrelay.sse import ServerSentEvent
 
 __all__ = [
+    "ApprovalRequest",
+    "ApprovalResponse",
     "ChatResult",
     "Delta",
     "Done",
     "Metadata",
     "Other",
+    "Paused",
     "Reasoning",
     "StreamError",
     "StreamEvent",
@@ -128,6 +133,36 @@ class Done:
 
 
 @dataclass(frozen=True, slots=True)
+class ApprovalRequest:
+    """The model asked to call tool ``name`` with ``arguments`` (JSON text), a call that waits for a person's
+    approval: answer it with ``client.approve(run_id, call_id, approved)``."""
+
+    call_id: str
+    name: str
+    arguments: str
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalResponse:
+    """The approval request of ``call_id`` was answered (by whoever answered it)."""
+
+    call_id: str
+    approved: bool
+    reason: str | None
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Paused:
+    """The run waits for its approval requests to be answered, until ``expires_at`` (unix seconds). The stream stays
+    open and goes on when the run does."""
+
+    expires_at: float
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
 class Other:
     """A frame this client does not model (a newer server's): the decoded JSON."""
 
@@ -135,7 +170,20 @@ class Other:
     id: str
 
 
-StreamEvent = Delta | Reasoning | ToolCall | ToolCallDelta | ToolResult | Metadata | StreamError | Done | Other
+StreamEvent = (
+    Delta
+    | Reasoning
+    | ToolCall
+    | ToolCallDelta
+    | ToolResult
+    | Metadata
+    | StreamError
+    | Done
+    | ApprovalRequest
+    | ApprovalResponse
+    | Paused
+    | Other
+)
 
 
 @dataclass(slots=True)
@@ -164,6 +212,8 @@ class ChatResult:
     metadata: dict[str, Any] = field(default_factory=dict)
     """Every metadata frame's keys, the latest value winning."""
     saved: bool | None = None
+    approvals: list[ApprovalRequest] = field(default_factory=list)
+    """The approval requests of the answer, in order."""
 
     def add(self, event: StreamEvent) -> None:
         """Take one more event of the stream into the result."""
@@ -189,7 +239,9 @@ class ChatResult:
                 self.conversation_id = event.conversation_id
                 self.usage = event.usage
                 self.saved = event.saved
-            case Other():
+            case ApprovalRequest():
+                self.approvals.append(event)
+            case ApprovalResponse() | Paused() | Other():
                 pass
 
     def _call(self, call_id: str) -> ToolCallRecord:
@@ -239,6 +291,24 @@ def _tool_result(result: dict[str, Any], id: str) -> ToolResult:
     return ToolResult(str(result.get("id", "")), str(result.get("output", "")), bool(result.get("is_error")), id)
 
 
+def _approval_request(request: dict[str, Any], id: str) -> ApprovalRequest:
+    return ApprovalRequest(
+        str(request.get("id", "")), str(request.get("name", "")), str(request.get("arguments", "")), id
+    )
+
+
+def _approval(answer: dict[str, Any], id: str) -> ApprovalResponse:
+    reason = answer.get("reason")
+    return ApprovalResponse(
+        str(answer.get("id", "")), answer.get("approved") is True, reason if isinstance(reason, str) else None, id
+    )
+
+
+def _paused(paused: dict[str, Any], id: str) -> Paused:
+    expires_at = paused.get("expires_at")
+    return Paused(float(expires_at) if isinstance(expires_at, int | float) else 0.0, id)
+
+
 # The frames whose one key holds an object: that key, and how its object becomes an event.
 _OBJECT_FRAMES: dict[str, Callable[[dict[str, Any], str], StreamEvent]] = {
     "error": _error,
@@ -246,6 +316,9 @@ _OBJECT_FRAMES: dict[str, Callable[[dict[str, Any], str], StreamEvent]] = {
     "tool_call_delta": _tool_call_delta,
     "tool_result": _tool_result,
     "metadata": Metadata,
+    "approval_request": _approval_request,
+    "approval": _approval,
+    "paused": _paused,
 }
 
 

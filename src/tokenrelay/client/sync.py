@@ -44,6 +44,12 @@ class Client(Shell[httpx.Client, RunStream]):
         """Stop a run, wherever it runs; ``False`` if it was not running."""
         return core.cancelled(self._send(core.cancel_request(run_id, user_id)))
 
+    def approve(
+        self, run_id: str, call_id: str, approved: bool = True, *, reason: str | None = None, user_id: str | None = None
+    ) -> str:
+        """Answer a tool call the run waits for (see :meth:`AsyncClient.approve`)."""
+        return core.approved(self._send(core.approval_request(run_id, call_id, approved, reason, user_id)))
+
     def health(self) -> dict[str, Any]:
         """The server's ``/api/health`` report."""
         return core.health(self._send(core.HEALTH))

@@ -7,7 +7,9 @@ from tokenrelay.messages import Message, Part, Role
 
 __all__ = ["Conversation", "History", "MessageStatus", "StoredMessage", "title_for"]
 
-MessageStatus = Literal["complete", "cancelled", "failed"]
+MessageStatus = Literal["complete", "cancelled", "failed", "waiting"]
+"""``waiting``: the answer so far of a run paused for approvals (its last part a ``PausedPart``); the run's next
+answer takes its place."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,11 +69,17 @@ class History(Protocol):
         ...
 
     async def add(self, user_id: str, conversation_id: str, message: StoredMessage, *, create: bool = True) -> bool:
-        """Append a message, creating the conversation if it is new; whether it was written.
+        """Append a message, creating the conversation if it is new; whether it was written. An answer with a
+        ``run_id`` takes the place of that run's ``waiting`` answer (a run paused for approvals, now gone on).
 
         ``create=False`` appends only to a conversation that exists: an answer whose conversation was deleted
         while it ran is dropped (``False``) rather than bringing the conversation back.
         """
+        ...
+
+    async def paused_answer(self, user_id: str, run_id: str) -> tuple[str, StoredMessage] | None:
+        """The answer so far of the user's run ``run_id`` while it waits for approvals (status ``waiting``, its
+        last part a ``PausedPart``), with its conversation's id; ``None`` when there is none."""
         ...
 
     async def conversations(self, user_id: str, *, limit: int = 50) -> list[Conversation]:

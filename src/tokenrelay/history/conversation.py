@@ -18,11 +18,13 @@ Nothing here knows of HTTP or of backends: only the history, the messages and a 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Final, Protocol
 
+from tokenrelay.errors import StoreUnavailable
 from tokenrelay.events import ErrorEvent, FinishReason, UsageEvent
 from tokenrelay.history.base import History, MessageStatus, StoredMessage
 from tokenrelay.messages import (
@@ -30,6 +32,7 @@ from tokenrelay.messages import (
     FinishPart,
     Message,
     Part,
+    PausedPart,
     TextPart,
     ToolCallPart,
     ToolResultPart,
@@ -108,28 +111,89 @@ def _before_last_question(earlier: Sequence[StoredMessage], question: str) -> li
 
 
 class Conversations:
-    """The rules above, over a :class:`~tokenrelay.history.base.History`."""
+    """The rules above, over a :class:`~tokenrelay.history.base.History`.
+
+    A question is written without holding up its run (:meth:`ask` with ``new=True`` or not): the write is
+    submitted, the run starts at once, and the answer's save waits for the question's write first, so the history
+    keeps them in order. When that write fails, the answer is not saved (its save raises
+    :class:`~tokenrelay.errors.StoreUnavailable`: the run's done frame says ``"saved": false``), and from then on
+    each question waits for its write, so a history that cannot write refuses new runs (a 503) until a write
+    succeeds again.
+    """
 
     def __init__(self, history: History) -> None:
         self.history = history
+        # The last question written in each conversation while its write is going on, or once it has failed.
+        self._questions: dict[tuple[str, str], asyncio.Task[bool]] = {}
+        self._refusing = False  # a write failed: questions wait for their write (a 503 rather than a lost answer)
 
     async def ask(
-        self, user_id: str, conversation_id: str, question: str, *, regenerate: bool = False
+        self,
+        user_id: str,
+        conversation_id: str,
+        question: str,
+        *,
+        regenerate: bool = False,
+        new: bool = False,
     ) -> list[Message]:
         """Store ``question`` in the conversation and return what the model answers it from: the earlier turns, then
         the question.
 
         ``regenerate`` asks again instead of asking twice: when the last question is this same one, it is not
         stored a second time and the answers to it are left out of the context. The history keeps every answer
-        (it is a log); the context only ever carries the latest answer to each question.
+        (it is a log); the context only ever carries the latest answer to each question. ``new``: the conversation
+        was just made up by the server (no client knows it yet), so there is nothing to load.
         """
-        earlier = await self.history.load(user_id, conversation_id)
+        key = (user_id, conversation_id)
+        if new:
+            earlier: list[StoredMessage] = []
+        else:
+            await self._settled(key)  # an earlier question still being written is part of the context
+            earlier = await self.history.load(user_id, conversation_id)
         before = _before_last_question(earlier, question) if regenerate else None
         messages = context(earlier if before is None else before)
         messages.append(Message("user", question))
         if before is None:
-            await self.history.add(user_id, conversation_id, StoredMessage("user", question, created_at=time.time()))
+            stored = StoredMessage("user", question, created_at=time.time())
+            write = asyncio.ensure_future(self._write(self.history.add(user_id, conversation_id, stored)))
+            self._questions[key] = write
+            write.add_done_callback(lambda w: self._written(key, w))
+            if not self._refusing:
+                # One step, for the write to be submitted (in a SQL history's queue, where the conversation's next
+                # load waits for it; done, in memory) before the run starts: a question written then read sees itself.
+                await asyncio.sleep(0)
+            else:
+                try:
+                    await write  # StoreUnavailable: the run is refused, and nothing was written
+                except BaseException:
+                    self._forget(key, write)  # no run, so no answer to hold back
+                    raise
         return messages
+
+    async def _write(self, add: Awaitable[bool]) -> bool:
+        try:
+            written = await add
+        except Exception:
+            self._refusing = True
+            raise
+        self._refusing = False
+        return written
+
+    def _written(self, key: tuple[str, str], write: asyncio.Task[bool]) -> None:
+        # (The failure is retrieved here, so that it is not logged as unretrieved; the answer's save reads it.)
+        if write.cancelled() or write.exception() is None:
+            self._forget(key, write)
+
+    def _forget(self, key: tuple[str, str], write: asyncio.Task[bool]) -> None:
+        if self._questions.get(key) is write:
+            del self._questions[key]
+
+    async def _settled(self, key: tuple[str, str]) -> asyncio.Task[bool] | None:
+        """The conversation's last question write once it is done, if it is still going on or failed."""
+        write = self._questions.get(key)
+        if write is not None:
+            await asyncio.wait([write])
+        return write
 
     async def adopt(self, user_id: str, conversation_id: str, transcript: Sequence[Message]) -> None:
         """Make a client's ``transcript`` the conversation's history, when the server has none of it yet (a first
@@ -147,8 +211,15 @@ class Conversations:
         conversation was deleted meanwhile."""
         if is_stateless(outcome.extra):
             return
-        written = await self.history.add(
-            outcome.user_id, outcome.conversation_id, answer_message(outcome, time.time()), create=False
+        key = (outcome.user_id, outcome.conversation_id)
+        question = await self._settled(key)
+        if question is not None and not question.cancelled() and question.exception() is not None:
+            self._forget(key, question)
+            raise StoreUnavailable("the question could not be stored, so neither is its answer")
+        written = await self._write(  # (a failure here too: the next questions wait for their writes)
+            self.history.add(
+                outcome.user_id, outcome.conversation_id, answer_message(outcome, time.time()), create=False
+            )
         )
         if not written:
             log.info("run %s: its conversation was deleted; the answer is not saved", outcome.run_id)
@@ -157,6 +228,11 @@ class Conversations:
 def answer_message(outcome: Outcome, created_at: float) -> StoredMessage:
     """The message a run's outcome is saved as: its parts, then how it ended (usage, error, finish)."""
     said: list[Part] = list(outcome.parts) if outcome.parts else ([TextPart(outcome.text)] if outcome.text else [])
+    if said and isinstance(said[-1], PausedPart):
+        # Paused for approvals: the answer so far, and what it goes on from; no ending yet.
+        return StoredMessage(
+            "assistant", outcome.text, status="waiting", run_id=outcome.run_id, created_at=created_at, parts=tuple(said)
+        )
     if outcome.usage is not None:
         said.append(UsagePart(outcome.usage.input_tokens, outcome.usage.output_tokens))
     error = outcome.error

@@ -48,11 +48,24 @@ class MemoryHistory:
             conversation = self._conversations[key] = _Conversation(title, message.created_at, message.created_at)
         self._conversations.move_to_end(key)
         conversation.updated_at = max(conversation.updated_at, message.created_at)
+        if message.run_id is not None and message.role == "assistant":
+            # A paused run's answer so far gives way to what the run says next.
+            conversation.messages = [
+                m for m in conversation.messages if m.run_id != message.run_id or m.status != "waiting"
+            ]
         conversation.messages.append(message)
         del conversation.messages[: -self.max_messages]
         while len(self._conversations) > self.max_conversations:
             self._conversations.popitem(last=False)
         return True
+
+    async def paused_answer(self, user_id: str, run_id: str) -> tuple[str, StoredMessage] | None:
+        for (uid, cid), conversation in self._conversations.items():
+            if uid == user_id:
+                for m in reversed(conversation.messages):
+                    if m.run_id == run_id and m.status == "waiting":
+                        return cid, m
+        return None
 
     async def conversations(self, user_id: str, *, limit: int = 50) -> list[Conversation]:
         mine = [

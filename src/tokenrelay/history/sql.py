@@ -21,9 +21,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -51,12 +52,17 @@ try:
     from sqlalchemy.engine import Connection, make_url
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
-    raise ImportError("the SQL history needs SQLAlchemy: pip install 'tokenrelay[sql]'") from exc
+    # A dependency of tokenrelay itself, not an extra: the installation is incomplete.
+    raise ImportError(f"the SQL history needs SQLAlchemy ({exc}): pip install --force-reinstall tokenrelay") from exc
 
+from tokenrelay._extras import missing_extra
 from tokenrelay.errors import StoreUnavailable
 from tokenrelay.history.base import Conversation, MessageStatus, StoredMessage, title_for
-from tokenrelay.history.batch import UNREACHABLE, WriteBatcher
-from tokenrelay.history.codec import decode_parts, decode_text, encode_parts, encode_text, storable
+from tokenrelay.history.batch import UNREACHABLE, ReadBatcher, WriteBatcher
+from tokenrelay.history.codec import encode_parts, encode_text, storable
+from tokenrelay.history.sql_reads import load_many
+from tokenrelay.history.sql_reads import stored as _stored
+from tokenrelay.history.sql_reads import timestamp as _ts
 
 __all__ = ["SQLHistory", "conversations", "messages", "metadata", "normalize_url"]
 
@@ -95,6 +101,7 @@ messages = Table(
         name="fk_messages_conversation",
     ),
     Index("ix_messages_conversation", "user_id", "conversation_id", "id"),
+    Index("ix_messages_user_run", "user_id", "run_id"),
 )
 
 _MIGRATIONS = "tokenrelay.history:migrations"
@@ -113,6 +120,15 @@ def normalize_url(url: str) -> str:
 _MIGRATION_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
 
 
+def _engine(url: str, connect_args: dict[str, Any]) -> AsyncEngine:
+    try:
+        return create_async_engine(url, connect_args=connect_args, pool_pre_ping=True)
+    except ImportError as exc:  # SQLAlchemy imports the URL's driver here
+        if exc.name == "asyncpg":
+            raise missing_extra("a postgresql:// history (--database-url)", "asyncpg", "postgres", cause=exc) from None
+        raise
+
+
 def _migration_lock() -> asyncio.Lock:
     loop = asyncio.get_running_loop()
     lock = _MIGRATION_LOCKS.get(loop)
@@ -123,11 +139,6 @@ def _migration_lock() -> asyncio.Lock:
 
 def _when(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
-
-
-def _ts(value: datetime) -> float:
-    # SQLite hands back naive datetimes; everything stored here is UTC.
-    return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,20 +176,6 @@ def _message_row(add: _Add) -> dict[str, Any]:
         "output_tokens": message.output_tokens,
         "created_at": _when(message.created_at),
     }
-
-
-def _stored(row: Any) -> StoredMessage:
-    content = decode_text(row.content, row.encoding)
-    return StoredMessage(
-        role=row.role,
-        content=content,
-        status=row.status,
-        run_id=row.run_id,
-        created_at=_ts(row.created_at),
-        error_code=row.error_code,
-        output_tokens=row.output_tokens,
-        parts=decode_parts(row.parts, content),
-    )
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -232,10 +229,13 @@ class SQLHistory:
             connect_args["server_settings"] = {"search_path": schema}
         if self.dialect == "sqlite" and parsed.database and parsed.database != ":memory:":
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        self.engine = engine or create_async_engine(self.url, connect_args=connect_args, pool_pre_ping=True)
+        self.engine = engine or _engine(self.url, connect_args)
         if self.dialect == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
-        self._writes: WriteBatcher[_Add] = WriteBatcher(self.engine, self._write)
+        self._writes: WriteBatcher[_Add] = WriteBatcher(
+            self.engine, self._write, key=attrgetter("user_id", "conversation_id")
+        )
+        self._reads: ReadBatcher[tuple[str, str], list[StoredMessage]] = ReadBatcher(self.engine, self._read)
         self._write_failed = False  # the last write found the database unwritable: check() then tries a write
 
     async def check(self) -> None:
@@ -267,19 +267,13 @@ class SQLHistory:
         await self.engine.dispose()
 
     async def load(self, user_id: str, conversation_id: str) -> list[StoredMessage]:
-        m = messages.c
-        query = (
-            select(
-                m.role, m.content, m.status, m.run_id, m.created_at, m.error_code, m.output_tokens, m.parts, m.encoding
-            )
-            .where(m.user_id == user_id, m.conversation_id == conversation_id)
-            .order_by(m.id.desc())
-            .limit(self.max_messages)
-        )
+        key = (user_id, conversation_id)  # after its writes already submitted, with the loads of the moment
+        await self._writes.settled(key)
         with _reachable():
-            async with self.engine.connect() as conn:
-                rows = (await conn.execute(query)).all()
-        return [_stored(row) for row in reversed(rows)]
+            return await self._reads.load(key)
+
+    async def _read(self, conn: AsyncConnection, keys: Sequence[tuple[str, str]]) -> list[list[StoredMessage]]:
+        return await load_many(conn, messages, keys, self.max_messages)
 
     async def add(self, user_id: str, conversation_id: str, message: StoredMessage, *, create: bool = True) -> bool:
         # Batched with the writes waiting at the same moment (history.batch): one commit for a burst of runs.
@@ -318,6 +312,15 @@ class SQLHistory:
         )
         written = [(a.user_id, a.conversation_id) in present for a in adds]
         rows = [_message_row(a) for a, ok in zip(adds, written, strict=True) if ok]
+        answers = [(r["user_id"], r["conversation_id"], r["run_id"]) for r in rows if r["run_id"] is not None]
+        if answers:
+            # A paused run's answer so far gives way to what the run says next (in the same transaction).
+            m = messages.c
+            await conn.execute(
+                delete(messages).where(
+                    tuple_(m.user_id, m.conversation_id, m.run_id).in_(sorted(set(answers))), m.status == "waiting"
+                )
+            )
         if rows:
             await conn.execute(messages.insert(), rows)
         return written
@@ -335,6 +338,30 @@ class SQLHistory:
             .returning(c.user_id, c.id)
         )
         return {(row.user_id, row.id) for row in touched}
+
+    async def paused_answer(self, user_id: str, run_id: str) -> tuple[str, StoredMessage] | None:
+        m = messages.c
+        query = (
+            select(
+                m.conversation_id,
+                m.role,
+                m.content,
+                m.status,
+                m.run_id,
+                m.created_at,
+                m.error_code,
+                m.output_tokens,
+                m.parts,
+                m.encoding,
+            )
+            .where(m.user_id == user_id, m.run_id == run_id, m.status == "waiting")
+            .order_by(m.id.desc())
+            .limit(1)
+        )
+        with _reachable():
+            async with self.engine.connect() as conn:
+                row = (await conn.execute(query)).first()
+        return (row.conversation_id, _stored(row)) if row is not None else None
 
     async def conversations(self, user_id: str, *, limit: int = 50) -> list[Conversation]:
         c = conversations.c

@@ -12,6 +12,10 @@ the ``ai`` package's ``uiMessageChunkSchema``:
   never tries to run them; the model's next turn after a tool result is a new step;
 - ``finish-step`` and ``finish`` (``finishReason``) close a completed answer, ``error`` (``errorText``) reports a
   failure, and a cancelled run ends with ``abort``.
+- a call that needs a person's approval is ``tool-approval-request`` (``approvalId`` is the call id) after its
+  settled input; the run's pause then ends the response (``finish-step``, ``finish`` with ``tool-calls``): useChat is
+  turn-based, and its next request (``addToolApprovalResponse``) gets the continuation, which starts the same
+  message again (``start``, ``start-step``). A denied call's result is ``tool-output-denied``.
 
 Frames carry the run's sequence ids (``id:``) like every tokenrelay stream: the last frame written for an event
 carries its id, so resuming after it is exact. Part ids are counters (``text-1``, ``reasoning-2``), not sequence
@@ -37,7 +41,10 @@ from tokenrelay import sse
 from tokenrelay.events import (
     Event,
     FinishReason,
+    RunPaused,
     StoredEvent,
+    ToolApprovalRequest,
+    ToolApprovalResponse,
     ToolCallArgsDelta,
     ToolCallResult,
     ToolCallStart,
@@ -75,10 +82,14 @@ class AISDKEncoder:
     """One connection's UI message stream. Stateful: it tracks the open text, reasoning and tool-call parts."""
 
     sse_retry: ClassVar[bool] = True
+    ends_at_pause: ClassVar[bool] = True
 
     def __init__(self, ctx: StreamContext) -> None:
         self._ctx = ctx
         self._started = False
+        self._paused = False  # the last event was the run's pause: what follows is a new response's
+        self._awaiting: set[str] = set()  # calls whose approval was asked for (the client holds their part)
+        self._denied: set[str] = set()
         self._ended = False
         self._parts = 0
         self._text: bytes | None = None  # the open text part's id, JSON-encoded
@@ -114,7 +125,10 @@ class AISDKEncoder:
             self._event(item.event)
         self._out.clear()
         self._reopen = {part for part in (self._text, self._reasoning) if part is not None}
-        self._reopen_calls = set(self._tool_names)  # the calls still waiting for their result
+        self._reopen_calls = set(self._tool_names) - self._awaiting  # the calls still waiting for their result
+        if self._paused:
+            # The continuation of a paused run: a response of its own, for the message the client holds.
+            self._started = self._ended = self._paused = False
 
     def encode(self, batch: Sequence[StoredEvent]) -> bytes:
         frames: list[bytes] = []
@@ -159,7 +173,34 @@ class AISDKEncoder:
             case "finish":
                 self._finish(event.reason)
             case _:
+                self._approval(event)
+
+    def _approval(self, event: ToolApprovalRequest | ToolApprovalResponse | RunPaused) -> None:
+        match event.type:
+            case "tool-approval-request":
+                self._approval_request(event)
+            case "tool-approval-response":
+                if not event.approved:
+                    self._denied.add(event.call_id)
+            case "paused":
+                self._finish("tool_calls")
+                self._paused = True
+            case _:
                 assert_never(event)
+
+    def _approval_request(self, event: ToolApprovalRequest) -> None:
+        call_id = event.call_id
+        if call_id in self._pending_inputs:
+            self._input_available(call_id)
+        elif call_id not in self._tool_names:  # asked for without streaming the call first: the call, whole
+            self._tool_call_start(ToolCallStart(call_id, event.name))
+            self._pending_inputs[call_id].append(event.arguments)
+            self._input_available(call_id)
+        elif call_id in self._reopen_calls:
+            self._reopen_calls.discard(call_id)
+            self._out.append(self._inputs[call_id])
+        self._awaiting.add(call_id)
+        self._out.append(_json({"type": "tool-approval-request", "approvalId": call_id, "toolCallId": call_id}))
 
     def _reasoning_delta(self, text: str) -> None:
         if self._reasoning is None:
@@ -208,11 +249,14 @@ class AISDKEncoder:
             self._out.append(self._inputs[event.call_id])
         if self._tool_names.pop(event.call_id, None) is not None:
             self._inputs.pop(event.call_id, None)
-            chunk = (
-                {"type": "tool-output-error", "toolCallId": event.call_id, "errorText": event.output}
-                if event.is_error
-                else {"type": "tool-output-available", "toolCallId": event.call_id, "output": event.output}
-            )
+            self._awaiting.discard(event.call_id)
+            chunk: dict[str, Any]
+            if event.call_id in self._denied:
+                chunk = {"type": "tool-output-denied", "toolCallId": event.call_id}
+            elif event.is_error:
+                chunk = {"type": "tool-output-error", "toolCallId": event.call_id, "errorText": event.output}
+            else:
+                chunk = {"type": "tool-output-available", "toolCallId": event.call_id, "output": event.output}
             self._out.append(_json({**chunk, "providerExecuted": True}))
             self._step_done = True
 

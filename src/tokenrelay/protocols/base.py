@@ -8,7 +8,7 @@ from typing import ClassVar, Protocol
 
 from tokenrelay.events import StoredEvent
 
-__all__ = ["Encoder", "StreamContext", "WireProtocol"]
+__all__ = ["Encoder", "StreamContext", "WireProtocol", "ends_at_pause"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,7 +22,9 @@ class Encoder(Protocol):
     """Turns one connection's events into bytes. Stateful (one per connection), pure (no I/O).
 
     ``sse_retry`` says whether the stream's first write may carry an SSE ``retry:`` hint (clients that are not
-    EventSource-like, such as OpenAI's, reject fields they do not know).
+    EventSource-like, such as OpenAI's, reject fields they do not know). An encoder may also say
+    ``ends_at_pause = True`` (a class attribute; :func:`ends_at_pause` reads it, ``False`` when absent): its response
+    ends at a ``RunPaused`` (turn-based clients: AI SDK, OpenAI) instead of staying open until the run goes on.
     """
 
     sse_retry: ClassVar[bool]
@@ -42,6 +44,11 @@ class Encoder(Protocol):
         frames): the client already has them. Encoders whose frames depend on earlier events (AI SDK part ids,
         OpenAI tool call indexes, the seed's usage) keep what they need."""
         ...
+
+
+def ends_at_pause(encoder: Encoder) -> bool:
+    """Whether ``encoder``'s response ends when the run pauses for an approval (see :class:`Encoder`)."""
+    return bool(getattr(encoder, "ends_at_pause", False))
 
 
 class WireProtocol(Protocol):

@@ -12,7 +12,14 @@ A run that did not finish has no ``finish_reason`` in OpenAI's vocabulary ("stop
 non-streaming request for it is refused with that error.
 
 Tool results have no place in a Chat Completions response (there the client runs the tools), so the calls a backend
-runs itself show as ``tool_calls`` and their results are left out.
+runs itself show as ``tool_calls`` and their results are left out — unless the encoder (or builder) is made with
+``client_calls_only``, as ``/v1/chat/completions`` makes it: then ``tool_calls`` are only the calls the client is to
+run, and a call the backend answered itself (a ``tool-call-result``) is left out with its result. The stream holds
+each call until the turn ends or its result comes, and sends the unanswered ones whole before the last chunk.
+
+A run that pauses for a person's approval ends the turn there: the pending calls as ``tool_calls`` (the ones not
+streamed yet, whole) and ``finish_reason`` ``"tool_calls"``; the approval itself goes through
+``POST /api/runs/{run_id}/approvals``.
 """
 
 from __future__ import annotations
@@ -27,8 +34,12 @@ from tokenrelay.events import (
     ErrorEvent,
     Event,
     FinishReason,
+    RunPaused,
     StoredEvent,
+    ToolApprovalRequest,
+    ToolApprovalResponse,
     ToolCallArgsDelta,
+    ToolCallResult,
     ToolCallStart,
     UsageEvent,
 )
@@ -96,11 +107,19 @@ class OpenAIChatEncoder:
     # No SSE "retry:" hint on these streams: the openai client's decoder takes that lone field for an event with
     # empty data, and fails to parse it as JSON.
     sse_retry: ClassVar[bool] = False
+    ends_at_pause: ClassVar[bool] = True
 
     def __init__(
-        self, ctx: StreamContext, *, model: str, include_usage: bool = False, created: int | None = None
+        self,
+        ctx: StreamContext,
+        *,
+        model: str,
+        include_usage: bool = False,
+        created: int | None = None,
+        client_calls_only: bool = False,
     ) -> None:
         self._include_usage = include_usage
+        self._held: dict[str, tuple[str, list[str]]] | None = {} if client_calls_only else None
         head = {
             "id": completion_id(ctx.run_id),
             "object": "chat.completion.chunk",
@@ -151,10 +170,8 @@ class OpenAIChatEncoder:
                 return self._chunk(b'{"content":%s}' % _json(event.text))
             case "reasoning-delta":
                 return self._chunk(b'{"reasoning_content":%s}' % _json(event.text))
-            case "tool-call-start":
-                return self._tool_call_start(event)
-            case "tool-call-args-delta":
-                return self._tool_call_args(event)
+            case "tool-call-start" | "tool-call-args-delta" | "tool-call-result":
+                return self._tool_call(event)
             case "usage":
                 self._usage = event
                 return b""
@@ -164,14 +181,58 @@ class OpenAIChatEncoder:
             case "finish":
                 self._ended = True
                 name = finish_reason(event.reason)
-                return self._finish(name) if name is not None else self._unfinished(event.reason)
-            case "tool-call-result" | "metadata":
+                return self._held_calls() + self._finish(name) if name is not None else self._unfinished(event.reason)
+            case "tool-approval-request":
+                return self._approval_request(event)
+            case "paused":
+                self._ended = True
+                return self._held_calls() + self._finish("tool_calls")
+            case "metadata" | "tool-approval-response":
                 # Not part of a Chat Completions stream: see the module's docstring.
                 return b""
             case _:
                 assert_never(event)
 
+    def _approval_request(self, event: ToolApprovalRequest) -> bytes:
+        if self._held is not None:
+            self._held.pop(event.call_id, None)  # sent now, whole
+        if event.call_id in self._tool_index:
+            return b""  # streamed already
+        index = self._tool_index[event.call_id] = len(self._tool_index)
+        function = {"name": event.name, "arguments": event.arguments}
+        call = {"index": index, "id": event.call_id, "type": "function", "function": function}
+        return self._chunk(b'{"tool_calls":[%s]}' % _json(call))
+
+    def _tool_call(self, event: ToolCallStart | ToolCallArgsDelta | ToolCallResult) -> bytes:
+        match event.type:
+            case "tool-call-start":
+                return self._tool_call_start(event)
+            case "tool-call-args-delta":
+                return self._tool_call_args(event)
+            case "tool-call-result":
+                if self._held is not None:
+                    self._held.pop(event.call_id, None)  # the backend ran it: not the client's to run
+                return b""
+            case _:
+                assert_never(event)
+
+    def _held_calls(self) -> bytes:
+        """The calls held back that no result answered, each whole, as the turn ends."""
+        if not self._held:
+            return b""
+        frames = []
+        for call_id, (name, arguments) in self._held.items():
+            index = self._tool_index[call_id] = len(self._tool_index)
+            function = {"name": name, "arguments": "".join(arguments)}
+            call = {"index": index, "id": call_id, "type": "function", "function": function}
+            frames.append(self._chunk(b'{"tool_calls":[%s]}' % _json(call)))
+        self._held = {}
+        return b"".join(frames)
+
     def _tool_call_start(self, event: ToolCallStart) -> bytes:
+        if self._held is not None:
+            self._held[event.call_id] = (event.name, [])
+            return b""
         index = self._tool_index[event.call_id] = len(self._tool_index)
         call = {
             "index": index,
@@ -182,6 +243,10 @@ class OpenAIChatEncoder:
         return self._chunk(b'{"tool_calls":[%s]}' % _json(call))
 
     def _tool_call_args(self, event: ToolCallArgsDelta) -> bytes:
+        if self._held is not None:
+            if event.call_id in self._held:
+                self._held[event.call_id][1].append(event.delta)
+            return b""
         if event.call_id not in self._tool_index:
             return b""
         call = {"index": self._tool_index[event.call_id], "function": {"arguments": event.delta}}
@@ -207,7 +272,10 @@ class OpenAIChatEncoder:
 class CompletionBuilder:
     """Folds a run's events into one ``chat.completion`` (the non-streaming response)."""
 
-    def __init__(self, ctx: StreamContext, *, model: str, created: int | None = None) -> None:
+    def __init__(
+        self, ctx: StreamContext, *, model: str, created: int | None = None, client_calls_only: bool = False
+    ) -> None:
+        self._client_calls_only = client_calls_only
         self._id = completion_id(ctx.run_id)
         self._model = model
         self._created = created if created is not None else int(time.time())
@@ -217,6 +285,7 @@ class CompletionBuilder:
         self._usage: UsageEvent | None = None
         self.error: ErrorEvent | None = None
         self.reason: FinishReason | None = None
+        self.paused = False  # the run paused for an approval: the completion ends there
 
     def add(self, event: Event) -> None:
         match event.type:
@@ -224,11 +293,8 @@ class CompletionBuilder:
                 self._text.append(event.text)
             case "reasoning-delta":
                 self._reasoning.append(event.text)
-            case "tool-call-start":
-                self._calls[event.call_id] = (event.name, [])
-            case "tool-call-args-delta":
-                if event.call_id in self._calls:
-                    self._calls[event.call_id][1].append(event.delta)
+            case "tool-call-start" | "tool-call-args-delta" | "tool-call-result":
+                self._tool_call(event)
             case "usage":
                 self._usage = event
             case "error":
@@ -237,8 +303,34 @@ class CompletionBuilder:
                 self.reason = event.reason
                 if finish_reason(event.reason) is None:
                     self.error = self.error or _unfinished(event.reason)  # refused, never a completion
-            case "tool-call-result" | "metadata":
-                pass  # a completion's message has no place for them (the client runs the tools)
+            case "metadata":
+                pass  # a completion's message has no place for it
+            case _:
+                self._approval(event)
+
+    def _tool_call(self, event: ToolCallStart | ToolCallArgsDelta | ToolCallResult) -> None:
+        match event.type:
+            case "tool-call-start":
+                self._calls[event.call_id] = (event.name, [])
+            case "tool-call-args-delta":
+                if event.call_id in self._calls:
+                    self._calls[event.call_id][1].append(event.delta)
+            case "tool-call-result":
+                if self._client_calls_only:
+                    self._calls.pop(event.call_id, None)  # the backend ran it: not the client's to run
+            case _:
+                assert_never(event)
+
+    def _approval(self, event: ToolApprovalRequest | ToolApprovalResponse | RunPaused) -> None:
+        match event.type:
+            case "tool-approval-request":
+                if event.call_id not in self._calls:
+                    self._calls[event.call_id] = (event.name, [event.arguments])
+            case "paused":
+                self.reason = "tool_calls"  # the turn ends at the calls waiting for approval
+                self.paused = True
+            case "tool-approval-response":
+                pass
             case _:
                 assert_never(event)
 

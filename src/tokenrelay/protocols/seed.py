@@ -12,7 +12,15 @@ from json.encoder import encode_basestring_ascii
 from typing import Any, ClassVar, assert_never
 
 from tokenrelay import sse
-from tokenrelay.events import ErrorEvent, FinishEvent, StoredEvent, UsageEvent
+from tokenrelay.events import (
+    ErrorEvent,
+    FinishEvent,
+    RunPaused,
+    StoredEvent,
+    ToolApprovalRequest,
+    ToolApprovalResponse,
+    UsageEvent,
+)
 from tokenrelay.protocols.base import StreamContext
 
 __all__ = ["SeedEncoder", "SeedProtocol", "seed_frame"]
@@ -37,9 +45,24 @@ def _error(event: ErrorEvent) -> dict[str, Any]:
     return {"error": error}
 
 
+def _approval(event: ToolApprovalRequest | ToolApprovalResponse | RunPaused) -> dict[str, Any]:
+    match event.type:
+        case "tool-approval-request":
+            return {"approval_request": {"id": event.call_id, "name": event.name, "arguments": event.arguments}}
+        case "tool-approval-response":
+            return {"approval": {"id": event.call_id, "approved": event.approved, "reason": event.reason}}
+        case "paused":
+            return {"paused": {"expires_at": event.expires_at}}
+        case _:
+            assert_never(event)
+
+
 class SeedEncoder:
+    """The seed's frames. A paused run's stream stays open (heartbeats) and goes on when the run is resumed."""
+
     __slots__ = ("_ctx", "_usage")
     sse_retry: ClassVar[bool] = True
+    ends_at_pause: ClassVar[bool] = False
 
     def __init__(self, ctx: StreamContext) -> None:
         self._ctx = ctx
@@ -86,7 +109,7 @@ class SeedEncoder:
                 case "metadata":
                     out.append(seed_frame(item.seq, {"metadata": event.data}))
                 case _:
-                    assert_never(event)
+                    out.append(seed_frame(item.seq, _approval(event)))
         return b"".join(out)
 
     def _done(self, event: FinishEvent) -> dict[str, Any]:

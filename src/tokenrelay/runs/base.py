@@ -7,7 +7,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from tokenrelay.events import ErrorEvent, Event, FinishEvent, FinishReason, TextDelta, UsageEvent
+from tokenrelay.events import (
+    ErrorEvent,
+    Event,
+    FinishEvent,
+    FinishReason,
+    RunPaused,
+    TextDelta,
+    ToolApprovalRequest,
+    UsageEvent,
+)
 from tokenrelay.messages import Part, answer_parts
 from tokenrelay.stores.base import RunInfo
 
@@ -62,6 +71,8 @@ class Transcript:
     finished: bool = False  # the backend sent its finish event; nothing after it counts
     # The other events the parts are built from, each with how many texts came before it (text stays a plain list).
     marks: list[tuple[int, Event]] = field(default_factory=list)
+    # The approval requests since the last pause: what a Suspend from the backend leaves waiting.
+    requests: list[ToolApprovalRequest] = field(default_factory=list)
 
     @classmethod
     def of_log(cls, events: Iterable[Event]) -> Transcript:
@@ -95,7 +106,11 @@ class Transcript:
             self.usage = event
         elif isinstance(event, ErrorEvent):
             self.error = event
+        elif isinstance(event, RunPaused):
+            self.requests.clear()  # answered, all of them, before the run went on
         else:
+            if isinstance(event, ToolApprovalRequest):
+                self.requests.append(event)
             self.marks.append((len(self.texts), event))
 
     def backend_ended(self) -> None:

@@ -5,6 +5,11 @@ append is tried again with backoff for ``append_retry_s`` seconds (a Redis stall
 ended here: its answer so far is saved, the store is given the ending if it takes it, and this instance's viewers
 are handed the ending either way (:attr:`~tokenrelay.runs.state.Run.ending`). Saving the answer is bounded by
 ``save_timeout_s``; when it fails the finish event says so (``saved=False``).
+
+A backend that yields a :class:`~tokenrelay.backends.base.Suspend` after its approval requests pauses the run: the
+store appends the pause and keeps the suspension (the run is ``waiting``, owned by nobody), the answer so far is
+saved with it (a :class:`~tokenrelay.messages.PausedPart` last), and the task ends with no finish event and nothing
+held. :meth:`Driver.resume` goes on with the same run, on whichever instance won the last answer.
 """
 
 from __future__ import annotations
@@ -12,15 +17,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable, MutableMapping, Sequence
 
-from tokenrelay.backends.base import Backend, GenerateOptions
+from tokenrelay.backends.base import ApprovalDecision, Backend, GenerateOptions, Resumable, Suspend
 from tokenrelay.errors import BackendError, RunClosedError, RunFinishedError, RunNotFound, StoreUnavailable
-from tokenrelay.events import ErrorEvent, Event, FinishEvent, TextDelta
-from tokenrelay.messages import Message
+from tokenrelay.events import ErrorEvent, Event, FinishEvent, StoredEvent, TextDelta
+from tokenrelay.messages import Message, PausedPart
 from tokenrelay.runs.base import RunOutcome, Transcript
 from tokenrelay.runs.state import Run
-from tokenrelay.stores.base import RunStore
+from tokenrelay.stores.base import RunStore, Suspension
 
 __all__ = ["Driver", "StoreFailed"]
 
@@ -29,6 +35,9 @@ log = logging.getLogger("tokenrelay.runs")
 _FIRST_DELAY_S = 0.05
 _MAX_DELAY_S = 1.0
 _ATTEMPT_TIMEOUT_S = 5.0  # one append that does not return in this long counts as failed
+_SUSPEND_TIMEOUT_S = 15.0  # the store's pause (its events written first) in this long, or the run fails
+
+Opener = Callable[[], AsyncGenerator[Event | Suspend, None]]
 
 
 class StoreFailed(Exception):
@@ -58,8 +67,10 @@ class Driver:
         on_finish: Callable[[RunOutcome], Awaitable[None]] | None,
         append_retry_s: float,
         save_timeout_s: float,
+        approval_expiry_s: float = 24 * 3600.0,
     ) -> None:
         self.backend = backend
+        self.approval_expiry_s = approval_expiry_s
         self.store = store
         self.on_finish = on_finish
         self.append_retry_s = append_retry_s
@@ -70,11 +81,71 @@ class Driver:
 
     async def drive(self, run: Run, messages: list[Message], options: GenerateOptions) -> None:
         """The run's task: the backend's events into the store, then the run's end, recorded whatever happens."""
-        transcript = Transcript()
+        await self._go(run, lambda: self.backend.stream(messages, options), Transcript())
+
+    async def resume(self, run: Run, suspension: Suspension, decisions: Sequence[ApprovalDecision]) -> None:
+        """A paused run's task once its approvals are all answered: the backend goes on from the suspension's
+        state, under the run's next ids; the answer saved at the end is the whole of it, pause included."""
+        backend = self.backend
         try:
-            await self._pump(run, messages, options, transcript)
+            earlier = await self._log(run.info.run_id)
+        except Exception:
+            log.exception("run %s: its log could not be read to resume it", run.info.run_id)
+            earlier = []
+        transcript = Transcript.of_log(item.event for item in earlier)
+
+        def opener() -> AsyncGenerator[Event | Suspend, None]:
+            if not isinstance(backend, Resumable) or suspension.backend != backend.name:
+                message = f"backend {backend.name!r} cannot go on with a run paused by {suspension.backend!r}"
+                raise BackendError("cannot_resume", message)
+            return backend.resume(suspension.state, decisions)
+
+        await self._go(run, opener, transcript)
+
+    async def _log(self, run_id: str) -> list[StoredEvent]:
+        out: list[StoredEvent] = []
+        while batch := await self.store.read(run_id, out[-1].seq if out else 0, 0):
+            out.extend(batch)
+        return out
+
+    async def _go(self, run: Run, opener: Opener, transcript: Transcript) -> None:
+        suspended: Suspend | None = None
+        try:
+            suspended = await self._pump(run, opener, transcript)
         finally:
-            await self._record_end(run, transcript)
+            if suspended is None or not await self._pause(run, transcript, suspended):
+                await self._record_end(run, transcript)
+
+    async def _pause(self, run: Run, transcript: Transcript, suspend: Suspend) -> bool:
+        """Park the run in the store and its answer so far in history; ``False`` when it could not be (the run
+        then ends with the error, recorded by the caller)."""
+        run.finishing()
+        run_id = run.info.run_id
+        if not transcript.requests or transcript.finished:
+            message = "the backend paused with no tool call waiting for approval"
+            await self._fail(run, transcript, ErrorEvent("internal_error", message, False))
+            return False
+        expires_at = time.time() + self.approval_expiry_s
+        suspension = Suspension(suspend.state, self.backend.name, expires_at, tuple(transcript.requests))
+        try:
+            async with asyncio.timeout(_SUSPEND_TIMEOUT_S):
+                seq = await self.store.suspend(run_id, suspension)
+        except Exception as exc:
+            log.error("run %s: the store would not keep its pause (%r); ending it", run_id, exc)
+            message = f"the run could not be paused for approval ({type(exc).__name__})"
+            await self._fail(run, transcript, ErrorEvent("store_unavailable", message, True, 1.0))
+            return False
+        try:
+            outcome = transcript.outcome(run.info)
+            outcome.parts = (*outcome.parts, PausedPart(suspend.state, self.backend.name, expires_at, seq))
+            await self.report(outcome)
+        finally:
+            run.info.status = "waiting"
+            self._runs.pop(run_id, None)
+            run.watch.ended(transcript, lost=False, paused=True)
+            run.end()
+        log.info("run %s: paused for %d approval(s)", run_id, len(suspension.calls))
+        return True
 
     async def report(self, outcome: RunOutcome) -> bool:
         """Hand ``outcome`` to ``on_finish`` (bounded by ``save_timeout_s``); whether it was saved."""
@@ -91,30 +162,21 @@ class Driver:
             return False
         return True
 
-    async def _pump(self, run: Run, messages: list[Message], options: GenerateOptions, transcript: Transcript) -> None:
-        """Backend → store, until the backend ends, fails or the run is stopped; a failure is recorded as an error."""
+    async def _pump(self, run: Run, opener: Opener, transcript: Transcript) -> Suspend | None:
+        """Backend → store, until the backend ends, fails, suspends (returned) or the run is stopped; a failure is
+        recorded as an error."""
         run_id = run.info.run_id
         try:
             if not run.begin():
                 raise asyncio.CancelledError  # cancelled (or lost) before its first step
-            stream = self.backend.stream(messages, options)
+            stream = opener()
             try:
-                texts, append = transcript.texts, self.store.append
-                async for event in stream:
-                    # A text delta (nearly every event) is noted inline: a call per token shows in the throughput.
-                    if type(event) is TextDelta and not transcript.finished:
-                        texts.append(event.text)
-                    elif not transcript.take(event):
-                        continue
-                    try:
-                        await append(run_id, (event,))
-                    except RunClosedError:
-                        raise
-                    except Exception as exc:
-                        await self._append_retrying(run_id, (event,), exc, self.append_retry_s)
+                suspended = await self._feed(run, stream, transcript)
             finally:
                 # Closing the backend's iterator is what stops its upstream work (HTTP response, sampler).
                 await stream.aclose()
+            if suspended is not None:
+                return suspended
             transcript.backend_ended()
         except asyncio.CancelledError:
             await self._stopped(run, transcript)
@@ -135,6 +197,31 @@ class Driver:
             run.finishing()
             log.exception("run %s: backend %s failed", run_id, self.backend.name)
             await self._fail(run, transcript, ErrorEvent("internal_error", f"{type(exc).__name__}: {exc}", False))
+        return None
+
+    async def _feed(
+        self, run: Run, stream: AsyncGenerator[Event | Suspend, None], transcript: Transcript
+    ) -> Suspend | None:
+        """The backend's events into the store, noted in ``transcript``; the backend's suspension, if it ends so."""
+        run_id = run.info.run_id
+        texts, append = transcript.texts, self.store.append
+        async for event in stream:
+            # A text delta (nearly every event) is noted inline: a call per token shows in the throughput.
+            if type(event) is TextDelta and not transcript.finished:
+                if not texts:
+                    run.watch.first_token()
+                texts.append(event.text)
+            elif isinstance(event, Suspend):
+                return event  # the backend's last item: it goes on later, from its state
+            elif not transcript.take(event):
+                continue
+            try:
+                await append(run_id, (event,))
+            except RunClosedError:
+                raise
+            except Exception as exc:
+                await self._append_retrying(run_id, (event,), exc, self.append_retry_s)
+        return None
 
     async def _stopped(self, run: Run, transcript: Transcript) -> None:
         """The run's task was cancelled: by a cancel (the run ends as cancelled) or a stop with an error."""
@@ -171,6 +258,7 @@ class Driver:
         finally:
             run.info.status = "finished"
             self._runs.pop(run_id, None)
+            run.watch.ended(transcript, lost=run.lost)
             run.end()
 
     async def _record(self, run: Run, events: list[Event], budget_s: float) -> None:

@@ -13,16 +13,17 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
-from tokenrelay.backends.base import Backend, GenerateOptions
+from tokenrelay.backends.base import ApprovalDecision, Backend, GenerateOptions
 from tokenrelay.coalescing import Coalescer
-from tokenrelay.errors import RunLimitError, StoreUnavailable
-from tokenrelay.events import ErrorEvent, FinishEvent
+from tokenrelay.errors import RunLimitError, RunNotFound, StoreUnavailable
+from tokenrelay.events import ErrorEvent, FinishEvent, ToolApprovalResponse
 from tokenrelay.messages import Message
 from tokenrelay.runs.base import DisconnectPolicy, RunOutcome, Transcript, new_run_id
 from tokenrelay.runs.drive import Driver
+from tokenrelay.runs.observer import NO_WATCH, RunObserver, task_context
 from tokenrelay.runs.state import Run
 from tokenrelay.runs.subscription import Subscription, Subscriptions
-from tokenrelay.stores.base import RunInfo, RunStore, StoredEvent
+from tokenrelay.stores.base import DecisionResult, RunInfo, RunStore, StoredEvent
 
 __all__ = ["RunManager"]
 
@@ -62,6 +63,8 @@ class RunManager:
         on_finish: Callable[[RunOutcome], Awaitable[None]] | None = None,
         append_retry_s: float = 10.0,
         save_timeout_s: float = 15.0,
+        observer: RunObserver | None = None,
+        approval_expiry_s: float = 24 * 3600.0,
     ) -> None:
         self.backend = backend
         self.store = store
@@ -70,6 +73,7 @@ class RunManager:
         self.coalescer = Coalescer(floor_s=coalesce_window_s, max_s=coalesce_max_s)
         self._runs: dict[str, Run] = {}
         self._closing = False  # shutting down: no new runs
+        self.observer = observer  # tracing, run logs: told of each run's start, first token and end
         self._driver = Driver(
             backend,
             store,
@@ -77,6 +81,7 @@ class RunManager:
             on_finish=on_finish,
             append_retry_s=append_retry_s,
             save_timeout_s=save_timeout_s,
+            approval_expiry_s=approval_expiry_s,
         )
         self.subscriptions = Subscriptions(
             store,
@@ -147,12 +152,60 @@ class RunManager:
             extra=dict(extra or {}),
         )
         await self.store.create(info)
-        run = Run(info)
+        # The watch is made here, in the starter's context (a request's span is the run's parent).
+        watch = self.observer.run_started(info) if self.observer is not None else NO_WATCH
+        run = Run(info, watch=watch)
         self._runs[info.run_id] = run
         run.task = asyncio.create_task(
-            self._driver.drive(run, list(messages), options or GenerateOptions()), name=f"run-{info.run_id}"
+            self._driver.drive(run, list(messages), options or GenerateOptions()),
+            name=f"run-{info.run_id}",
+            context=task_context(info, watch),
         )
         return info
+
+    async def approve(self, run_id: str, user_id: str, decision: ApprovalDecision) -> DecisionResult:
+        """Answer one approval request of a paused run (see :data:`~tokenrelay.stores.base.DecisionStatus`).
+
+        ``RunNotFound`` unless the run is ``user_id``'s. When this answer is the last one the run waited for and this
+        instance won it (``resume``), the run goes on here at once, under its next ids, whoever watches it.
+        """
+        info = await self.store.get(run_id)
+        if info is None or info.user_id != user_id:
+            raise RunNotFound(run_id)
+        run = self._runs.get(run_id)
+        if run is not None:
+            # Driven here and still pausing (saving its answer so far): the answer waits for the pause.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._driver.save_timeout_s + 5.0):
+                    await run.done.wait()
+        answer = ToolApprovalResponse(decision.call_id, decision.approved, decision.reason)
+        result = await self.store.record_decision(run_id, answer)
+        for _ in range(20):
+            # Pausing on another instance: the pause is in the log a moment before the store keeps the suspension.
+            if result.status != "unknown" or info.status != "running" or run is not None:
+                break
+            await asyncio.sleep(0.1)
+            info = await self.store.get(run_id) or info
+            result = await self.store.record_decision(run_id, answer)
+        if result.status == "resume":
+            self._resume(info, result)
+        return result
+
+    def _resume(self, info: RunInfo, result: DecisionResult) -> None:
+        """Drive a run this instance won back from its pause."""
+        suspension = result.suspension
+        assert suspension is not None
+        info.status = "running"
+        # Its continuation is watched as a run of its own (a span under the request that sent the last answer).
+        watch = self.observer.run_started(info) if self.observer is not None else NO_WATCH
+        run = Run(info, watch=watch)
+        self._runs[info.run_id] = run
+        decisions = [ApprovalDecision(d.call_id, d.approved, d.reason) for d in result.decisions]
+        run.task = asyncio.create_task(
+            self._driver.resume(run, suspension, decisions),
+            name=f"run-{info.run_id}",
+            context=task_context(info, watch),
+        )
 
     async def cancel(self, run_id: str, *, timeout: float = 10.0) -> bool:
         """Stop a run, here or on the instance that drives it; ``False`` if it is not running anywhere.
@@ -172,6 +225,8 @@ class RunManager:
         deadline = loop.time() + timeout
         try:
             async with asyncio.timeout_at(deadline):
+                if await self.store.cancel_waiting(run_id):  # paused for approval: nobody drives it, end it here
+                    return True
                 requested = await self.store.request_cancel(run_id)
         except TimeoutError:
             raise StoreUnavailable("the run store did not answer in time", retry_after=1.0) from None
@@ -276,7 +331,9 @@ class RunManager:
             self.subscriptions.viewers_gone(run)
 
     async def run_interrupted(self, info: RunInfo, events: Sequence[StoredEvent]) -> None:
-        """This instance ended a run whose owner died: save what it had said, as the owner would have."""
+        """This instance ended a run nobody drove (its owner died, or it waited for approval and expired or was
+        stopped): save what it had said, as the owner would have."""
         if self.on_finish is not None:
             transcript = Transcript.of_log(e.event for e in events)
-            await self._driver.report(transcript.outcome(info, reason="error"))
+            # The log's own finish when it has one (an expiry, a Stop while it waited); else it was cut: an error.
+            await self._driver.report(transcript.outcome(info, reason=None if transcript.finished else "error"))

@@ -7,6 +7,7 @@ import enum
 from dataclasses import dataclass, field
 
 from tokenrelay.events import ErrorEvent, Event
+from tokenrelay.runs.observer import NO_WATCH, RunWatch
 from tokenrelay.stores.base import RunInfo
 
 __all__ = ["Run", "RunState"]
@@ -51,6 +52,8 @@ class Run:
     stop_error: ErrorEvent | None = None
     # The end the store could not take (it failed): this instance's viewers are handed it instead.
     ending: list[Event] = field(default_factory=list)
+    # What an observer (tracing, run logs) follows of this run: its first token and its end.
+    watch: RunWatch = NO_WATCH
 
     def begin(self) -> bool:
         """The task's first step: the run is running, unless it was cancelled or lost before (then ``False``)."""

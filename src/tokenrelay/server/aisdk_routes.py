@@ -10,6 +10,11 @@ The server keeps the conversation, so only the last user message is new: the cli
 only when the server has no history for the chat yet (a first request, or a chat the client restored itself), and
 then they become that history. ``trigger: "regenerate-message"`` asks the same question again: the earlier answer
 leaves the model's context.
+
+A run paused for a tool call's approval ends its response at the pause. useChat's ``addToolApprovalResponse`` (with
+``sendAutomaticallyWhen: lastAssistantMessageIsCompleteWithApprovalResponses``) then sends the chat again, its last
+message the assistant's with parts in state ``approval-responded``: those answers are recorded on the chat's run
+(as ``POST /api/runs/{run_id}/approvals`` records them) and the response is the run's continuation after its pause.
 """
 
 from __future__ import annotations
@@ -20,8 +25,11 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from tokenrelay.backends.base import ApprovalDecision
 from tokenrelay.errors import RunNotFound
+from tokenrelay.events import RunPaused
 from tokenrelay.messages import Message
+from tokenrelay.server.approval_routes import answer_approval, restore_from_history
 from tokenrelay.server.auth import UserResolver
 from tokenrelay.server.openapi import errors, event_stream, json_body
 from tokenrelay.server.pipeline import (
@@ -37,6 +45,7 @@ from tokenrelay.server.pipeline import (
     check_text,
     event_cursor,
     identify,
+    owned_run,
     parse,
     read_json_object,
     stream_response,
@@ -107,6 +116,9 @@ async def use_chat(request: Request, relay: CurrentRelay, user_id: Annotated[str
     if user_id is not None and "user_id" not in data:
         data["user_id"] = user_id
     req = parse(UseChatRequest, data)
+    answers = _approval_answers(req.messages[-1])
+    if answers:
+        return await _continue(relay, req.id, await identify(request, req.user_id), answers)
     question = _question(req, relay.settings.max_message_bytes)
     user = await identify(request, req.user_id)
     earlier = [Message(m.role, message_text(m)) for m in req.messages[:-1]]
@@ -135,6 +147,40 @@ async def resume_chat(
         return await stream_response(relay, info, after=max(after, 0), protocol="ai-sdk")
     except RunNotFound:
         return Response(status_code=204)  # it ended and expired in between: nothing is running
+
+
+def _approval_answers(last: UIMessage) -> list[ApprovalDecision]:
+    """The answers in an assistant message's tool parts that a person has just given (``approval-responded``)."""
+    if last.role != "assistant":
+        return []
+    out: list[ApprovalDecision] = []
+    for i, part in enumerate(last.parts):
+        approval = part.get("approval")
+        if part.get("state") != "approval-responded" or not isinstance(approval, dict):
+            continue
+        call_id, approved, reason = part.get("toolCallId"), approval.get("approved"), approval.get("reason")
+        if not isinstance(call_id, str) or not call_id or not isinstance(approved, bool):
+            field = f"messages.parts.{i}.approval"
+            raise Refusal(422, "invalid_request", f"{field}: an approval needs a toolCallId and approved", field=field)
+        out.append(ApprovalDecision(call_id, approved, reason if isinstance(reason, str) else None))
+    return out
+
+
+async def _continue(relay: Relay, chat_id: str, user: str, answers: list[ApprovalDecision]) -> Response:
+    """Record the answers on the chat's paused run and stream what it says after its pause."""
+    run_id = await relay.chat_runs.get(user, chat_id)
+    if run_id is None:
+        raise RunNotFound(chat_id)
+    await restore_from_history(relay, run_id, user)
+    info = await owned_run(relay, run_id, user)
+    paused = 0  # the last pause before these answers: the continuation is what follows it
+    cursor = 0
+    while batch := await relay.store.read(run_id, cursor, 0):
+        cursor = batch[-1].seq
+        paused = next((s.seq for s in reversed(batch) if type(s.event) is RunPaused), paused)
+    for answer in answers:
+        await answer_approval(relay, run_id, user, answer)
+    return await stream_response(relay, info, after=paused, protocol="ai-sdk")
 
 
 def _question(req: UseChatRequest, limit: int) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -20,7 +22,9 @@ from tokenrelay.server.relay import Relay
 from tokenrelay.server.routes import create_router
 from tokenrelay.server.settings import Settings
 
-__all__ = ["PAGE_HEADERS", "create_app", "static_dir"]
+__all__ = ["PAGE_HEADERS", "create_app", "missing_page_hint", "static_dir"]
+
+log = logging.getLogger("tokenrelay.server")
 
 # The chat page loads only its own script and stylesheet and talks only to this server: nothing else may run in
 # it, frame it, or learn where it was opened from.
@@ -35,13 +39,33 @@ PAGE_HEADERS: dict[str, str] = {
 }
 
 _NO_PAGE = """<!doctype html><meta charset="utf-8"><title>tokenrelay</title>
-<p>The chat page has not been built. Run <code>make web</code> (needs Node), or use the API:
-<code>curl -N localhost:8000/api/chat/stream -H 'content-type: application/json' -d '{"message":"hi"}'</code></p>
+<p>The chat page is missing: {hint}. The API works without it:
+<code>curl -N localhost:8000/api/chat/stream -H 'content-type: application/json' -d '{{"message":"hi"}}'</code></p>
 """
 
 
 def static_dir() -> Path:
     return Path(str(resources.files("tokenrelay.server"))) / "static"
+
+
+def missing_page_hint(static: Path) -> str:
+    """What builds the chat page that ``static`` lacks: ``make web`` in a clone, a complete wheel otherwise."""
+    clone = static.parents[3]  # <clone>/src/tokenrelay/server/static
+    if (clone / "web" / "package.json").is_file() and (clone / "Makefile").is_file():
+        return f"build it with `make web` in {clone} (needs Node 20+)"
+    return (
+        f"this installation of tokenrelay has no {static}: install a wheel built with the page "
+        "(`make web` then `python -m build` in a clone)"
+    )
+
+
+class _Assets(StaticFiles):
+    """The page's scripts and styles, looked up at each request: a page built after the server started is served,
+    and until then every asset is a 404."""
+
+    async def check_config(self) -> None:
+        # StaticFiles refuses a missing folder at the first request; here it only means "not built yet".
+        return None
 
 
 def create_app(
@@ -60,8 +84,12 @@ def create_app(
         relay = Relay(backend, settings)
     bound = relay
 
+    static = static_dir()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not (static / "index.html").is_file():
+            log.warning("tokenrelay: the chat page at / is missing: %s", missing_page_hint(static))
         async with bound.lifespan():
             yield
 
@@ -88,15 +116,13 @@ def create_app(
         # The project's error shape ({"error": {...}}) rather than FastAPI's {"detail": ...}.
         return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
-    static = static_dir()
-    if (static / "assets").is_dir():
-        app.mount("/assets", StaticFiles(directory=static / "assets"), name="assets")
+    app.mount("/assets", _Assets(directory=static / "assets", check_dir=False), name="assets")
 
     @app.get("/", include_in_schema=False, response_model=None)
     async def index() -> HTMLResponse | FileResponse:
         page = static / "index.html"
         if page.is_file():
             return FileResponse(page, headers={"cache-control": "no-cache", **PAGE_HEADERS})
-        return HTMLResponse(_NO_PAGE, headers=PAGE_HEADERS)
+        return HTMLResponse(_NO_PAGE.format(hint=html.escape(missing_page_hint(static))), headers=PAGE_HEADERS)
 
     return app

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from tokenrelay import sse
-from tokenrelay.protocols.base import Encoder
+from tokenrelay.events import RunPaused
+from tokenrelay.protocols.base import Encoder, ends_at_pause
 from tokenrelay.runs import Heartbeat, Subscription
 
 __all__ = ["EventStream"]
@@ -16,12 +17,14 @@ class EventStream:
     never started iterating (a client that disconnects before the first byte still counts as leaving).
     """
 
-    __slots__ = ("_encoder", "_opened", "_retry", "_subscription")
+    __slots__ = ("_encoder", "_ended", "_ends_at_pause", "_opened", "_retry", "_subscription")
 
     def __init__(self, subscription: Subscription, encoder: Encoder, *, retry_ms: int = 0) -> None:
         self._subscription = subscription
         self._encoder = encoder
         self._opened = False
+        self._ends_at_pause = ends_at_pause(encoder)  # a turn-based protocol: the response ends at a pause
+        self._ended = False
         # How long a client should wait before reconnecting; EventSource honours it by itself.
         self._retry = sse.retry_hint(retry_ms) if retry_ms else b""
 
@@ -34,8 +37,17 @@ class EventStream:
             prelude = self._encoder.open()
             if prelude:
                 return self._with_retry(prelude)
+        if self._ended:
+            raise StopAsyncIteration
         item = await self._subscription.__anext__()
-        chunk = self._encoder.heartbeat() if isinstance(item, Heartbeat) else self._encoder.encode(item)
+        if isinstance(item, Heartbeat):
+            chunk = self._encoder.heartbeat()
+        else:
+            if self._ends_at_pause:
+                paused = next((i for i, stored in enumerate(item) if type(stored.event) is RunPaused), None)
+                if paused is not None:
+                    item, self._ended = item[: paused + 1], True
+            chunk = self._encoder.encode(item)
         return self._with_retry(chunk) if self._retry else chunk
 
     def _with_retry(self, chunk: bytes) -> bytes:

@@ -29,6 +29,7 @@ def build_store(settings: Settings) -> RunStore:
             ttl_s=settings.run_ttl_s,
             liveness_s=settings.liveness_s,
             socket_timeout_s=settings.redis_socket_timeout_s,
+            cluster=settings.redis_cluster,
         )
     return MemoryRunStore(ttl_s=settings.run_ttl_s)
 
@@ -121,6 +122,10 @@ def _build_remote(settings: Settings) -> Backend:
             mcp_urls=settings.mcp_url,
             mcp_headers=parse_headers(settings.mcp_header),
             mcp_timeout_s=settings.mcp_timeout_s,
+            tool_choice=settings.agent_tool_choice,
+            parallel_tool_calls=settings.agent_parallel_tool_calls,
+            extra_model_settings=settings.agent_model_settings,
+            approval_tools=settings.approval_tools,
         )
     if settings.openai_api == "responses":
         from tokenrelay.backends.openai_responses import OpenAIResponsesBackend

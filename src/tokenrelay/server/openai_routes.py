@@ -5,6 +5,10 @@ is stateless: the request's ``messages`` are the whole conversation (system mess
 backend as they are, and nothing is written to the history. The ``model`` a request names is accepted whatever it
 is (there is one backend); responses name the backend's model. ``user`` is the user id the request claims, resolved
 like every other request. Errors have OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``.
+
+The client's own tools and output fields (``tools``, ``tool_choice``, ``response_format``, ``stop``, ``seed``...)
+go to backends that take them and are refused by name by the others (``openai_tools.py``); the model's calls of
+those tools come back as ``tool_calls`` for the client to run.
 """
 
 from __future__ import annotations
@@ -18,14 +22,15 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import Receive
 
-from tokenrelay.backends.base import GenerateOptions
+from tokenrelay.backends.base import ClientTools, GenerateOptions
 from tokenrelay.errors import RunLimitError, StoreUnavailable, TokenrelayError
-from tokenrelay.events import FinishEvent
-from tokenrelay.messages import Message, Role
+from tokenrelay.events import FinishEvent, RunPaused
+from tokenrelay.messages import Message
 from tokenrelay.protocols.base import StreamContext
 from tokenrelay.protocols.openai_chat import CompletionBuilder, OpenAIChatEncoder, OpenAIChatProtocol, error_body
 from tokenrelay.runs import Heartbeat
 from tokenrelay.server.auth import UserResolver
+from tokenrelay.server.openai_tools import ChatMessage, ToolFields, check_support, client_tools, conversation
 from tokenrelay.server.openapi import ChatCompletion, ModelList, ModelObject, errors, json_body, json_ok, sse_content
 from tokenrelay.server.pipeline import (
     ID_PATTERN,
@@ -62,27 +67,13 @@ _BODY_STATUS: dict[BodyProblem, tuple[int, str | None]] = {
 }
 
 
-class TextPart(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    type: Literal["text"]
-    text: str
-
-
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[TextPart] | None = None
-
-
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     include_usage: bool = False
 
 
-class ChatCompletionRequest(BaseModel):
+class ChatCompletionRequest(ToolFields):
     model_config = ConfigDict(extra="ignore")
 
     model: str = Field(min_length=1)
@@ -96,15 +87,12 @@ class ChatCompletionRequest(BaseModel):
     user: str | None = Field(None, min_length=1, max_length=256, pattern=ID_PATTERN)
 
     def conversation(self) -> list[Message]:
-        out: list[Message] = []
-        for m in self.messages:
-            role: Role = "system" if m.role == "developer" else m.role
-            content = m.content if isinstance(m.content, str) else "".join(p.text for p in m.content or ())
-            out.append(Message(role, content))
-        return out
+        return conversation(self.messages)
 
-    def options(self) -> GenerateOptions:
-        return GenerateOptions(max_tokens=self.max_completion_tokens or self.max_tokens, temperature=self.temperature)
+    def options(self, tools: ClientTools | None = None) -> GenerateOptions:
+        return GenerateOptions(
+            max_tokens=self.max_completion_tokens or self.max_tokens, temperature=self.temperature, client_tools=tools
+        )
 
 
 def openai_error(
@@ -218,20 +206,22 @@ async def chat_completions(request: Request, relay: CurrentRelay) -> Response:
     claimed = data.get("user")
     user_id = await _user(request, claimed if isinstance(claimed, str) and claimed else None)
     req = parse(ChatCompletionRequest, data)
+    _check_messages(req.messages, limit)
+    tools = client_tools(req)
+    check_support(relay.backend, relay.backend.name, req, tools)
     messages = req.conversation()
-    for i, m in enumerate(messages):
-        param = f"messages.{i}.content"
-        if len(m.content.encode("utf-8", "surrogatepass")) > limit:
-            raise Refusal(413, "message_too_long", f"{param}: over the limit of {limit} bytes", field=param)
-        check_text(m.content, param)
-    info = await relay.start_completion(messages, user_id=user_id, options=req.options())
+    info = await relay.start_completion(messages, user_id=user_id, options=req.options(tools))
     ctx = StreamContext(run_id=info.run_id, conversation_id=info.conversation_id, user_id=user_id)
     if req.stream:
         include_usage = req.stream_options is not None and req.stream_options.include_usage
-        encoder = OpenAIChatEncoder(ctx, model=_model(relay), include_usage=include_usage)
+        # With the client's own tools, the model's calls are the client's: streamed as they come. Without, a call
+        # is held until it is known whether the backend ran it itself.
+        encoder = OpenAIChatEncoder(
+            ctx, model=_model(relay), include_usage=include_usage, client_calls_only=tools is None or not tools.tools
+        )
         stream = await relay.follow(info, encoder)
         return SSEResponse(stream, headers={"x-run-id": info.run_id})
-    builder = CompletionBuilder(ctx, model=_model(relay))
+    builder = CompletionBuilder(ctx, model=_model(relay), client_calls_only=True)
     if not await _collect(relay, info, builder, request.receive):
         # The client left, and a non-streamed answer cannot be resumed: nothing is left to wait for.
         await relay.runs.cancel(info.run_id)
@@ -240,6 +230,20 @@ async def chat_completions(request: Request, relay: CurrentRelay) -> Response:
         status = 503 if builder.error.retryable else 500
         raise Refusal(status, builder.error.code, builder.error.message)
     return JSONResponse(builder.completion(), headers={"x-run-id": info.run_id})
+
+
+def _check_messages(messages: list[ChatMessage], limit: int) -> None:
+    """Refuse a message's text (content, a call's arguments) over ``limit`` bytes or that cannot be stored."""
+    for i, m in enumerate(messages):
+        texts = [(f"messages.{i}.content", m.text())]
+        texts += [
+            (f"messages.{i}.tool_calls.{j}.function.arguments", c.function.arguments)
+            for j, c in enumerate(m.tool_calls or ())
+        ]
+        for param, text in texts:
+            if len(text.encode("utf-8", "surrogatepass")) > limit:
+                raise Refusal(413, "message_too_long", f"{param}: over the limit of {limit} bytes", field=param)
+            check_text(text, param)
 
 
 def _model(relay: Relay) -> str:
@@ -261,8 +265,8 @@ async def _collect(relay: Relay, info: RunInfo, builder: CompletionBuilder, rece
                 continue
             for stored in item:
                 builder.add(stored.event)
-                if isinstance(stored.event, FinishEvent):
-                    return
+                if isinstance(stored.event, FinishEvent | RunPaused):
+                    return  # a pause for an approval ends the turn
 
     async def disconnected() -> None:
         while (await receive())["type"] != "http.disconnect":

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "ApprovalResult",
     "CancelResult",
     "ChatCompletion",
     "ConversationList",
@@ -72,6 +73,15 @@ class CancelResult(_Open):
     cancelled: bool = Field(description="false when the run had already ended")
 
 
+class ApprovalResult(_Open):
+    run_id: str
+    tool_call_id: str
+    approved: bool
+    status: str = Field(
+        description="recorded (other calls still wait), resumed (the run goes on), or unchanged (answered so before)"
+    )
+
+
 class ConversationSummary(_Open):
     id: str
     title: str
@@ -101,6 +111,7 @@ class ConversationMessages(_Open):
 
 class Health(_Open):
     status: Literal["ok", "unavailable"]
+    instance: str = Field(description="the instance (process) that answered: its id in the shared run store")
     backend: str
     active_runs: int
     subscribers: int
@@ -137,6 +148,7 @@ _MEANING: dict[int, str] = {
     403: "The request's Origin is not one of the configured CORS origins",
     404: "No such resource for this user (another user's is answered the same)",
     408: "The request (its head, or its body) did not arrive in time",
+    409: "The request conflicts with what was recorded already (a tool call answered otherwise)",
     413: "The body, or a message in it, is over the size limit",
     415: "The body is not JSON (content-type must be application/json)",
     422: "A field is missing, of the wrong type, or out of range (the error names it)",

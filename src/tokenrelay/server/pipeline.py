@@ -105,6 +105,7 @@ class Binding:
 
     async def __call__(self, request: Request) -> None:
         request.scope[_BINDING] = self
+        self.relay.enter_request(request.headers)  # tracing: the request's trace context, for the runs it starts
         if request.method in _STATE_CHANGING:
             _check_origin(request, self.relay.settings.cors_origins)
             content_type = request.headers.get("content-type")

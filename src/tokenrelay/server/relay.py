@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -18,11 +18,14 @@ from tokenrelay.errors import StoreUnavailable
 from tokenrelay.history.base import History
 from tokenrelay.history.conversation import STATELESS, Conversations
 from tokenrelay.metrics import RelayMetrics
+from tokenrelay.observability import build_observer
+from tokenrelay.protocols.agui import AGUIProtocol
 from tokenrelay.protocols.aisdk import AISDKProtocol
 from tokenrelay.protocols.base import Encoder, StreamContext, WireProtocol
 from tokenrelay.protocols.openai_chat import OpenAIChatProtocol, model_id
 from tokenrelay.protocols.seed import SeedProtocol
 from tokenrelay.runs import RunManager, RunOutcome
+from tokenrelay.runs.observer import RunObserver
 from tokenrelay.server.auth import UserResolver
 from tokenrelay.server.event_stream import EventStream
 from tokenrelay.server.factory import build_history, build_store, build_user_resolver
@@ -49,8 +52,11 @@ class Relay:
         store: RunStore | None = None,
         history: History | None = None,
         resolve_user: UserResolver | None = None,
+        observer: RunObserver | None = None,
     ) -> None:
         self.settings = settings or Settings()
+        # What watches each run (a log line as it ends; with settings.otel, a span), unless given one.
+        default_observer, self.tracing = build_observer(backend, otel=self.settings.otel)
         self.backend = backend
         self.store: RunStore = store or build_store(self.settings)
         self.history: History = history or build_history(self.settings)
@@ -60,6 +66,7 @@ class Relay:
             "seed": SeedProtocol(),
             "ai-sdk": AISDKProtocol(),
             "openai": OpenAIChatProtocol(model_id(backend.describe(), backend.name)),
+            "ag-ui": AGUIProtocol(),
         }
         # useChat's resume asks for a chat's stream, not a run's: the latest run started for each chat.
         # With a shared store the index is shared too (a useChat resume may reach any instance).
@@ -74,8 +81,12 @@ class Relay:
             coalesce_window_s=self.settings.coalesce_ms / 1000,
             coalesce_max_s=self.settings.coalesce_max_ms / 1000,
             on_finish=self._run_finished,
+            approval_expiry_s=self.settings.approval_expiry_s,
+            observer=observer or default_observer,
         )
         self.started_at = time.time()
+        # Which instance answered (the Redis store's own id, by which the instances sharing it know each other).
+        self.instance_id: str = getattr(self.store, "instance_id", None) or secrets.token_hex(8)
         self.metrics = RelayMetrics(self.runs)
 
     @asynccontextmanager
@@ -95,6 +106,12 @@ class Relay:
         finally:
             await self.store.close()
 
+    def enter_request(self, headers: Mapping[str, str]) -> None:
+        """With tracing on, make the request's ``traceparent`` the parent of the runs it starts (when the host's
+        instrumentation has not already put a span in place). Every route's router calls it."""
+        if self.tracing is not None:
+            self.tracing.enter_request(headers)
+
     async def start_chat(
         self,
         message: str,
@@ -109,13 +126,14 @@ class Relay:
         ``regenerate`` asks the last question again instead of asking it twice (see
         :meth:`~tokenrelay.history.conversation.Conversations.ask`).
         """
+        new = conversation_id is None  # an id made up here: nothing to load
         conversation_id = conversation_id or secrets.token_urlsafe(12)
         # The store must answer before the question is written: a run the store cannot take would leave the question
-        # in the history without its answer. The history is not asked separately: writing the question is its check
-        # (it raises StoreUnavailable, a 503 with Retry-After, and writes nothing), and an extra round trip per start
-        # would queue behind the batched writes under a burst and turn load into refusals.
+        # in the history without its answer. The history is not asked separately: its load, or after a failed write
+        # the question's write itself, is its check (StoreUnavailable, a 503 with Retry-After, nothing written).
+        # Otherwise the question's write goes on while the run starts, and the answer is saved after it.
         await self.store.check()
-        messages = await self.conversations.ask(user_id, conversation_id, message, regenerate=regenerate)
+        messages = await self.conversations.ask(user_id, conversation_id, message, regenerate=regenerate, new=new)
         return await self.runs.start(messages, user_id=user_id, conversation_id=conversation_id, options=options)
 
     async def start_completion(
@@ -175,6 +193,7 @@ class Relay:
         """Liveness and load, without asking the dependencies (see :meth:`check_health`)."""
         return {
             "status": "ok",
+            "instance": self.instance_id,
             "backend": self.backend.name,
             "active_runs": self.runs.active_runs,
             "subscribers": self.runs.subscribers,

@@ -9,7 +9,9 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from tokenrelay.history.wire import messages_body
+from tokenrelay.server.agui_routes import create_agui_router
 from tokenrelay.server.aisdk_routes import create_aisdk_router
+from tokenrelay.server.approval_routes import add_approval_routes
 from tokenrelay.server.auth import UserResolver, anonymous_or_claimed
 from tokenrelay.server.openai_routes import create_openai_router
 from tokenrelay.server.openapi import (
@@ -102,9 +104,11 @@ def create_router(relay: Relay, *, resolve_user: UserResolver | None = None) -> 
         openapi_extra={"parameters": [protocol]},
     )
     _add_state_routes(router)
+    add_approval_routes(router)
     # The clients' own protocols: useChat's endpoints and the OpenAI-compatible API.
     router.include_router(create_aisdk_router(relay, resolve_user=resolve_user))
     router.include_router(create_openai_router(relay, resolve_user=resolve_user))
+    router.include_router(create_agui_router(relay, resolve_user=resolve_user))
     return router
 
 

@@ -6,6 +6,7 @@
   ends each remaining one with a retryable ``shutdown`` error and its done frame (saving its partial answer), and
   only then lets uvicorn close the connections — which it does before the application's lifespan ends, too late
   for the runs to say goodbye. The process exits with status 0.
+- ``serve --workers N`` runs N such servers, one per process, on one port: see :mod:`~tokenrelay.server.workers`.
 - ``?access_token=`` is redacted from the access log.
 """
 
@@ -18,11 +19,13 @@ import re
 import signal
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from types import FrameType
 from typing import Any
 
 import uvicorn
 
+from tokenrelay.observability.logs import uvicorn_log_config
 from tokenrelay.server.edge import ConnectionLimits, http_protocol
 from tokenrelay.server.relay import Relay
 from tokenrelay.server.settings import Settings
@@ -56,10 +59,32 @@ class RedactTokens(logging.Filter):
 class GracefulServer(uvicorn.Server):
     """A uvicorn server whose shutdown first lets the relay's runs end, and reach their viewers, cleanly."""
 
-    def __init__(self, config: uvicorn.Config, relay: Relay, *, grace_s: float) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        relay: Relay,
+        *,
+        grace_s: float,
+        worker: bool = False,
+        on_started: Callable[[], None] | None = None,
+    ) -> None:
         super().__init__(config)
         self.relay = relay
         self.grace_s = grace_s
+        # One of `serve --workers N`'s processes: its parent forwards SIGTERM (the second one gives up the grace,
+        # as a second Ctrl-C does) and handles Ctrl-C itself.
+        self.worker = worker
+        self.on_started = on_started
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and self.on_started is not None:
+            self.on_started()
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.worker and sig == signal.SIGTERM:
+            sig = signal.SIGINT
+        super().handle_exit(sig, frame)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         # Stop accepting, and let no kept-alive connection start anything new, before the runs are given their grace.
@@ -90,8 +115,10 @@ class GracefulServer(uvicorn.Server):
         if threading.current_thread() is not threading.main_thread():
             yield
             return
-        handled = (signal.SIGINT, signal.SIGTERM)
+        handled = (signal.SIGTERM,) if self.worker else (signal.SIGINT, signal.SIGTERM)
         original = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        if self.worker:
+            original[signal.SIGINT] = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
             yield
         finally:
@@ -99,8 +126,20 @@ class GracefulServer(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
-def build_server(app: Any, relay: Relay, settings: Settings, **config: Any) -> GracefulServer:
-    """A :class:`GracefulServer` for ``app`` with the settings' limits; ``config`` overrides uvicorn options."""
+def build_server(
+    app: Any,
+    relay: Relay,
+    settings: Settings,
+    *,
+    worker: bool = False,
+    on_started: Callable[[], None] | None = None,
+    **config: Any,
+) -> GracefulServer:
+    """A :class:`GracefulServer` for ``app`` with the settings' limits; ``config`` overrides uvicorn options.
+
+    ``worker`` and ``on_started`` are for the processes of ``serve --workers N`` (see
+    :mod:`~tokenrelay.server.workers`): their signals, and a call once the server accepts connections.
+    """
     limits = ConnectionLimits(
         max_head_bytes=settings.max_head_bytes,
         max_headers=settings.max_headers,
@@ -111,12 +150,19 @@ def build_server(app: Any, relay: Relay, settings: Settings, **config: Any) -> G
         "host": settings.host,
         "port": settings.port,
         "log_level": settings.log_level,
+        "log_config": uvicorn_log_config(settings.log_format, settings.log_level),  # --log-format
         "http": http_protocol(limits),
         "timeout_keep_alive": settings.keep_alive_s,
         "timeout_graceful_shutdown": FLUSH_S,
         **config,
     }
-    server = GracefulServer(uvicorn.Config(app, **options), relay, grace_s=settings.shutdown_grace_s)
+    server = GracefulServer(
+        uvicorn.Config(app, **options),
+        relay,
+        grace_s=settings.shutdown_grace_s,
+        worker=worker,
+        on_started=on_started,
+    )
     # uvicorn configures its loggers as its Config is made: the filter goes on after that.
     access = logging.getLogger("uvicorn.access")
     if not any(isinstance(f, RedactTokens) for f in access.filters):

@@ -25,6 +25,22 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = Field(
         10.0, ge=0, description="on SIGTERM: how long running runs may take to finish before they are ended"
     )
+    workers: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="processes serving the port, each a full instance; more than 1 needs --store redis and a "
+        "shared history (--history sql)",
+    )
+    # --- observability (README "Observability") ---
+    log_format: Literal["text", "json"] = Field(
+        "text", description="log lines as text, or one JSON object per line (ts, level, logger, message, run ids)"
+    )
+    otel: bool = Field(
+        False,
+        description="an OpenTelemetry span per run (needs the otel extra), sent to the TracerProvider the host "
+        "configures (e.g. with opentelemetry-instrument)",
+    )
 
     # --- limits at the connection (README "Limits"): applied by `tokenrelay serve`'s uvicorn server ---
     max_connections: int = Field(20_000, gt=0, description="open connections before requests get a 503")
@@ -48,6 +64,12 @@ class Settings(BaseSettings):
         30.0, ge=0, description="with on_disconnect=detach: seconds a run nobody watches goes on before it is cancelled"
     )
     run_ttl_s: float = Field(600.0, gt=0, description="how long a finished run's events stay readable")
+    approval_expiry_s: float = Field(
+        24 * 3600.0,
+        gt=0,
+        description="how long a run paused for a tool call's approval waits for the answer before it ends "
+        "(approval_expired)",
+    )
     coalesce_ms: float = Field(0.0, ge=0, description="minimum gap between writes to one stream (0: adaptive)")
     coalesce_max_ms: float = Field(
         100.0, ge=0, description="longest gap the adaptive coalescing may put between writes to a stream (0: off)"
@@ -63,6 +85,9 @@ class Settings(BaseSettings):
     )
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="with store=redis: the Redis server")
     redis_prefix: str = Field("tokenrelay:", description="with store=redis: prefix of every key (one per deployment)")
+    redis_cluster: bool = Field(
+        False, description="with store=redis: redis_url is a node of a Redis Cluster, and the store uses the cluster"
+    )
     liveness_s: float = Field(
         3.0, gt=0, description="with store=redis: silence after which an instance's runs are ended as interrupted"
     )
@@ -141,3 +166,20 @@ class Settings(BaseSettings):
         default_factory=list, description="agents: 'Name: value' header sent to every MCP server (repeatable)"
     )
     mcp_timeout_s: float = Field(10.0, gt=0, description="agents: seconds to connect to an MCP server or run a tool")
+    agent_tool_choice: str | None = Field(
+        None,
+        description="agents: auto, required, none, or a tool's name (the model must call it first; llama.cpp's "
+        "server streams tool calls only so)",
+    )
+    agent_parallel_tool_calls: bool | None = Field(
+        None, description="agents: whether the model may call several tools at once (default: the model's)"
+    )
+    agent_model_settings: dict[str, object] = Field(
+        default_factory=dict,
+        description='agents: other model settings by name, as JSON, e.g. {"top_p": 0.9} (the SDK\'s ModelSettings)',
+    )
+    approval_tools: list[str] = Field(
+        default_factory=list,
+        description="agents: a tool that waits for a person's approval before it runs: its name, mcp:<MCP server "
+        "URL> for all of that server's tools, or * for every tool (repeatable)",
+    )

@@ -7,12 +7,55 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from tokenrelay.errors import RunClosedError
-from tokenrelay.events import Event, StoredEvent
+from tokenrelay.events import Event, StoredEvent, ToolApprovalRequest, ToolApprovalResponse
 from tokenrelay.stores.chat_runs import ChatRunIndex
 
-__all__ = ["ChatRunIndex", "RunClosedError", "RunInfo", "RunStatus", "RunStore", "StoreListener", "StoredEvent"]
+__all__ = [
+    "ChatRunIndex",
+    "DecisionResult",
+    "DecisionStatus",
+    "RunClosedError",
+    "RunInfo",
+    "RunStatus",
+    "RunStore",
+    "StoreListener",
+    "StoredEvent",
+    "Suspension",
+]
 
-RunStatus = Literal["running", "finished"]
+RunStatus = Literal["running", "waiting", "finished"]
+"""``waiting``: paused for approvals; no instance drives it (see :class:`Suspension`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Suspension:
+    """What a run paused for approvals goes on from: the backend's opaque ``state``, the ``backend`` that wrote it,
+    the calls waiting for an answer and when the run expires (unix seconds) if they are not all answered."""
+
+    state: str
+    backend: str
+    expires_at: float
+    calls: tuple[ToolApprovalRequest, ...]
+
+
+DecisionStatus = Literal["recorded", "resume", "same", "conflict", "unknown", "expired"]
+"""What became of an answer to an approval request:
+
+- ``recorded``: recorded (its ``ToolApprovalResponse`` appended); other calls still wait;
+- ``resume``: recorded, it was the last one, and this instance won the run: status ``running``, owned here; the
+  caller drives it on from :attr:`DecisionResult.suspension` with :attr:`DecisionResult.decisions`;
+- ``same``: the call was answered so already (nothing done: the same answer twice is one);
+- ``conflict``: the call was answered otherwise already;
+- ``unknown``: the run has no such call waiting;
+- ``expired``: the run's approvals expired (it is ended, or being ended, with ``approval_expired``).
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionResult:
+    status: DecisionStatus
+    suspension: Suspension | None = None  # with ``resume``
+    decisions: tuple[ToolApprovalResponse, ...] = ()  # with ``resume``: every call's answer, in the calls' order
 
 
 @dataclass(slots=True)
@@ -46,7 +89,8 @@ class StoreListener(Protocol):
         ...
 
     async def run_interrupted(self, info: RunInfo, events: Sequence[StoredEvent]) -> None:
-        """This instance found a run's owner dead and ended the run (``events`` is the whole log, ending included).
+        """This instance found a run's owner dead and ended the run (``events`` is the whole log, ending included);
+        also when it ended a waiting run whose approvals expired.
 
         Awaited before this instance's readers see the ending, so history is written before "done", as by an owner.
         """
@@ -126,6 +170,34 @@ class RunStore(Protocol):
 
     async def request_cancel(self, run_id: str) -> bool:
         """Ask the instance that drives a running run to stop it; ``False`` when no other instance does."""
+        ...
+
+    # Approvals: a run paused for a person's answer is kept by the store alone (status ``waiting``, no owner).
+
+    async def suspend(self, run_id: str, suspension: Suspension) -> int:
+        """Pause a running run driven here: append ``RunPaused(suspension.expires_at)`` after its events, keep the
+        suspension, mark it ``waiting`` with no owner (no liveness judges it; it is kept until it expires, plus the
+        finished-run TTL). Returns the pause's sequence id."""
+        ...
+
+    async def record_decision(self, run_id: str, decision: ToolApprovalResponse) -> DecisionResult:
+        """Record one answer, atomically (see :data:`DecisionStatus`): of concurrent last answers, on any instances,
+        exactly one gets ``resume``. A run past its expiry is ended first (``expired``)."""
+        ...
+
+    async def suspension(self, run_id: str) -> Suspension | None:
+        """A waiting run's suspension (``None`` if it is not waiting)."""
+        ...
+
+    async def cancel_waiting(self, run_id: str) -> bool:
+        """End a waiting run at once (a person's Stop): ``FinishEvent("cancelled")`` after its log, no pending call
+        ever runs, and the history is told as for an expiry. ``False`` when the run is not waiting."""
+        ...
+
+    async def restore_waiting(self, info: RunInfo, events: Sequence[Event], suspension: Suspension) -> bool:
+        """Keep again a waiting run this store lost (an in-memory store restarted), rebuilt from the history: its
+        log is ``events`` (its pause last), it waits for ``suspension``'s calls. ``False`` when the store has the
+        run, or keeps its runs itself (Redis)."""
         ...
 
     async def close(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from collections import OrderedDict
@@ -11,11 +12,18 @@ from dataclasses import dataclass, field
 
 from tokenrelay.coalescing import join_texts
 from tokenrelay.errors import RunExistsError, RunFinishedError, RunNotFound
-from tokenrelay.events import Event, TextDelta
-from tokenrelay.stores.base import RunInfo, StoredEvent, StoreListener
+from tokenrelay.events import ErrorEvent, Event, FinishEvent, RunPaused, TextDelta, ToolApprovalResponse
+from tokenrelay.stores.base import DecisionResult, RunInfo, StoredEvent, StoreListener, Suspension
 from tokenrelay.stores.chat_runs import MemoryChatRunIndex
 
-__all__ = ["MemoryRunStore"]
+__all__ = ["MemoryRunStore", "expired_error"]
+
+logger = logging.getLogger("tokenrelay.stores")
+
+
+def expired_error() -> ErrorEvent:
+    """The error a waiting run ends with when its approvals were not all answered in time."""
+    return ErrorEvent("approval_expired", "the tool call was not approved in time", retryable=False)
 
 
 @dataclass(slots=True)
@@ -29,6 +37,12 @@ class _Log:
     # asyncio.wait_for (a task per wait), and the deadlines are enforced by one sweep timer per store rather than a
     # timer per read: this path runs once per write per subscriber.
     waiters: list[tuple[asyncio.Future[None], float]] = field(default_factory=list)
+    # Approvals: what a waiting run goes on from, every answer it was given (kept, so that the same answer again is
+    # one), and the timer that ends it when they do not all come in time.
+    suspension: Suspension | None = None
+    decisions: dict[str, ToolApprovalResponse] = field(default_factory=dict)
+    expiry: asyncio.TimerHandle | None = None
+    expired: bool = False
 
     def wake(self) -> None:
         if not self.waiters:
@@ -61,6 +75,8 @@ class MemoryRunStore:
         self._sweep_at = math.inf
         self._slack = 0.25  # how late a deadline may be noticed: a tenth of the shortest timeout, at most 250 ms
         self._chat_runs = MemoryChatRunIndex()
+        self._listener: StoreListener | None = None
+        self._chores: set[asyncio.Task[None]] = set()
 
     async def check(self) -> None:
         return None
@@ -73,8 +89,8 @@ class MemoryRunStore:
         return self._chat_runs
 
     def attach(self, listener: StoreListener) -> None:
-        # One instance: every run is driven here, so there is nobody else to hear from.
-        return None
+        # One instance: every run is driven here, so there is nobody else to hear from but the expiry of approvals.
+        self._listener = listener
 
     async def create(self, info: RunInfo) -> None:
         """Keep a new run's log; ``RunExistsError`` if a run with its id is kept already."""
@@ -111,13 +127,17 @@ class MemoryRunStore:
 
     async def get(self, run_id: str) -> RunInfo | None:
         log = self._logs.get(run_id)
-        return log.info if log is not None else None
+        if log is None:
+            return None
+        if log.suspension is not None and time.time() >= log.suspension.expires_at:
+            await self._expire_waiting(log)  # noticed before its timer: ended now, whoever asks first
+        return log.info
 
     async def read(self, run_id: str, after: int, timeout: float | None) -> list[StoredEvent]:
         log = self._logs.get(run_id)
         if log is None:
             return []
-        if len(log.events) <= after and log.info.status == "running" and timeout != 0:
+        if len(log.events) <= after and log.info.status != "finished" and timeout != 0:
             await self._wait(run_id, log, timeout)
         events = log.events
         return [_stored(seq, events[seq - 1]) for seq in range(after + 1, len(events) + 1)]
@@ -132,7 +152,7 @@ class MemoryRunStore:
         if log is None:
             return []
         events = log.events
-        if len(events) <= after and log.info.status == "running" and timeout != 0:
+        if len(events) <= after and log.info.status != "finished" and timeout != 0:
             await self._wait(run_id, log, timeout)
         end = len(events)
         if end - after == 1:  # the common case under light load: one new event, nothing to join
@@ -205,8 +225,112 @@ class MemoryRunStore:
     async def request_cancel(self, run_id: str) -> bool:
         return False  # every run of this store is driven by this instance's manager, which cancels it directly
 
+    # approvals
+
+    async def suspend(self, run_id: str, suspension: Suspension) -> int:
+        log = self._logs.get(run_id)
+        if log is None:
+            raise RunNotFound(run_id)
+        if log.info.status != "running":
+            raise RunFinishedError(f"run {run_id} is not running")
+        seq = await self.append(run_id, (RunPaused(suspension.expires_at),))
+        log.info.status = "waiting"
+        log.suspension = suspension
+        delay = max(0.0, suspension.expires_at - time.time())
+        log.expiry = asyncio.get_running_loop().call_later(delay, self._expiry_due, run_id)
+        return seq
+
+    async def restore_waiting(self, info: RunInfo, events: Sequence[Event], suspension: Suspension) -> bool:
+        if info.run_id in self._logs:
+            return False
+        info.status = "running"
+        await self.create(info)
+        await self.append(info.run_id, events)
+        log = self._logs[info.run_id]
+        log.info.status = "waiting"
+        log.suspension = suspension
+        delay = max(0.0, suspension.expires_at - time.time())
+        log.expiry = asyncio.get_running_loop().call_later(delay, self._expiry_due, info.run_id)
+        return True
+
+    async def suspension(self, run_id: str) -> Suspension | None:
+        log = self._logs.get(run_id)
+        return log.suspension if log is not None else None
+
+    async def record_decision(self, run_id: str, decision: ToolApprovalResponse) -> DecisionResult:
+        log = self._logs.get(run_id)
+        if log is None:
+            return DecisionResult("unknown")
+        earlier = log.decisions.get(decision.call_id)
+        if earlier is not None:
+            return DecisionResult("same" if earlier.approved == decision.approved else "conflict")
+        suspension = log.suspension
+        if suspension is None or all(call.call_id != decision.call_id for call in suspension.calls):
+            return DecisionResult("expired" if log.expired else "unknown")
+        if time.time() >= suspension.expires_at:
+            await self._expire_waiting(log)
+            return DecisionResult("expired")
+        # No await from here to the end: the check and the claim are one step for every caller in this process.
+        log.decisions[decision.call_id] = decision
+        log.events.append(decision)
+        log.info.last_seq = len(log.events)
+        log.wake()
+        if any(call.call_id not in log.decisions for call in suspension.calls):
+            return DecisionResult("recorded")
+        log.suspension = None
+        log.info.status = "running"
+        if log.expiry is not None:
+            log.expiry.cancel()
+            log.expiry = None
+        decisions = tuple(log.decisions[call.call_id] for call in suspension.calls)
+        return DecisionResult("resume", suspension, decisions)
+
+    def _expiry_due(self, run_id: str) -> None:
+        log = self._logs.get(run_id)
+        if log is not None and log.suspension is not None:
+            task = asyncio.get_running_loop().create_task(self._expire_waiting(log))
+            self._chores.add(task)
+            task.add_done_callback(self._chores.discard)
+
+    async def cancel_waiting(self, run_id: str) -> bool:
+        log = self._logs.get(run_id)
+        if log is None or log.suspension is None:
+            return False
+        await self._end_waiting(log, (FinishEvent("cancelled"),), "cancelled while it waited for approval")
+        return True
+
+    async def _expire_waiting(self, log: _Log) -> None:
+        """End a waiting run whose approvals did not all come in time: the error, the finish, and history."""
+        if log.suspension is not None:
+            log.expired = True
+            await self._end_waiting(log, (expired_error(), FinishEvent("error")), "its approvals expired")
+
+    async def _end_waiting(self, log: _Log, events: Sequence[Event], why: str) -> None:
+        """End a waiting run with ``events`` (its last a finish), then tell the history."""
+        if log.suspension is None:
+            return
+        log.suspension = None
+        if log.expiry is not None:
+            log.expiry.cancel()
+            log.expiry = None
+        log.info.status = "running"  # for the append; finished right after, with no await between
+        run_id = log.info.run_id
+        await self.append(run_id, events)
+        await self.finish(run_id)
+        logger.info("run %s: %s; ended", run_id, why)
+        if self._listener is not None:
+            stored = [_stored(seq, item) for seq, item in enumerate(log.events, 1)]
+            try:
+                await self._listener.run_interrupted(log.info, stored)
+            except Exception:
+                logger.exception("run %s: saving the ended run failed", run_id)
+
     async def close(self) -> None:
+        for task in list(self._chores):
+            task.cancel()
         for log in self._logs.values():
+            if log.expiry is not None:
+                log.expiry.cancel()
             log.wake()
         if self._sweep is not None:
             self._sweep.cancel()

@@ -1,8 +1,6 @@
 import { useCallback, useEffect, useLayoutEffect, useMemo, useRef, useState, type RefObject } from "react";
-import { createChatStore, type ChatError, type ChatMessage } from "../client/chatStore";
-import type { ConversationsOptions } from "../client/conversations";
-import { MessageList } from "../react/StreamingMessage";
-import { useStreamingChat, type UseStreamingChatResult } from "../react/useStreamingChat";
+import { createChatStore, type ChatError, type ChatMessage, type ConversationsOptions } from "@tokenrelay/client";
+import { MessageList, useStreamingChat, type UseStreamingChatResult } from "@tokenrelay/react";
 import { Composer, useAutoGrow } from "./Composer";
 import { authHeaders, hashConversation, setHashConversation } from "./session";
 import { SignIn, Sidebar } from "./Sidebar";
@@ -73,7 +71,7 @@ function Conversation({ chat, draft, send }: { chat: UseStreamingChatResult; dra
   const onRetry = () => (error?.unsent !== undefined ? send(draft) : void retry());
   return (
     <>
-      {messages.length === 0 ? <Empty /> : <MessageList messages={messages} />}
+      {messages.length === 0 ? <Empty /> : <MessageList messages={messages} onApprove={chat.approve} onDeny={chat.deny} />}
       {error !== null && error.status !== 401 ? <ErrorBanner error={error} onRetry={onRetry} /> : null}
       {canRegenerate ? (
         <div className="actions">

@@ -1,5 +1,5 @@
 import { useState, type FormEvent } from "react";
-import type { ConversationSummary } from "../client/conversations";
+import type { ConversationSummary } from "@tokenrelay/client";
 import type { SignInReason } from "./useChatPage";
 
 export interface SidebarProps {

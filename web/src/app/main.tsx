@@ -1,6 +1,6 @@
 import { StrictMode } from "react";
 import { createRoot } from "react-dom/client";
-import { createParser, resumeChat, streamChat, streamChatEventSource } from "../client";
+import { createParser, resumeChat, streamChat, streamChatEventSource } from "@tokenrelay/client";
 import { App } from "./App";
 import "./styles.css";
 

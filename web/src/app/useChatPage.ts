@@ -4,14 +4,15 @@
  * answer), deleting one, and remembering what a reload needs (session.ts).
  */
 import { useCallback, useEffect, useRef, useState } from "react";
-import type { ChatState, ChatStore } from "../client/chatStore";
 import {
   deleteConversation,
   listConversations,
   loadConversation,
+  type ChatState,
+  type ChatStore,
   type ConversationsOptions,
   type ConversationSummary,
-} from "../client/conversations";
+} from "@tokenrelay/client";
 import { hashConversation, rememberedRun, rememberRun, saveToken, setHashConversation } from "./session";
 
 /** Why the page asks for a token: none was given, or the one given was refused. */

@@ -18,10 +18,12 @@ Expiry. A finished run's keys expire ``ttl_s`` after it finished; a running run'
 (``running_ttl_s``), so a run nobody ended (every instance died) cannot stay forever.
 """
 
+from tokenrelay._extras import missing_extra
+
 try:
     import redis.asyncio  # noqa: F401  (checked here, before the modules that need it)
-except ImportError as exc:  # pragma: no cover - depends on the installed extras
-    raise ImportError("the Redis run store needs the 'redis' extra: pip install 'tokenrelay[redis]'") from exc
+except ImportError as exc:
+    raise missing_extra("the Redis run store (--store redis)", "redis", "redis", cause=exc) from None
 
 from tokenrelay.stores.redis.chat_runs import RedisChatRunIndex
 from tokenrelay.stores.redis.store import RedisRunStore

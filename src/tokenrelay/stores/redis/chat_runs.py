@@ -5,8 +5,7 @@ The same :class:`~tokenrelay.stores.chat_runs.ChatRunIndex` as the in-memory one
 
 from __future__ import annotations
 
-import redis.asyncio as aioredis
-
+from tokenrelay.stores.redis.cluster import Client
 from tokenrelay.stores.redis.layout import decode
 
 __all__ = ["RedisChatRunIndex"]
@@ -19,7 +18,7 @@ class RedisChatRunIndex:
     live (its running TTL plus its finished TTL), after which there is nothing to resume.
     """
 
-    def __init__(self, client: aioredis.Redis, *, prefix: str, ttl_s: float) -> None:
+    def __init__(self, client: Client, *, prefix: str, ttl_s: float) -> None:
         self._redis = client
         self._prefix = prefix
         self._ttl_ms = int(ttl_s * 1000)

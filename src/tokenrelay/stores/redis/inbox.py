@@ -11,11 +11,8 @@ import asyncio
 import logging
 from typing import Literal
 
-import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
 from tokenrelay.stores.base import StoreListener
+from tokenrelay.stores.redis.cluster import UNREACHABLE, Client
 from tokenrelay.stores.redis.layout import Keys, decode
 
 __all__ = ["Inbox", "Request"]
@@ -30,9 +27,7 @@ _TTL_MS = 60_000  # an inbox whose owner is gone does not stay
 class Inbox:
     """Sends requests to other instances' inboxes, and serves this instance's to its listener."""
 
-    def __init__(
-        self, client: aioredis.Redis, keys: Keys, instance_id: str, *, liveness_s: float, block_s: float
-    ) -> None:
+    def __init__(self, client: Client, keys: Keys, instance_id: str, *, liveness_s: float, block_s: float) -> None:
         self.listener: StoreListener | None = None
         self._redis = client
         self._keys = keys
@@ -53,7 +48,7 @@ class Inbox:
         while True:
             try:
                 item = await self._redis.blpop([self._key], timeout=self._block_s)
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            except UNREACHABLE as exc:
                 logger.warning("cannot read this instance's requests from Redis: %s", exc)
                 await asyncio.sleep(0.5)
                 continue

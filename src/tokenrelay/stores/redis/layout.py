@@ -10,7 +10,8 @@
   instance that drives the run) and ``viewers`` (subscriptions on all instances).
 - ``P instance:<iid>`` — the owner's liveness mark (``liveness.py``).
 - ``P inbox:<iid>`` — the requests other instances send it (``inbox.py``).
-- ``P wake:<iid>:<token>`` — a tail reader's wake-up stream (``tails.py``).
+- ``P wake:<iid>:<token>`` — a tail reader's wake-up stream (``tails.py``); on a cluster
+  ``P wake:{<id>}:<iid>:<token>``, in the slot of the run ``<id>`` it is read with.
 - ``P chat:…`` — useChat's chat → run index (``chat_runs.py``).
 """
 
@@ -21,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from tokenrelay.events import Event, event_from_dict, event_to_dict
+from tokenrelay.events import Event, TextDelta, event_from_dict, event_to_dict
 from tokenrelay.stores.base import RunInfo
 
 __all__ = ["Keys", "decode", "dump_event", "entry_event", "info_from_meta", "meta_of"]
@@ -45,7 +46,10 @@ class Keys:
     def inbox(self, instance_id: str) -> str:
         return f"{self.prefix}inbox:{instance_id}"
 
-    def wake(self, instance_id: str, token: str) -> str:
+    def wake(self, instance_id: str, token: str, tag: str | None = None) -> str:
+        """``tag``: a run id, whose slot the wake-up stream then shares (on a cluster, it is read with that run)."""
+        if tag is not None:
+            return f"{self.prefix}wake:{{{tag}}}:{instance_id}:{token}"
         return f"{self.prefix}wake:{instance_id}:{token}"
 
 
@@ -55,13 +59,18 @@ def decode(value: Any) -> str:
 
 
 def dump_event(event: Event) -> bytes:
-    """An event as the JSON of its stream entry."""
+    """An event as the JSON of its stream entry (a text delta, nearly every event, the short way: the same JSON)."""
+    if type(event) is TextDelta:
+        return orjson.dumps({"type": "text-delta", "text": event.text})
     return orjson.dumps(event_to_dict(event))
 
 
 def entry_event(fields: dict[bytes, bytes]) -> Event:
     """The event a stream entry holds (the inverse of :func:`dump_event`)."""
-    return event_from_dict(orjson.loads(fields[b"e"]))
+    data = orjson.loads(fields[b"e"])
+    if data.get("type") == "text-delta" and len(data) == 2 and type(data.get("text")) is str:
+        return TextDelta(data["text"])
+    return event_from_dict(data)
 
 
 def meta_of(info: RunInfo, owner: str) -> dict[Any, Any]:
@@ -89,7 +98,11 @@ def info_from_meta(run_id: str, raw: dict[Any, Any]) -> tuple[RunInfo, str]:
         conversation_id=meta.get("conversation_id", ""),
         backend=meta.get("backend", ""),
         created_at=float(meta.get("created_at", "0")),
-        status="finished" if meta.get("status") == "finished" else "running",
+        status="finished"
+        if meta.get("status") == "finished"
+        else "waiting"
+        if meta.get("status") == "waiting"
+        else "running",
         last_seq=int(meta.get("last_seq", "0")),
         finished_at=float(finished_at) if finished_at else None,
         extra=orjson.loads(meta.get("extra", "{}")),

@@ -24,12 +24,9 @@ import logging
 import time
 from collections.abc import Callable
 
-import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
 from tokenrelay.events import ErrorEvent, Event, FinishEvent, StoredEvent
 from tokenrelay.stores.base import StoreListener
+from tokenrelay.stores.redis.cluster import UNREACHABLE, Client
 from tokenrelay.stores.redis.layout import Keys, decode, dump_event
 from tokenrelay.stores.redis.logs import RunLog
 from tokenrelay.stores.redis.scripts import INTERRUPT
@@ -46,7 +43,7 @@ class Liveness:
     """This instance's mark (:meth:`keep_alive`); ending dead instances' runs (:meth:`end_runs_of_dead_owners`)."""
 
     def __init__(
-        self, client: aioredis.Redis, keys: Keys, instance_id: str, writer: Writer, *, liveness_s: float, ttl_s: float
+        self, client: Client, keys: Keys, instance_id: str, writer: Writer, *, liveness_s: float, ttl_s: float
     ) -> None:
         self.listener: StoreListener | None = None
         self._redis = client
@@ -68,7 +65,7 @@ class Liveness:
             await asyncio.sleep(self._liveness_s / 3)
             try:
                 await self.refresh()
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            except UNREACHABLE as exc:
                 logger.warning("cannot refresh this instance's liveness in Redis: %s", exc)
                 self.trouble()
             each_beat()
@@ -93,17 +90,20 @@ class Liveness:
                 for owner in owners:
                     pipe.exists(self._keys.instance(owner))
                 for lg in logs:
-                    pipe.hget(self._keys.meta(lg.info.run_id), "status")
+                    pipe.hmget(self._keys.meta(lg.info.run_id), ["status", "owner"])
                 replies = await pipe.execute()
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        except UNREACHABLE as exc:
             logger.warning("cannot check instances' liveness in Redis: %s", exc)
             self.trouble()
             return
         if now < self._calm_from:
             return  # Redis was unreachable a moment ago: a missing mark may be its owner's trouble as well
         alive = dict(zip(owners, replies[: len(owners)], strict=True))
-        for lg, status in zip(logs, replies[len(owners) :], strict=True):
+        for lg, (status, owner) in zip(logs, replies[len(owners) :], strict=True):
             lg.checked = now
+            if owner is not None and decode(owner) != lg.owner:
+                lg.owner = decode(owner)  # a paused run resumed by another instance: judged by its new owner next time
+                continue
             if status is None:
                 self._keys_gone(lg, now, owner_alive=bool(alive[lg.owner]))
             else:

@@ -14,16 +14,14 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
 from tokenrelay.coalescing import coalesce
 from tokenrelay.errors import StoreUnavailable
-from tokenrelay.events import Event, StoredEvent
-from tokenrelay.stores.base import RunInfo, StoreListener
+from tokenrelay.events import Event, StoredEvent, ToolApprovalResponse
+from tokenrelay.stores.base import DecisionResult, RunInfo, StoreListener, Suspension
+from tokenrelay.stores.redis.approvals import Approvals
 from tokenrelay.stores.redis.background import stop
 from tokenrelay.stores.redis.chat_runs import RedisChatRunIndex
+from tokenrelay.stores.redis.cluster import UNREACHABLE, Client, check_prefix, connect
 from tokenrelay.stores.redis.inbox import Inbox
 from tokenrelay.stores.redis.layout import Keys, decode, entry_event, info_from_meta, meta_of
 from tokenrelay.stores.redis.liveness import Liveness
@@ -35,19 +33,6 @@ from tokenrelay.stores.redis.writer import Writer
 __all__ = ["RedisRunStore"]
 
 _DRAIN_S = 2.0  # how long close() waits for pending appends to be written
-
-
-def _connect(url: str, max_connections: int, socket_timeout_s: float) -> aioredis.Redis:
-    """A client on a blocking pool: a burst of readers waits for a connection instead of failing. Few are held for
-    long (one per tail reader, one for the inbox), so the bound is on bursts of short commands."""
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url,
-        max_connections=max_connections,
-        timeout=30,
-        socket_timeout=socket_timeout_s,
-        socket_connect_timeout=socket_timeout_s,
-    )
-    return aioredis.Redis(connection_pool=pool)
 
 
 class RedisRunStore:
@@ -66,6 +51,12 @@ class RedisRunStore:
     plus saving plus ``finish_timeout_s``. Readers of runs driven elsewhere get a retryable ``store_unavailable``
     error and the finish after ``unavailable_s`` of Redis unreachable. Keys lost by a Redis that restarted empty
     are restored by each run's owner from its copy.
+
+    Cluster. With ``cluster``, ``url`` is any node of a Redis Cluster and the store works against the whole cluster
+    (``cluster.py``): every command stays in one slot, a batch is acknowledged once the slot's replica has it, and a
+    master failing over is ridden out like a dropped connection. ``max_connections`` then bounds each node's
+    connections, raised to at least 10,000 (redis-py's cluster client fails past its bound rather than waiting, and
+    a tail reader holds one connection per followed slot).
     """
 
     def __init__(
@@ -81,7 +72,8 @@ class RedisRunStore:
         socket_timeout_s: float = 5.0,
         unavailable_s: float = 10.0,
         finish_timeout_s: float = 4.0,
-        client: aioredis.Redis | None = None,
+        cluster: bool = False,
+        client: Client | None = None,
     ) -> None:
         self.url = url
         self.prefix = prefix
@@ -93,9 +85,11 @@ class RedisRunStore:
         self.finish_timeout_s = finish_timeout_s
         self.socket_timeout_s = socket_timeout_s
         self.instance_id = secrets.token_hex(8)
+        if cluster:
+            check_prefix(prefix)
         if client is None:
-            client = _connect(url, max_connections, socket_timeout_s)
-        self._redis: aioredis.Redis = client
+            client = connect(url, cluster=cluster, max_connections=max_connections, socket_timeout_s=socket_timeout_s)
+        self._redis: Client = client
         self._keys = Keys(prefix)
         self._logs: dict[str, RunLog] = {}
         self._loading: dict[str, asyncio.Future[RunLog | None]] = {}
@@ -119,6 +113,7 @@ class RedisRunStore:
         self._inbox = Inbox(client, self._keys, self.instance_id, liveness_s=liveness_s, block_s=block_s)
         self._chat_runs = RedisChatRunIndex(client, prefix=prefix, ttl_s=running_ttl_s + ttl_s)
         self._viewers_script = client.register_script(VIEWERS)
+        self._approvals = Approvals(self, sweep_s=max(0.2, liveness_s))  # runs paused for approvals (approvals.py)
         self._listener: StoreListener | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
@@ -135,7 +130,7 @@ class RedisRunStore:
         """Redis's connection failures (and a call that takes too long) as ``StoreUnavailable``."""
         try:
             yield
-        except (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError) as exc:
+        except UNREACHABLE as exc:  # TimeoutError too: an OSError
             raise StoreUnavailable(
                 f"Redis is unreachable ({type(exc).__name__}: {exc})", retry_after=max(1.0, self.liveness_s / 3)
             ) from exc
@@ -150,6 +145,7 @@ class RedisRunStore:
             (self._writer.run(), "flusher"),
             (self._liveness.keep_alive(self._forget_expired), "liveness"),
             (self._inbox.serve(), "inbox"),
+            (self._approvals.sweep(), "approvals"),
         ):
             self._tasks.append(asyncio.create_task(coro, name=f"tokenrelay-redis-{name}"))
 
@@ -227,7 +223,7 @@ class RedisRunStore:
         if lg is None:
             return []
         lg.touched = time.monotonic()
-        if len(lg.events) <= after and lg.info.status == "running" and timeout != 0 and not self._closing:
+        if len(lg.events) <= after and lg.info.status != "finished" and timeout != 0 and not self._closing:
             await lg.wait(timeout)
         return lg.since(after)
 
@@ -307,6 +303,23 @@ class RedisRunStore:
         async with self._reachable():
             raw = await self._redis.hget(self._keys.meta(run_id), "viewers")
         return int(raw) if raw else 0
+
+    # approvals (approvals.py)
+
+    async def suspend(self, run_id: str, suspension: Suspension) -> int:
+        return await self._approvals.suspend(run_id, suspension)
+
+    async def record_decision(self, run_id: str, decision: ToolApprovalResponse) -> DecisionResult:
+        return await self._approvals.record(run_id, decision)
+
+    async def suspension(self, run_id: str) -> Suspension | None:
+        return await self._approvals.suspension(run_id)
+
+    async def cancel_waiting(self, run_id: str) -> bool:
+        return await self._approvals.cancel(run_id)
+
+    async def restore_waiting(self, info: RunInfo, events: Sequence[Event], suspension: Suspension) -> bool:
+        return False  # Redis keeps its waiting runs itself
 
     async def request_cancel(self, run_id: str) -> bool:
         async with self._reachable():

@@ -3,9 +3,13 @@
 Readers of a run this instance drives are served from memory and woken by the writer. Runs driven elsewhere are
 followed by this instance's tail readers, each one ``XREAD BLOCK`` over up to ``_RUNS_PER_READER`` streams, which
 fans out to every local reader: a thousand viewers of a run cost one stream in one blocked read, and a thousand runs
-four connections, not a thousand. A quiet stream's owner is checked for liveness (``liveness.py``). When Redis
-stays unreachable for ``unavailable_s``, the runs a reader follows are ended for their readers here with a retryable
-``store_unavailable`` error and a finish: a viewer never waits on pings for a Redis that does not come back.
+four connections, not a thousand. On a Redis Cluster one command cannot span slots, and every run has a slot of its
+own (its ``{run_id}`` hash tag), so a reader there follows the runs of one slot: a blocked read (and a connection to
+the slot's node) per followed run, each still shared by all of the run's viewers on this instance.
+
+A quiet stream's owner is checked for liveness (``liveness.py``). When Redis stays unreachable for
+``unavailable_s``, the runs a reader follows are ended for their readers here with a retryable ``store_unavailable``
+error and a finish: a viewer never waits on pings for a Redis that does not come back.
 """
 
 from __future__ import annotations
@@ -18,11 +22,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.asyncio.cluster import RedisCluster
 
 from tokenrelay.events import ErrorEvent, FinishEvent
+from tokenrelay.stores.redis.cluster import UNREACHABLE, Client
 from tokenrelay.stores.redis.layout import Keys, decode, entry_event
 from tokenrelay.stores.redis.liveness import Liveness, end_locally
 from tokenrelay.stores.redis.logs import RunLog
@@ -44,6 +47,7 @@ class TailReader:
     """
 
     wake_key: str
+    slot: int | None = None  # on a cluster, the one hash slot of every key it reads
     logs: dict[str, RunLog] = field(default_factory=dict)  # events key → log
     wake_cursor: str = "0-0"
     task: asyncio.Task[None] | None = None
@@ -60,7 +64,7 @@ class Tails:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: Client,
         keys: Keys,
         instance_id: str,
         logs: dict[str, RunLog],
@@ -79,6 +83,7 @@ class Tails:
         self._liveness = liveness
         self._poll_s = max(0.01, liveness_s / 3)
         self._block_ms = max(1, int(min(self._poll_s, block_s) * 1000))
+        self._call_s = 2 * block_s + 1.0  # past the socket timeout: a call that outlives it is given up
         self._cache_s = cache_s
         self._unavailable_s = unavailable_s
 
@@ -91,16 +96,20 @@ class Tails:
     async def follow(self, lg: RunLog) -> None:
         """Have one of this instance's tail readers follow ``lg`` (a run driven elsewhere) until it finishes."""
         lg.moved = lg.checked = time.monotonic()
-        reader = next((r for r in self.readers if len(r.logs) < _RUNS_PER_READER), None)
+        key = self._keys.events(lg.info.run_id)
+        # One XREAD must stay in one slot on a cluster: a reader per slot, its wake-up stream tagged into the slot.
+        slot = self._redis.keyslot(key) if isinstance(self._redis, RedisCluster) else None
+        reader = next((r for r in self.readers if r.slot == slot and len(r.logs) < _RUNS_PER_READER), None)
         if reader is None:
-            reader = TailReader(self._keys.wake(self._instance_id, secrets.token_hex(4)))
+            tag = lg.info.run_id if slot is not None else None
+            reader = TailReader(self._keys.wake(self._instance_id, secrets.token_hex(4), tag), slot)
             self.readers.append(reader)
-        reader.logs[self._keys.events(lg.info.run_id)] = lg
+        reader.logs[key] = lg
         lg.followed = True
         if reader.task is None or reader.task.done():
             reader.task = asyncio.create_task(self._read_until_done(reader), name="tokenrelay-redis-tail")
         else:
-            with contextlib.suppress(RedisConnectionError, RedisTimeoutError, OSError):
+            with contextlib.suppress(*UNREACHABLE):
                 # Cut the reader's blocked XREAD short, so that it starts reading this run at once.
                 async with self._redis.pipeline(transaction=False) as pipe:
                     pipe.xadd(reader.wake_key, {b"w": b"1"}, maxlen=16, approximate=False)
@@ -124,8 +133,9 @@ class Tails:
         try:
             while reader.logs:
                 try:
-                    reply: Any = await self._redis.xread(reader.cursors(), count=1000, block=self._block_ms)
-                except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                    async with asyncio.timeout(self._call_s):  # a connection torn down under it can hang a read
+                        reply: Any = await self._redis.xread(reader.cursors(), count=1000, block=self._block_ms)
+                except UNREACHABLE as exc:
                     logger.warning("cannot read runs from Redis: %s", exc)
                     self._liveness.trouble()
                     down_since = down_since or time.monotonic()
@@ -141,7 +151,12 @@ class Tails:
                         self._let_go(reader, key)
                 quiet = [lg for lg in reader.logs.values() if now - max(lg.moved, lg.checked) >= self._poll_s]
                 if quiet:
-                    await self._liveness.end_runs_of_dead_owners(quiet, now)
+                    try:
+                        async with asyncio.timeout(self._call_s):
+                            await self._liveness.end_runs_of_dead_owners(quiet, now)
+                    except UNREACHABLE as exc:
+                        logger.warning("cannot check the owners of quiet runs: %r", exc)
+                        self._liveness.trouble()
         finally:
             for key in list(reader.logs):
                 self._let_go(reader, key)

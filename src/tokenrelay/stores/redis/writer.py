@@ -24,14 +24,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 from redis.exceptions import NoScriptError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tokenrelay.errors import RunClosedError, RunFinishedError
 from tokenrelay.events import Event
 from tokenrelay.stores.base import StoreListener
+from tokenrelay.stores.redis.cluster import CLUSTER_ERRORS, UNREACHABLE, Client, add_wait
 from tokenrelay.stores.redis.layout import Keys, decode, dump_event, meta_of
 from tokenrelay.stores.redis.logs import RunLog
 from tokenrelay.stores.redis.scripts import APPEND, RESTORE
@@ -83,9 +82,7 @@ class _Sent:
 class Writer:
     """The runs this instance drives (``outboxes``), and the flusher that writes them (:meth:`run`)."""
 
-    def __init__(
-        self, client: aioredis.Redis, keys: Keys, *, ttl_s: float, running_ttl_s: float, cache_s: float
-    ) -> None:
+    def __init__(self, client: Client, keys: Keys, *, ttl_s: float, running_ttl_s: float, cache_s: float) -> None:
         self.outboxes: dict[str, Outbox] = {}
         self.listener: StoreListener | None = None
         self._redis = client
@@ -232,7 +229,7 @@ class Writer:
                 keys=[self._keys.meta(lg.info.run_id), self._keys.events(lg.info.run_id)],
                 args=[self._running_ttl_ms, len(meta), *pairs, *map(dump_event, lg.events[: box.acked])],
             )
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        except UNREACHABLE as exc:
             logger.warning("run %s: could not restore its keys in Redis: %s", lg.info.run_id, exc)
             return True
         box.missing = False
@@ -249,16 +246,18 @@ class Writer:
         return _Sent(box, box.acked + 1, list(box.sending), box.finishing is not None)
 
     async def _send(self, sent: list[_Sent]) -> list[Any]:
-        """One pipeline of ``APPEND`` calls, one per run; a reply per run (an exception when it failed)."""
+        """One pipeline of ``APPEND`` calls, one per run; a reply per run (an exception when it failed). On a cluster
+        each node's part ends with a ``WAIT`` for its replica; a run whose node's ``WAIT`` failed failed too."""
         async with self._redis.pipeline(transaction=False) as pipe:
             now = repr(time.time())
-            for item in sent:
-                run_id = item.box.log.info.run_id
-                pipe.evalsha(
+            metas = [self._keys.meta(item.box.log.info.run_id) for item in sent]
+            for item, meta in zip(sent, metas, strict=True):
+                pipe.execute_command(  # EVALSHA by name: redis-py's cluster pipeline blocks .evalsha()
+                    "EVALSHA",
                     self._append_sha,
                     2,
-                    self._keys.meta(run_id),
-                    self._keys.events(run_id),
+                    meta,
+                    self._keys.events(item.box.log.info.run_id),
                     item.first,
                     "1" if item.finish else "0",
                     self._ttl_ms,
@@ -266,32 +265,65 @@ class Writer:
                     self._running_ttl_ms,
                     *map(dump_event, item.events),
                 )
+            owners, waited = (
+                add_wait(self._redis, pipe, metas)
+                if isinstance(self._redis, RedisCluster) and isinstance(pipe, ClusterPipeline)
+                else ([], [])
+            )
             try:
-                return list(await pipe.execute(raise_on_error=False))
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                results = list(await pipe.execute(raise_on_error=False))
+            except UNREACHABLE as exc:
                 return [exc] * len(sent)
+        failed = {n: r for n, r in zip(waited, results[len(sent) :], strict=True) if isinstance(r, Exception)}
+        for i, owner in enumerate(owners):
+            if owner in failed and not isinstance(results[i], Exception):
+                results[i] = failed[owner]  # written, but maybe not to the replica: written again (idempotent)
+        return results[: len(sent)]
 
     def _settle(self, item: _Sent, result: Any) -> bool:
         """Act on Redis's reply to one run's part of a batch; ``True`` when it must be sent again."""
         box = item.box
-        if isinstance(result, ResponseError) and str(result).startswith("MISSING"):
-            box.missing = True  # restored before the batch is sent again
-            self._mark_due(box)
-            return True
-        if isinstance(result, ResponseError) and str(result).startswith("CLOSED"):
-            self.abandon(box)
-        elif isinstance(result, ResponseError) and not isinstance(result, NoScriptError):
-            logger.error("run %s: Redis refused its events: %s", box.log.info.run_id, result)
-            self.abandon(box)
-        elif isinstance(result, Exception):
+        if isinstance(result, ResponseError) and not isinstance(result, (NoScriptError, *CLUSTER_ERRORS)):
+            return self._refused(box, result)
+        if isinstance(result, Exception):
             logger.warning(
                 "run %s: could not write %d events to Redis: %s", box.log.info.run_id, len(item.events), result
             )
             self._mark_due(box)  # the batch stays in ``sending``, sent again with what follows it
             return True
-        else:
-            self._acknowledged(item)
+        self._acknowledged(item)
         return False
+
+    def _refused(self, box: Outbox, result: ResponseError) -> bool:
+        """The script refused a batch: restore lost keys, re-send lost events, or stop writing the run."""
+        reason = str(result)
+        if reason.startswith("MISSING"):
+            box.missing = True  # restored before the batch is sent again
+            self._mark_due(box)
+            return True
+        if reason.startswith("GAP") and self._rewind(box, reason):
+            return True
+        if not reason.startswith("CLOSED"):
+            logger.error("run %s: Redis refused its events: %s", box.log.info.run_id, result)
+        self.abandon(box)
+        return False
+
+    def _rewind(self, box: Outbox, reason: str) -> bool:
+        """Redis has fewer of the run's events than it acknowledged (a master failed over before its replica had
+        them): send them again, from the first one it lacks. ``False`` when that is not what happened."""
+        expected = reason.split()
+        if len(expected) < 3 or not expected[2].rstrip(",").isdigit():
+            return False
+        has = int(expected[2].rstrip(",")) - 1
+        if has >= box.acked:
+            return False
+        logger.warning(
+            "run %s: Redis lost events %d to %d; writing them again", box.log.info.run_id, has + 1, box.acked
+        )
+        box.sending[:0] = box.log.events[has : box.acked]
+        box.acked = has
+        self._mark_due(box)
+        return True
 
     def _acknowledged(self, item: _Sent) -> None:
         box, lg = item.box, item.box.log

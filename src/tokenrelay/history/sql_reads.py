@@ -1,0 +1,70 @@
+"""The SQL history's loads: the last messages of one conversation, or of many in one query (a burst of loads
+batched by :class:`~tokenrelay.history.batch.ReadBatcher`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Table, func, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from tokenrelay.history.base import StoredMessage
+from tokenrelay.history.codec import decode_parts, decode_text
+
+__all__ = ["load_many", "stored", "timestamp"]
+
+_COLUMNS = ("role", "content", "status", "run_id", "created_at", "error_code", "output_tokens", "parts", "encoding")
+
+
+async def load_many(
+    conn: AsyncConnection,
+    table: Table,
+    keys: Sequence[tuple[str, str]],
+    limit: int,
+) -> list[list[StoredMessage]]:
+    """The last ``limit`` messages of each conversation ``keys`` (``(user_id, conversation_id)``), oldest first:
+    one list per key, in the order of ``keys``."""
+    m = table.c
+    columns = [m[name] for name in _COLUMNS]
+    if len(keys) == 1:
+        [(user_id, conversation_id)] = keys
+        query = (
+            select(*columns)
+            .where(m.user_id == user_id, m.conversation_id == conversation_id)
+            .order_by(m.id.desc())
+            .limit(limit)
+        )
+        return [[stored(row) for row in reversed((await conn.execute(query)).all())]]
+    rank = func.row_number().over(partition_by=(m.user_id, m.conversation_id), order_by=m.id.desc())
+    ranked = (
+        select(m.user_id, m.conversation_id, m.id, *columns, rank.label("rank"))
+        .where(tuple_(m.user_id, m.conversation_id).in_(sorted(set(keys))))
+        .subquery()
+    )
+    query = select(ranked).where(ranked.c.rank <= limit).order_by(ranked.c.id)
+    found: dict[tuple[str, str], list[StoredMessage]] = {key: [] for key in keys}
+    for row in (await conn.execute(query)).all():
+        found[(row.user_id, row.conversation_id)].append(stored(row))
+    return [found[key] for key in keys]
+
+
+def timestamp(value: datetime) -> float:
+    # SQLite hands back naive datetimes; everything stored here is UTC.
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
+
+
+def stored(row: Any) -> StoredMessage:
+    """A message row as the message it stores."""
+    content = decode_text(row.content, row.encoding)
+    return StoredMessage(
+        role=row.role,
+        content=content,
+        status=row.status,
+        run_id=row.run_id,
+        created_at=timestamp(row.created_at),
+        error_code=row.error_code,
+        output_tokens=row.output_tokens,
+        parts=decode_parts(row.parts, content),
+    )
