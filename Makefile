@@ -82,8 +82,10 @@ typecheck: install-dev
 services:
 	@bash scripts/services.sh
 
+# Two workers (most tests wait on servers and sockets, not the CPU); a test file stays on one worker, so the
+# module-scoped servers and clusters start once.
 pytest: install-dev services
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile
 
 webtest: web-deps
 	cd web && npm test

@@ -10,14 +10,18 @@ from importlib import resources
 from pathlib import Path
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tokenrelay import __version__
 from tokenrelay.backends.base import Backend
 from tokenrelay.metrics import CONTENT_TYPE
 from tokenrelay.server.auth import AuthError
+from tokenrelay.server.openai_routes import openai_error
+from tokenrelay.server.pipeline import error_response
 from tokenrelay.server.relay import Relay
 from tokenrelay.server.routes import create_router
 from tokenrelay.server.settings import Settings
@@ -116,6 +120,7 @@ def create_app(
         # The project's error shape ({"error": {...}}) rather than FastAPI's {"detail": ...}.
         return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
+    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]  # Starlette's typing
     app.mount("/assets", _Assets(directory=static / "assets", check_dir=False), name="assets")
 
     @app.get("/", include_in_schema=False, response_model=None)
@@ -126,3 +131,24 @@ def create_app(
         return HTMLResponse(_NO_PAGE.format(hint=html.escape(missing_page_hint(static))), headers=PAGE_HEADERS)
 
     return app
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    """A request no route matched (an unknown path, a path parameter that cannot match, a wrong method), in the
+    error shape of the surface it was meant for: OpenAI's under ``/v1``, the project's under ``/api``."""
+    path = request.url.path
+    message = str(exc.detail)
+    if path.startswith("/v1/"):
+        response: Response = openai_error(
+            exc.status_code, message, code="not_found" if exc.status_code == 404 else None
+        )
+    elif path.startswith("/api/"):
+        code = (
+            "not_found" if exc.status_code == 404 else "method_not_allowed" if exc.status_code == 405 else "http_error"
+        )
+        response = error_response(exc.status_code, code, message)
+    else:
+        return await http_exception_handler(request, exc)
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
