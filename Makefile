@@ -82,10 +82,11 @@ typecheck: install-dev
 services:
 	@bash scripts/services.sh
 
-# Two workers (most tests wait on servers and sockets, not the CPU); a test file stays on one worker, so the
-# module-scoped servers and clusters start once.
+# One process: several timing-bound tests (servers that must start, streams that must keep pace) are written for
+# a machine that is not also running another worker. `pytest -n 2 --dist loadfile` (pytest-xdist) is quicker for
+# development.
 pytest: install-dev services
-	$(BIN)/pytest -n 2 --dist loadfile
+	$(BIN)/pytest
 
 webtest: web-deps
 	cd web && npm test

@@ -25,7 +25,7 @@ from tokenrelay.server import Relay, Settings, create_app
 @asynccontextmanager
 async def serve(backend: Backend, **settings: Any) -> AsyncIterator[tuple[httpx.AsyncClient, Relay]]:
     relay = Relay(backend, Settings(backend="synthetic", history="memory", **settings))
-    async with running_server(create_app(relay=relay)) as url, httpx.AsyncClient(base_url=url) as client:
+    async with running_server(create_app(relay=relay)) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
         yield client, relay
 
 
