@@ -292,13 +292,14 @@ async def ttft(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 async def warm(cfg: dict[str, Any]) -> dict[str, Any]:
-    """A few requests, each until its response starts: imports, caches and first-request work done before measuring."""
+    """A few requests, each until its first token (or its end): imports, caches and first-request work (a relay's
+    first upstream request too) done before measuring."""
     statuses = []
     for _ in range(cfg.get("count", 3)):
         stream = await open_stream(cfg["host"], cfg["port"], cfg["path"], Window(), cfg.get("body"))
         stream.send()
         deadline = now() + 10
-        while not stream.status and not stream.done.done() and now() < deadline:  # noqa: ASYNC110
+        while not stream.tokens and not stream.done.done() and now() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.001)
         statuses.append(stream.status)
         stream.close()

@@ -1,10 +1,13 @@
 """A burst of run starts and answer saves against a history: what the default SQLite history costs a run.
 
-    python -m bench.history_burst [--runs 1000] [--history sqlite|memory|postgresql] [--pg-url URL] [--new]
+    python -m bench.history_burst [--runs 1000] [--history sqlite|memory|postgresql] [--pg-url URL] [--new] [--idle]
 
 Each of ``--runs`` conversations asks its question at once (what ``POST /api/chat/stream`` does before a run
 starts: load the conversation, store the question), then every answer is saved at once (what the end of each run
 does). Prints starts/s, the p50/p90 of a start, and saves/s.
+
+``--idle``: one start at a time instead, each once the one before has its answer saved: the median and p90 of a
+follow-up's start (the second question of a conversation) and of a new conversation's, in turns.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import secrets
 import statistics
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from tokenrelay.history.base import History
@@ -51,7 +55,35 @@ async def burst(history: History, runs: int, *, new: bool = False) -> dict[str, 
     }
 
 
-async def _postgres(url: str, runs: int) -> dict[str, float]:
+async def idle(history: History, runs: int) -> dict[str, float]:
+    await history.start()
+    conversations = Conversations(history)
+    follow_ups: list[float] = []
+    news: list[float] = []
+    try:
+        for i in range(runs):
+            for new, times in ((True, news), (False, follow_ups)):
+                if not new:  # a conversation with one question answered: the follow-up is its second
+                    await conversations.ask("bench", f"c{i}", "first")
+                    await conversations.save_answer(RunOutcome(f"a{i}", "bench", f"c{i}", "answer", "stop", None, None))
+                times.append(await _timed_ask(conversations, i, new))
+                run = f"r{i}-{new}"
+                await conversations.save_answer(RunOutcome(run, "bench", f"c{i}", "answer", "stop", None, None))
+    finally:
+        await history.close()
+    news.sort()
+    follow_ups.sort()
+    return {
+        "new_p50_ms": statistics.median(news) * 1000,
+        "new_p90_ms": news[int(len(news) * 0.9)] * 1000,
+        "follow_up_p50_ms": statistics.median(follow_ups) * 1000,
+        "follow_up_p90_ms": follow_ups[int(len(follow_ups) * 0.9)] * 1000,
+    }
+
+
+async def _postgres(
+    url: str, runs: int, measure: Callable[[History, int], Awaitable[dict[str, float]]]
+) -> dict[str, float]:
     from sqlalchemy import text
     from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -62,7 +94,7 @@ async def _postgres(url: str, runs: int) -> dict[str, float]:
     async with engine.begin() as conn:
         await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     try:
-        return await burst(SQLHistory(url, schema=schema), runs)
+        return await measure(SQLHistory(url, schema=schema), runs)
     finally:
         async with engine.begin() as conn:
             await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
@@ -75,17 +107,22 @@ def main() -> None:
     parser.add_argument("--history", choices=["sqlite", "memory", "postgresql"], default="sqlite")
     parser.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/test")
     parser.add_argument("--new", action="store_true", help="new conversations: the server made up their ids")
+    parser.add_argument("--idle", action="store_true", help="one start at a time: follow-ups and new conversations")
     args = parser.parse_args()
+
+    def measure(history: History, runs: int) -> Awaitable[dict[str, float]]:
+        return idle(history, runs) if args.idle else burst(history, runs, new=args.new)
+
     if args.history == "memory":
-        figures = asyncio.run(burst(MemoryHistory(), args.runs, new=args.new))
+        figures = asyncio.run(measure(MemoryHistory(), args.runs))
     elif args.history == "postgresql":
-        figures = asyncio.run(_postgres(args.pg_url, args.runs))
+        figures = asyncio.run(_postgres(args.pg_url, args.runs, measure))
     else:
         from tokenrelay.history.sql import SQLHistory
 
         with tempfile.TemporaryDirectory() as tmp:
-            figures = asyncio.run(burst(SQLHistory(f"sqlite:///{Path(tmp) / 'bench.db'}"), args.runs, new=args.new))
-    print(f"{args.history}, {args.runs} runs: " + ", ".join(f"{k} {v:,.1f}" for k, v in figures.items()))
+            figures = asyncio.run(measure(SQLHistory(f"sqlite:///{Path(tmp) / 'bench.db'}"), args.runs))
+    print(f"{args.history}, {args.runs} runs: " + ", ".join(f"{k} {v:,.2f}" for k, v in figures.items()))
 
 
 if __name__ == "__main__":

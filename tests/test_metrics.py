@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.approvals.helpers import CALL, approval_script, until_paused
 from tests.conftest import running_server, wait_for_async
 from tests.server.helpers import payloads, read_stream
 from tokenrelay.backends import Pause, ScriptedBackend, SyntheticBackend
@@ -80,3 +83,45 @@ async def test_each_relay_has_its_own_registry() -> None:
             await read_stream(r)
     assert a.runs.tokens_out == 1
     assert scrape(b.metrics.render().decode())[("tokenrelay_tokens_out_total", ())] == 0
+
+
+def approval_counts(relay: Relay) -> dict[str, float]:
+    m = scrape(relay.metrics.render().decode())
+    ends = sum(v for (name, _), v in m.items() if name == "tokenrelay_run_duration_seconds_count")
+    return {
+        "paused": m[("tokenrelay_runs_paused_total", ())],
+        "resumed": m[("tokenrelay_runs_resumed_total", ())],
+        "waiting": m[("tokenrelay_waiting_runs", ())],
+        "ended": ends,
+        "cancelled": m[("tokenrelay_cancellations_total", ())],
+    }
+
+
+async def test_a_pause_counts_as_paused_and_the_resumed_run_ends_once(tmp_path: Path) -> None:
+    relay = relay_for(approval_script(tmp_path / "calls"))
+    async with running_server(create_app(relay=relay)) as url, httpx.AsyncClient(base_url=url, timeout=20) as client:
+        assert approval_counts(relay) == {"paused": 0, "resumed": 0, "waiting": 0, "ended": 0, "cancelled": 0}
+        run_id, follower = await until_paused(client)
+        try:
+            await wait_for_async(lambda: relay.runs.active_runs == 0, timeout=10, what="the pause to be recorded")
+            assert approval_counts(relay) == {"paused": 1, "resumed": 0, "waiting": 1, "ended": 0, "cancelled": 0}
+            answer = {"tool_call_id": CALL, "approved": True}
+            assert (await client.post(f"/api/runs/{run_id}/approvals?user_id=ann", json=answer)).status_code == 200
+            await follower.done()
+        finally:
+            await follower.close()
+        await wait_for_async(lambda: relay.runs.active_runs == 0, timeout=10, what="the run to end")
+        assert approval_counts(relay) == {"paused": 1, "resumed": 1, "waiting": 0, "ended": 1, "cancelled": 0}
+        m = scrape(relay.metrics.render().decode())
+        assert m[("tokenrelay_run_duration_seconds_count", (("reason", "stop"),))] == 1
+
+        # A waiting run stopped: no longer waiting, ended once, as cancelled; never resumed.
+        run_id, follower = await until_paused(client)
+        try:
+            await wait_for_async(lambda: relay.runs.active_runs == 0, timeout=10, what="the pause to be recorded")
+            assert approval_counts(relay)["waiting"] == 1
+            assert (await client.post(f"/api/runs/{run_id}/cancel?user_id=ann")).json()["cancelled"] is True
+            await follower.done()
+        finally:
+            await follower.close()
+        assert approval_counts(relay) == {"paused": 2, "resumed": 1, "waiting": 0, "ended": 2, "cancelled": 1}

@@ -1,6 +1,8 @@
 import type { UIMessage } from "ai";
 import { inject } from "vitest";
 
+export { eventually } from "./support";
+
 export const baseUrl = inject("baseUrl");
 export const api = `${baseUrl}/api/chat`;
 
@@ -28,17 +30,4 @@ export type Health = {
 export async function health(): Promise<Health> {
   const response = await fetch(`${baseUrl}/api/health`);
   return (await response.json()) as Health;
-}
-
-/** Poll until ``check`` passes (it throws while it does not), or fail after ``timeoutMs``. */
-export async function eventually<T>(check: () => Promise<T>, timeoutMs = 5_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      return await check();
-    } catch (error) {
-      if (Date.now() > deadline) throw error;
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
-  }
 }

@@ -16,6 +16,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
+from tokenrelay.messages import PausedPart
+
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
@@ -40,6 +42,9 @@ class _TokensOut(Collector):
         family = CounterMetricFamily("tokenrelay_tokens_out", "Text deltas written to client streams")
         family.add_metric([], self._runs.tokens_out)
         yield family
+        resumed = CounterMetricFamily("tokenrelay_runs_resumed", "Paused runs this instance drove on once answered")
+        resumed.add_metric([], self._runs.resumed_runs)
+        yield resumed
 
 
 class RelayMetrics:
@@ -68,15 +73,34 @@ class RelayMetrics:
         )
         self.cancellations = Counter("tokenrelay_cancellations", "Runs cancelled (stop, a client leaving)", registry=r)
         self.errors = Counter("tokenrelay_errors", "Runs that ended with an error, by error code", ["code"], registry=r)
+        # A pause is not an end: it is counted here, and the run's end once, when it ends (resumed or not).
+        self.paused = Counter("tokenrelay_runs_paused", "Runs paused for a tool call's approval", registry=r)
+        self._paused = 0
+        self._restored = 0  # waiting runs this instance took back from the history (its store had lost them)
+        waiting = Gauge(
+            "tokenrelay_waiting_runs",
+            "Runs waiting for approval: paused here, less those gone on or ended here (sum it over instances)",
+            registry=r,
+        )
+        waiting.set_function(lambda: self._paused + self._restored - runs.resumed_runs - runs.waits_ended)
         runs.first_token_observer = self.ttft.observe
 
     def run_finished(self, outcome: RunOutcome, started_at: float) -> None:
-        """Record a run's end; ``started_at`` is its ``RunInfo.created_at`` (wall clock)."""
+        """Record a run's end, or its pause for approvals; ``started_at`` is its ``RunInfo.created_at`` (wall
+        clock)."""
+        if outcome.parts and type(outcome.parts[-1]) is PausedPart:
+            self.paused.inc()
+            self._paused += 1
+            return
         self.run_duration.labels(outcome.reason).observe(max(0.0, time.time() - started_at))
         if outcome.reason == "cancelled":
             self.cancellations.inc()
         if outcome.error is not None:
             self.errors.labels(outcome.error.code).inc()
+
+    def run_restored(self) -> None:
+        """A waiting run this instance's store had lost is kept again, rebuilt from the history: it waits here."""
+        self._restored += 1
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

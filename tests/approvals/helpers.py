@@ -1,4 +1,5 @@
-"""What the approval tests share: a script whose tool needs approval, and reading a seed stream frame by frame."""
+"""What the approval tests share: a script whose tool needs approval, reading a seed stream frame by frame, and a
+run followed until it pauses."""
 
 from __future__ import annotations
 
@@ -80,6 +81,23 @@ class Follower:
     async def close(self) -> None:
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
+
+
+async def until_paused(
+    client: httpx.AsyncClient, base: str = "", *, message: str = "delete notes", user_id: str = "ann", **body: Any
+) -> tuple[str, Follower]:
+    """Start a chat stream at ``base`` and follow it until the run pauses: the run's id and its follower, still
+    reading (the caller closes it). The follower is closed here if the pause does not come."""
+    follower = Follower(
+        client, "POST", f"{base}/api/chat/stream", json={"message": message, "user_id": user_id, **body}
+    )
+    try:
+        await follower.until("paused")
+    except BaseException:
+        await follower.close()
+        raise
+    assert follower.headers is not None
+    return follower.headers["x-run-id"], follower
 
 
 def keys(payloads: list[dict[str, Any]]) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.approvals.helpers import Follower, keys
+from tests.approvals.helpers import keys, until_paused
 from tests.approvals.test_memory import serve
 from tests.backends.replay import ReplayServer
 from tests.backends.test_agents import (
@@ -23,16 +23,13 @@ async def test_an_mcp_tool_is_reached_exactly_once_after_approval(
         replay.reply("agents/mcp_tool_call.sse")
         replay.reply("agents/mcp_final.sse")
         async with serve(mcp_backend(replay, orders, "*")) as (client, _):
-            body = {"message": "Please cancel order A-1042.", "user_id": "ann"}
-            follower = Follower(client, "POST", "/api/chat/stream", json=body)
+            run_id, follower = await until_paused(client, message="Please cancel order A-1042.")
             try:
                 request = await follower.until("approval_request")
                 assert request["approval_request"]["id"] == MCP_CALL_ID
                 assert request["approval_request"]["name"] == "lookup_order"
-                await follower.until("paused")
                 assert orders.calls == []  # not reached while it waits
-                assert follower.headers is not None
-                url = f"/api/runs/{follower.headers['x-run-id']}/approvals?user_id=ann"
+                url = f"/api/runs/{run_id}/approvals?user_id=ann"
                 answer = {"tool_call_id": MCP_CALL_ID, "approved": True}
                 first, second = await client.post(url, json=answer), await client.post(url, json=answer)
                 assert (first.status_code, second.status_code) == (200, 200)

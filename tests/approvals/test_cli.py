@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.approvals.helpers import CALL, Follower, tool_runs
+from tests.approvals.helpers import CALL, tool_runs, until_paused
 from tests.test_cli import module_server, run_chat
 
 
@@ -55,11 +55,8 @@ def test_chat_with_no_answer_denies_the_call(served: tuple[str, Path]) -> None:
 async def test_the_approve_command_answers_a_waiting_run(served: tuple[str, Path]) -> None:
     url, record = served
     async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-        follower = Follower(client, "POST", "/api/chat/stream", json={"message": "delete a", "user_id": "ann"})
+        run_id, follower = await until_paused(client, message="delete a")
         try:
-            await follower.until("paused")
-            assert follower.headers is not None
-            run_id = follower.headers["x-run-id"]
             command = [sys.executable, "-m", "tokenrelay", "approve", run_id, CALL, "--url", url, "--user-id", "ann"]
             wrong = await asyncio.to_thread(run, [*command[:-1], "bob"])
             assert wrong.returncode == 1

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from tests.approvals.helpers import CALL, Follower, keys, tool_runs
+from tests.approvals.helpers import CALL, Follower, keys, tool_runs, until_paused
 from tests.faults.processes import ServeProcess, serve_processes
 from tests.own_redis import RedisProcess
 
@@ -49,10 +49,7 @@ def env_for(redis: RedisProcess, **extra: str) -> dict[str, str]:
 
 
 async def paused_run(client: httpx.AsyncClient, url: str) -> tuple[str, Follower]:
-    follower = Follower(client, "POST", f"{url}/api/chat/stream", json={"message": "delete a", "user_id": USER})
-    await follower.until("paused")
-    assert follower.headers is not None
-    return follower.headers["x-run-id"], follower
+    return await until_paused(client, url, message="delete a", user_id=USER)
 
 
 async def approve(client: httpx.AsyncClient, url: str, run_id: str, approved: bool = True) -> httpx.Response:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.approvals.helpers import ARGS, CALL, Follower, approval_script, keys, tool_runs
+from tests.approvals.helpers import ARGS, CALL, approval_script, keys, tool_runs, until_paused
 from tests.conftest import running_server, wait_for_async
 from tokenrelay.backends.base import Backend
 from tokenrelay.server import Relay, Settings, create_app
@@ -25,14 +25,12 @@ async def serve(backend: Backend, **settings: object) -> AsyncIterator[tuple[htt
 async def test_a_paused_run_waits_holding_nothing_and_goes_on_when_approved(tmp_path: Path) -> None:
     record = tmp_path / "calls"
     async with serve(approval_script(record)) as (client, relay):
-        follower = Follower(client, "POST", "/api/chat/stream", json={"message": "delete notes", "user_id": "ann"})
+        run_id, follower = await until_paused(client)
         try:
             request = await follower.until("approval_request")
             assert request["approval_request"] == {"id": CALL, "name": "delete_file", "arguments": ARGS}
             paused = await follower.until("paused")
             assert paused["paused"]["expires_at"] > 0
-            assert follower.headers is not None
-            run_id = follower.headers["x-run-id"]
             info = await relay.store.get(run_id)
             assert info is not None
             assert info.status == "waiting"
@@ -80,11 +78,8 @@ async def test_a_paused_run_waits_holding_nothing_and_goes_on_when_approved(tmp_
 async def test_a_denied_call_never_reaches_the_tool_and_the_model_gets_the_denial(tmp_path: Path) -> None:
     record = tmp_path / "calls"
     async with serve(approval_script(record)) as (client, _):
-        follower = Follower(client, "POST", "/api/chat/stream", json={"message": "delete notes", "user_id": "ann"})
+        run_id, follower = await until_paused(client)
         try:
-            await follower.until("paused")
-            assert follower.headers is not None
-            run_id = follower.headers["x-run-id"]
             deny = {"tool_call_id": CALL, "approved": False, "reason": "keep it"}
             r = await client.post(f"/api/runs/{run_id}/approvals?user_id=ann", json=deny)
             assert r.status_code == 200, r.text
@@ -101,11 +96,8 @@ async def test_a_denied_call_never_reaches_the_tool_and_the_model_gets_the_denia
 async def test_only_the_runs_user_can_answer_and_bad_answers_are_refused(tmp_path: Path) -> None:
     record = tmp_path / "calls"
     async with serve(approval_script(record)) as (client, _):
-        follower = Follower(client, "POST", "/api/chat/stream", json={"message": "delete notes", "user_id": "ann"})
+        run_id, follower = await until_paused(client)
         try:
-            await follower.until("paused")
-            assert follower.headers is not None
-            run_id = follower.headers["x-run-id"]
             url = f"/api/runs/{run_id}/approvals"
             answer = {"tool_call_id": CALL, "approved": True}
             assert (await client.post(f"{url}?user_id=bob", json=answer)).status_code == 404
@@ -125,11 +117,9 @@ async def test_only_the_runs_user_can_answer_and_bad_answers_are_refused(tmp_pat
 async def test_twice_at_once_the_tool_runs_exactly_once(tmp_path: Path) -> None:
     record = tmp_path / "calls"
     async with serve(approval_script(record)) as (client, _):
-        follower = Follower(client, "POST", "/api/chat/stream", json={"message": "delete notes", "user_id": "ann"})
+        run_id, follower = await until_paused(client)
         try:
-            await follower.until("paused")
-            assert follower.headers is not None
-            url = f"/api/runs/{follower.headers['x-run-id']}/approvals?user_id=ann"
+            url = f"/api/runs/{run_id}/approvals?user_id=ann"
             answer = {"tool_call_id": CALL, "approved": True}
             replies = await asyncio.gather(*(client.post(url, json=answer) for _ in range(5)))
             assert [r.status_code for r in replies] == [200] * 5
@@ -144,17 +134,14 @@ async def test_twice_at_once_the_tool_runs_exactly_once(tmp_path: Path) -> None:
 async def test_an_unanswered_run_expires_and_never_reaches_the_tool(tmp_path: Path) -> None:
     record = tmp_path / "calls"
     async with serve(approval_script(record), approval_expiry_s=0.5) as (client, _):
-        follower = Follower(client, "POST", "/api/chat/stream", json={"message": "delete notes", "user_id": "ann"})
+        run_id, follower = await until_paused(client)
         try:
-            await follower.until("paused")
             payloads = await follower.done()
         finally:
             await follower.close()
         assert keys(payloads)[-2:] == ["error", "done"]
         assert payloads[-2]["error"]["code"] == "approval_expired"
         assert payloads[-1]["finish_reason"] == "error"
-        assert follower.headers is not None
-        run_id = follower.headers["x-run-id"]
         late = await client.post(
             f"/api/runs/{run_id}/approvals?user_id=ann", json={"tool_call_id": CALL, "approved": True}
         )
@@ -170,11 +157,8 @@ async def test_an_unanswered_run_expires_and_never_reaches_the_tool(tmp_path: Pa
 async def test_stop_on_a_waiting_run_ends_it_and_its_call_never_runs(tmp_path: Path) -> None:
     record = tmp_path / "calls"
     async with serve(approval_script(record)) as (client, relay):
-        follower = Follower(client, "POST", "/api/chat/stream", json={"message": "delete notes", "user_id": "ann"})
+        run_id, follower = await until_paused(client)
         try:
-            await follower.until("paused")
-            assert follower.headers is not None
-            run_id = follower.headers["x-run-id"]
             await wait_for_async(lambda: relay.runs.active_runs == 0, timeout=10, what="the pause to be recorded")
             stop = await client.post(f"/api/runs/{run_id}/cancel?user_id=ann")
             assert stop.status_code == 200

@@ -5,101 +5,52 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import socket
-import subprocess
-import sys
-import tempfile
-import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from tests.backends.conftest import CANCEL_BUDGET_S, HELLO, collect, texts
+from tests.backends.conftest import CANCEL_BUDGET_S, HELLO, collect, read_events, texts
 from tests.backends.replay import TcpProxy
 from tests.conftest import running_server
+from tests.llama_server import MODEL, llama_server
 from tokenrelay.backends.agents import AgentsBackend
 from tokenrelay.backends.base import Backend, Message
-from tokenrelay.backends.local import default_model_path
 from tokenrelay.backends.openai_chat import OpenAIChatBackend
-from tokenrelay.events import Event, FinishEvent, TextDelta
-from tokenrelay.runs import HEARTBEAT, RunManager
+from tokenrelay.events import FinishEvent, TextDelta
+from tokenrelay.runs import RunManager
 from tokenrelay.server import Relay, Settings, create_app
 from tokenrelay.sse import ServerSentEvent, SSEDecoder
 from tokenrelay.stores import MemoryRunStore
 
-pytestmark = pytest.mark.slow
-
-MODEL = "smollm2"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+# A real model on a shared 2-core machine: each answer gets minutes, not the replay tests' seconds.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+LIVE_S = 120
 
 
 @pytest.fixture(scope="module")
 def llama_port() -> Iterator[int]:
-    pytest.importorskip("llama_cpp.server", reason="needs llama-cpp-python[server]: pip install 'tokenrelay[server]'")
-    port = _free_port()
-    command = [
-        sys.executable, "-m", "llama_cpp.server",
-        "--model", str(default_model_path()),
-        "--model_alias", MODEL,
-        "--host", "127.0.0.1",
-        "--port", str(port),
-        "--n_ctx", "2048",
-        "--n_threads", str(min(2, os.cpu_count() or 1)),
-        "--seed", "7",
-    ]  # fmt: skip
-    with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                if process.poll() is not None:
-                    log.seek(0)
-                    pytest.fail(f"llama_cpp.server exited with {process.returncode}:\n{log.read().decode()[-2000:]}")
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    pytest.fail("llama_cpp.server did not answer /v1/models within 60 s")
-                time.sleep(0.1)
-            yield port
-        finally:
-            process.kill()
-            process.wait(10)
+    with llama_server() as port:
+        yield port
+
+
+BRIEFLY = "You are a helpful assistant. Answer briefly."
+
+
+def _options(port: int) -> dict[str, object]:
+    return {"model": MODEL, "base_url": f"http://127.0.0.1:{port}/v1", "max_retries": 0, "temperature": 0.0}
 
 
 def chat_backend(port: int, **kwargs: object) -> OpenAIChatBackend:
-    options: dict[str, object] = {
-        "model": MODEL,
-        "base_url": f"http://127.0.0.1:{port}/v1",
-        "max_retries": 0,
-        "temperature": 0.0,
-        "system_prompt": "You are a helpful assistant. Answer briefly.",
-    }
-    return OpenAIChatBackend(**(options | kwargs))  # type: ignore[arg-type]
+    return OpenAIChatBackend(**(_options(port) | {"system_prompt": BRIEFLY} | kwargs))  # type: ignore[arg-type]
 
 
 def agents_backend(port: int, **kwargs: object) -> AgentsBackend:
-    options: dict[str, object] = {
-        "model": MODEL,
-        "base_url": f"http://127.0.0.1:{port}/v1",
-        "max_retries": 0,
-        "temperature": 0.0,
-        "instructions": "You are a helpful assistant. Answer briefly.",
-    }
-    return AgentsBackend(**(options | kwargs))  # type: ignore[arg-type]
+    return AgentsBackend(**(_options(port) | {"instructions": BRIEFLY} | kwargs))  # type: ignore[arg-type]
 
 
 async def test_openai_backend_streams_real_tokens(llama_port: int) -> None:
-    events = await collect(chat_backend(llama_port, max_tokens=48))
+    events = await collect(chat_backend(llama_port, max_tokens=48), timeout_s=LIVE_S)
     deltas = [e for e in events if isinstance(e, TextDelta)]
     assert len(deltas) >= 3, events  # streamed token by token, not one blob
     assert texts(events).strip()
@@ -123,14 +74,17 @@ async def test_tokenrelay_server_relays_the_real_server_end_to_end(llama_port: i
 
 async def test_openai_backend_max_tokens_reaches_the_server(llama_port: int) -> None:
     events = await collect(
-        chat_backend(llama_port), [Message("user", "Write a long story about a dragon.")], max_tokens=5
+        chat_backend(llama_port),
+        [Message("user", "Write a long story about a dragon.")],
+        timeout_s=LIVE_S,
+        max_tokens=5,
     )
     assert len([e for e in events if isinstance(e, TextDelta)]) <= 5
     assert events[-1] == FinishEvent("length")
 
 
 async def test_agents_backend_streams_real_tokens(llama_port: int) -> None:
-    events = await collect(agents_backend(llama_port, max_tokens=48))
+    events = await collect(agents_backend(llama_port, max_tokens=48), timeout_s=LIVE_S)
     assert len([e for e in events if isinstance(e, TextDelta)]) >= 3, events
     assert texts(events).strip()
     assert events[-1] in (FinishEvent("stop"), FinishEvent("length"))
@@ -143,14 +97,8 @@ async def cancel_through_proxy(backend: Backend, proxy: TcpProxy) -> float:
         [Message("user", "Write a very long story about a dragon.")], user_id="u", conversation_id="c"
     )
     sub = await manager.subscribe(info.run_id)
-    events: list[Event] = []
     async with asyncio.timeout(60):
-        async for batch in sub:
-            if batch is not HEARTBEAT:
-                assert isinstance(batch, list)
-                events.extend(item.event for item in batch)
-                if any(isinstance(e, TextDelta) for e in events):
-                    break
+        await read_events(sub, until_text=True)
     closed_before = len(proxy.client_closed)
     asked = asyncio.get_running_loop().time()
     await asyncio.wait_for(manager.cancel(info.run_id), 5)
@@ -166,5 +114,5 @@ async def test_cancelling_closes_the_connection_to_the_real_server(llama_port: i
         took = await cancel_through_proxy(backend, proxy)
         assert took < CANCEL_BUDGET_S, f"the connection closed {took * 1000:.0f} ms after the cancel"
         # The server is free again at once: the next answer is not stuck behind the cancelled one.
-        events = await collect(chat_backend(llama_port, max_tokens=4), HELLO)
+        events = await collect(chat_backend(llama_port, max_tokens=4), HELLO, timeout_s=LIVE_S)
         assert isinstance(events[-1], FinishEvent)

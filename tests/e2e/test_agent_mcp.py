@@ -10,19 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
-import tempfile
-import time
 from collections.abc import Iterator
 
-import httpx
 import pytest
 
 from tests.backends.conftest import texts
 from tests.backends.test_agents import Orders
-from tests.conftest import free_port, running_server
+from tests.conftest import running_server
+from tests.llama_server import MODEL, llama_server
 from tokenrelay.backends.agents import AgentsBackend
 from tokenrelay.backends.base import GenerateOptions, Message, Suspend
 from tokenrelay.events import Event, FinishEvent, TextDelta, ToolCallArgsDelta, ToolCallResult, ToolCallStart
@@ -32,41 +27,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def llama_url() -> Iterator[str]:
-    pytest.importorskip("llama_cpp.server", reason="needs llama-cpp-python[server]: pip install 'tokenrelay[server]'")
-    from tokenrelay.backends.local import default_model_path
-
-    port = free_port()
-    command = [
-        sys.executable, "-m", "llama_cpp.server",
-        "--model", str(default_model_path()),
-        "--model_alias", "smollm2",
-        "--chat_format", "chatml-function-calling",
-        "--host", "127.0.0.1",
-        "--port", str(port),
-        "--n_ctx", "2048",
-        "--n_threads", str(min(2, os.cpu_count() or 1)),
-        "--seed", "7",
-    ]  # fmt: skip
-    with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                if process.poll() is not None:
-                    log.seek(0)
-                    pytest.fail(f"llama_cpp.server exited with {process.returncode}:\n{log.read().decode()[-2000:]}")
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    pytest.fail("llama_cpp.server did not answer /v1/models within 60 s")
-                time.sleep(0.1)
-            yield f"http://127.0.0.1:{port}/v1"
-        finally:
-            process.kill()
-            process.wait(10)
+    with llama_server("--chat_format", "chatml-function-calling") as port:
+        yield f"http://127.0.0.1:{port}/v1"
 
 
 @pytest.mark.timeout(300)  # two model calls on a shared 2-core machine
@@ -74,7 +36,7 @@ async def test_the_model_calls_the_mcp_tool_streamed_then_answers(llama_url: str
     orders = Orders()
     async with running_server(orders.app()) as url:
         backend = AgentsBackend(
-            model="smollm2",
+            model=MODEL,
             base_url=llama_url,
             max_retries=0,
             temperature=0.0,

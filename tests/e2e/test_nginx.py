@@ -32,6 +32,7 @@ CONF = Path(__file__).resolve().parents[2] / "docs" / "nginx.conf"
 READ_TIMEOUT_S = 2
 HEARTBEAT_S = 0.5
 DETACH_GRACE_S = 1.0
+LONG_GRACE_S = 60.0
 USER = "u"
 SCRIPT = {
     # a first token, then a silence longer than any buffering could hide
@@ -106,12 +107,14 @@ class Deployment:
         return result
 
 
-def _instance(tmp: Path, n: int, redis: RedisProcess, script: Path, db: Path) -> tuple[subprocess.Popen[bytes], str]:
+def _instance(
+    tmp: Path, n: int, redis: RedisProcess, script: Path, db: Path, policy: tuple[str, ...]
+) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     command = [
         *(sys.executable, "-m", "tokenrelay", "serve", "--port", str(port), "--backend", "synthetic"),
         *("--synthetic-script", str(script), "--store", "redis", "--redis-url", redis.url),
-        *("--heartbeat-s", str(HEARTBEAT_S), "--detach-grace-s", str(DETACH_GRACE_S), "--liveness-s", "1.5"),
+        *("--heartbeat-s", str(HEARTBEAT_S), "--liveness-s", "1.5", *policy),
         *("--database-url", f"sqlite+aiosqlite:///{db}", "--log-level", "warning"),
         *("--shutdown-grace-s", "0.5"),
     ]
@@ -131,8 +134,24 @@ def _instance(tmp: Path, n: int, redis: RedisProcess, script: Path, db: Path) ->
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    """Two instances with the default disconnect policy (``detach``, a short grace) behind nginx."""
+    with deploy(tmp_path_factory.mktemp("nginx"), "--detach-grace-s", str(DETACH_GRACE_S)) as deployment:
+        yield deployment
+
+
+@pytest.fixture(scope="module")
+def cancelling(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    """Two instances with ``--on-disconnect cancel`` behind nginx; a grace far longer than any test, so that a
+    prompt end can only be the policy's."""
+    policy = ("--on-disconnect", "cancel", "--detach-grace-s", str(LONG_GRACE_S))
+    with deploy(tmp_path_factory.mktemp("nginx-cancel"), *policy) as deployment:
+        yield deployment
+
+
+@contextlib.contextmanager
+def deploy(tmp: Path, *policy: str) -> Iterator[Deployment]:
+    """nginx with docs/nginx.conf in front of two instances started with ``policy``, and a redis-server of its own."""
     nginx = nginx_binary()
-    tmp = tmp_path_factory.mktemp("nginx")
     script, db = tmp / "script.json", tmp / "history.db"
     script.write_text(json.dumps(SCRIPT))
     redis = RedisProcess()
@@ -140,9 +159,9 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     processes: list[subprocess.Popen[bytes]] = []
     try:
         wait_for(redis._answers, timeout=10, what="redis-server")
-        a, url_a = _instance(tmp, 0, redis, script, db)  # first alone: it migrates the history
+        a, url_a = _instance(tmp, 0, redis, script, db, policy)  # first alone: it migrates the history
         processes.append(a)
-        b, url_b = _instance(tmp, 1, redis, script, db)
+        b, url_b = _instance(tmp, 1, redis, script, db, policy)
         processes.append(b)
         port = free_port()
         upstreams = (int(url_a.rsplit(":", 1)[1]), int(url_b.rsplit(":", 1)[1]))
@@ -284,27 +303,62 @@ async def test_an_idle_stream_outlives_the_proxy_read_timeout_thanks_to_heartbea
     assert stream.pings >= 3  # a ping every 0.5 s of the 3.5 s silence kept nginx's 2 s read timeout away
 
 
+async def leave_mid_answer(client: httpx.AsyncClient, deployment: Deployment, conversation: str) -> Left:
+    """Start the long answer through nginx, read three deltas, close the connection; wait for the answer's save."""
+    stream = Stream()
+    body = {"message": "long", "user_id": USER, "conversation_id": conversation}
+    async with client.stream("POST", f"{deployment.proxy}/api/chat/stream", json=body) as r:
+        reading = asyncio.create_task(read(r, stream))
+        await stream.until(3)
+        reading.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reading
+    left = time.monotonic()  # the connection to nginx is closed here, mid-answer
+    messages_url = f"{deployment.proxy}/api/conversations/{conversation}/messages"
+    for _ in range(150):  # each check is a request answered
+        messages = (await client.get(messages_url, params={"user_id": USER})).json()["messages"]
+        if messages[-1]["role"] == "assistant":
+            break
+        await asyncio.sleep(0.1)
+    return Left(stream, time.monotonic() - left, messages[-1])
+
+
+@dataclass
+class Left:
+    stream: Stream  # what the client read before it left
+    took: float  # seconds from leaving to the answer's save
+    answer: dict[str, Any]  # the saved answer
+
+
 async def test_a_client_that_leaves_through_nginx_detaches_the_run_which_is_cancelled_after_the_grace(
     deployment: Deployment,
 ) -> None:
     async with httpx.AsyncClient(timeout=20) as client:
-        stream = Stream()
-        body = {"message": "long", "user_id": USER, "conversation_id": "leaving"}
-        async with client.stream("POST", f"{deployment.proxy}/api/chat/stream", json=body) as r:
-            reading = asyncio.create_task(read(r, stream))
-            await stream.until(3)
-            reading.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reading
-        left = time.monotonic()  # the connection to nginx is closed here, mid-answer
-        messages_url = f"{deployment.proxy}/api/conversations/leaving/messages"
-        for _ in range(150):  # each check is a request answered
-            messages = (await client.get(messages_url, params={"user_id": USER})).json()["messages"]
-            if messages[-1]["role"] == "assistant":
-                break
-            await asyncio.sleep(0.1)
-        took = time.monotonic() - left
-    assert messages[-1]["status"] == "cancelled", messages[-1]
+        left = await leave_mid_answer(client, deployment, "leaving")
+    assert left.answer["status"] == "cancelled", left.answer
     # Not at once (the run waited for a resume during the grace), and long before the answer's 20 s.
-    assert DETACH_GRACE_S * 0.8 < took < DETACH_GRACE_S + 8, took
+    assert DETACH_GRACE_S * 0.8 < left.took < DETACH_GRACE_S + 8, left.took
     assert all(deployment.health(u)["active_runs"] == 0 for u in deployment.instances)
+
+
+async def test_with_the_cancel_policy_a_client_that_leaves_through_nginx_stops_the_model_at_once(
+    cancelling: Deployment,
+) -> None:
+    async with httpx.AsyncClient(timeout=20) as client:
+        left = await leave_mid_answer(client, cancelling, "stopping")
+        # The run's own log, read afterwards: what the model said before it was stopped, and its finish.
+        log = Stream()
+        url = f"{cancelling.proxy}/api/runs/{left.stream.run_id}/stream"
+        async with client.stream("GET", url, params={"user_id": USER}, headers={"last-event-id": "0"}) as r:
+            await read(r, log)
+    assert left.answer["status"] == "cancelled", left.answer
+    # Well within the 60 s grace, which the run did not wait for (a loaded machine is given a few seconds).
+    assert left.took < 8, left.took
+    assert log.frames[-1][1]["done"] is True
+    assert log.frames[-1][1]["finish_reason"] == "cancelled"
+    # The model stopped: the saved answer is what the run said, a few tokens of its 400, and nothing came after.
+    said = log.text()
+    assert left.answer["content"] == said
+    assert said == "x " * (len(said) // 2)
+    assert len(left.stream.text()) <= len(said) < len("x " * 400) // 2, (len(left.stream.text()), len(said))
+    assert all(cancelling.health(u)["active_runs"] == 0 for u in cancelling.instances)

@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from tests.approvals.helpers import CALL, Follower, approval_script, tool_runs
+from tests.approvals.helpers import CALL, approval_script, tool_runs, until_paused
 from tests.conftest import running_server
 from tests.observability.test_tracing import otel_settings, run_spans
 from tokenrelay.server import Relay, create_app
@@ -19,12 +19,9 @@ async def test_a_pause_ends_the_span_and_the_continuation_is_a_span_of_its_own(
     record = tmp_path / "calls"
     relay = Relay(approval_script(record), otel_settings())
     async with running_server(create_app(relay=relay)) as url, httpx.AsyncClient(base_url=url, timeout=20) as client:
-        follower = Follower(client, "POST", "/api/chat/stream", json={"message": "delete notes", "user_id": "ann"})
+        run_id, follower = await until_paused(client)
         try:
-            await follower.until("paused")
             (paused,) = await run_spans(spans)  # ended at the pause: no span waits open for a person
-            assert follower.headers is not None
-            run_id = follower.headers["x-run-id"]
             answer = {"tool_call_id": CALL, "approved": True}
             response = await client.post(f"/api/runs/{run_id}/approvals?user_id=ann", json=answer)
             assert response.json()["status"] == "resumed"

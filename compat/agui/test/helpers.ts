@@ -2,6 +2,8 @@ import { HttpAgent, type HttpAgentConfig } from "@ag-ui/client";
 import type { Message, RunAgentInput } from "@ag-ui/core";
 import { inject } from "vitest";
 
+export { eventually } from "../../test/support";
+
 export const detachUrl = inject("detachUrl");
 export const cancelUrl = inject("cancelUrl");
 
@@ -75,19 +77,6 @@ export class ResumableAgent extends HttpAgent {
       headers: { ...this.headers, Accept: "text/event-stream", "Last-Event-ID": this.resumeFrom.lastEventId },
       signal: this.abortController.signal,
     };
-  }
-}
-
-/** Poll until `check` passes (it throws while it does not), or fail after `timeoutMs`. */
-export async function eventually<T>(check: () => Promise<T>, timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      return await check();
-    } catch (error) {
-      if (Date.now() > deadline) throw error;
-      await new Promise((resolve) => setTimeout(resolve, 25));
-    }
   }
 }
 

@@ -78,11 +78,18 @@ class OpenAIConfig:
     def talks_to_openai(self) -> bool:
         return self.base_url is None
 
-    def client(self) -> AsyncOpenAI:
+    def client(self, *, lean: bool = False) -> AsyncOpenAI:
+        """The SDK's client; with ``lean`` on the lean HTTP transport (``_http.py``) that the fast path reads."""
         from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
         # The SDK retries every 5xx; one that reports a validation failure is not sent again.
-        http = DefaultAsyncHttpxClient(event_hooks={"response": [refused_requests_are_final]})
+        hooks = {"response": [refused_requests_are_final]}
+        if lean:
+            from tokenrelay.backends._http import lean_client
+
+            http = lean_client(DefaultAsyncHttpxClient, event_hooks=hooks)
+        else:
+            http = DefaultAsyncHttpxClient(event_hooks=hooks)
         return AsyncOpenAI(
             api_key=self.api_key,
             base_url=self.base_url,
@@ -204,7 +211,7 @@ class OpenAIBackendBase(TranslatingBackend["AsyncOpenAI", _Item]):
         self.system_prompt = system_prompt
 
     def new_client(self) -> AsyncOpenAI:
-        return self.config.client()
+        return self.config.client(lean=self.fast_path)
 
     def describe(self) -> dict[str, Any]:
         return {"api": self.api, **self.config.describe(), **self.stats.as_dict()}

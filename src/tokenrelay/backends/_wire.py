@@ -84,8 +84,10 @@ class WireUpstream:
 
     async def _items(self) -> AsyncIterator[Any]:
         response, read, provider = self.response, self._convention.item, self._provider
+        from tokenrelay.backends._http import raw_chunks
+
         decoder = SSEDecoder()
-        chunks = response.aiter_bytes()
+        chunks = raw_chunks(response) or response.aiter_bytes()
         try:
             async for chunk in chunks:
                 for sse in decoder.feed(chunk):

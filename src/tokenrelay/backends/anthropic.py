@@ -280,10 +280,20 @@ class AnthropicBackend(TranslatingBackend["AsyncAnthropic", "RawMessageStreamEve
         self.fast_path = fast_path
 
     def new_client(self) -> AsyncAnthropic:
-        from anthropic import AsyncAnthropic
+        """The SDK's client; on the fast path over the lean HTTP transport (``_http.py``)."""
+        from anthropic import AsyncAnthropic, DefaultAsyncHttpxClient
 
+        http = None
+        if self.fast_path:
+            from tokenrelay.backends._http import lean_client
+
+            http = lean_client(DefaultAsyncHttpxClient)
         return AsyncAnthropic(
-            api_key=self.api_key, base_url=self.base_url, timeout=self.timeout_s, max_retries=self.max_retries
+            api_key=self.api_key,
+            base_url=self.base_url,
+            timeout=self.timeout_s,
+            max_retries=self.max_retries,
+            http_client=http,
         )
 
     def describe(self) -> dict[str, Any]:

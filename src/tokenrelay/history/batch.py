@@ -14,6 +14,9 @@ result. So:
 Reads arrive in bursts too (every follow-up question loads its conversation): :class:`ReadBatcher` answers the
 loads waiting at the same moment with one query. A load waits for the writes of its conversation still queued
 (:meth:`WriteBatcher.settled`), so a question written then read sees itself.
+
+A :class:`Tracker` (the SQLite history's :class:`~tokenrelay.history.recent.Recent`) gives the batches their
+transaction and follows what they commit, before their callers are woken.
 """
 
 from __future__ import annotations
@@ -21,13 +24,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Hashable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Final, Generic, TypeVar
+from typing import Final, Generic, Protocol, TypeVar
 
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-__all__ = ["MAX_BATCH", "UNREACHABLE", "ReadBatcher", "WriteBatcher"]
+__all__ = ["MAX_BATCH", "UNREACHABLE", "ReadBatcher", "Tracker", "WriteBatcher"]
 
 UNREACHABLE: Final = (OperationalError, InterfaceError, DisconnectionError, OSError, TimeoutError)
 """What a database says when it cannot be reached or written at all (down, cut, a read-only file, a full disk)."""
@@ -38,6 +42,22 @@ MAX_BATCH: Final = 500
 Item = TypeVar("Item")
 Key = TypeVar("Key", bound=Hashable)
 Value = TypeVar("Value")
+Item_contra = TypeVar("Item_contra", contravariant=True)
+
+
+class Tracker(Protocol[Item_contra]):
+    """What follows a :class:`WriteBatcher`'s commits (``history.recent.Recent``)."""
+
+    def transaction(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        """The transaction a batch is written in."""
+        ...
+
+    async def prepare(
+        self, conn: AsyncConnection, items: Sequence[Item_contra], results: Sequence[bool]
+    ) -> Callable[[], None] | None:
+        """Called in the batch's transaction once it is written; what it returns is called once it has committed
+        (before the writes' callers are woken)."""
+        ...
 
 
 @dataclass(slots=True)
@@ -55,10 +75,12 @@ class WriteBatcher(Generic[Item]):
         engine: AsyncEngine,
         write: Callable[[AsyncConnection, list[Item]], Awaitable[list[bool]]],
         key: Callable[[Item], Hashable] | None = None,
+        tracker: Tracker[Item] | None = None,
     ) -> None:
         self.engine = engine
         self.write = write
         self.key = key
+        self.tracker = tracker
         self._queue: list[_Write[Item]] = []
         self._writer: asyncio.Task[None] | None = None
         # The last write not yet done of each key (with ``key``): the writes are done in order, so once it is done
@@ -117,14 +139,20 @@ class WriteBatcher(Generic[Item]):
                         write.done.set_result(result)
 
     async def _together(self, batch: list[_Write[Item]]) -> list[bool]:
-        async with self.engine.begin() as conn:
-            return await self.write(conn, [w.item for w in batch])
+        items = [w.item for w in batch]
+        installed = None
+        async with self.engine.begin() if self.tracker is None else self.tracker.transaction() as conn:
+            results = await self.write(conn, items)
+            if self.tracker is not None:
+                installed = await self.tracker.prepare(conn, items, results)
+        if installed is not None:
+            installed()
+        return results
 
     async def _one_by_one(self, batch: list[_Write[Item]]) -> None:
         for write in batch:
             try:
-                async with self.engine.begin() as conn:
-                    [result] = await self.write(conn, [write.item])
+                [result] = await self._together([write])
             except Exception as exc:
                 if not write.done.done():
                     write.done.set_exception(exc)

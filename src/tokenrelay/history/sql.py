@@ -60,6 +60,8 @@ from tokenrelay.errors import StoreUnavailable
 from tokenrelay.history.base import Conversation, MessageStatus, StoredMessage, title_for
 from tokenrelay.history.batch import UNREACHABLE, ReadBatcher, WriteBatcher
 from tokenrelay.history.codec import encode_parts, encode_text, storable
+from tokenrelay.history.recent import Recent
+from tokenrelay.history.sql_order import ordered_answers
 from tokenrelay.history.sql_reads import load_many
 from tokenrelay.history.sql_reads import stored as _stored
 from tokenrelay.history.sql_reads import timestamp as _ts
@@ -232,8 +234,9 @@ class SQLHistory:
         self.engine = engine or _engine(self.url, connect_args)
         if self.dialect == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        self._recent = Recent(self.engine, messages, max_messages)  # what a follow-up reads (SQLite file only)
         self._writes: WriteBatcher[_Add] = WriteBatcher(
-            self.engine, self._write, key=attrgetter("user_id", "conversation_id")
+            self.engine, self._write, key=attrgetter("user_id", "conversation_id"), tracker=self._recent
         )
         self._reads: ReadBatcher[tuple[str, str], list[StoredMessage]] = ReadBatcher(self.engine, self._read)
         self._write_failed = False  # the last write found the database unwritable: check() then tries a write
@@ -254,6 +257,7 @@ class SQLHistory:
     async def start(self) -> None:
         if self.migrate_on_start:
             await self.migrate()
+        await self._recent.start()
 
     async def migrate(self, revision: str = "head") -> None:
         # Alembic keeps its context in module globals, so one process migrates one database at a time; across
@@ -264,13 +268,14 @@ class SQLHistory:
 
     async def close(self) -> None:
         await self._writes.close()
+        await self._recent.close()
         await self.engine.dispose()
 
     async def load(self, user_id: str, conversation_id: str) -> list[StoredMessage]:
         key = (user_id, conversation_id)  # after its writes already submitted, with the loads of the moment
         await self._writes.settled(key)
-        with _reachable():
-            return await self._reads.load(key)
+        with _reachable():  # (kept by this process and no one else wrote since: no read)
+            return await self._recent.get(key) or await self._reads.load(key)
 
     async def _read(self, conn: AsyncConnection, keys: Sequence[tuple[str, str]]) -> list[list[StoredMessage]]:
         return await load_many(conn, messages, keys, self.max_messages)
@@ -311,16 +316,10 @@ class SQLHistory:
             conn, {(a.user_id, a.conversation_id) for a in adds} - set(created), when
         )
         written = [(a.user_id, a.conversation_id) in present for a in adds]
-        rows = [_message_row(a) for a, ok in zip(adds, written, strict=True) if ok]
-        answers = [(r["user_id"], r["conversation_id"], r["run_id"]) for r in rows if r["run_id"] is not None]
-        if answers:
-            # A paused run's answer so far gives way to what the run says next (in the same transaction).
-            m = messages.c
-            await conn.execute(
-                delete(messages).where(
-                    tuple_(m.user_id, m.conversation_id, m.run_id).in_(sorted(set(answers))), m.status == "waiting"
-                )
-            )
+        # A paused run's answer so far gives way to what the run says next, never the other way round (sql_order).
+        rows = await ordered_answers(
+            conn, messages, [(_message_row(a), a.message) for a, ok in zip(adds, written, strict=True) if ok]
+        )
         if rows:
             await conn.execute(messages.insert(), rows)
         return written
@@ -381,7 +380,7 @@ class SQLHistory:
             return await self._delete(user_id, conversation_id)
 
     async def _delete(self, user_id: str, conversation_id: str) -> bool:
-        async with self.engine.begin() as conn:
+        async with self._recent.deleting((user_id, conversation_id)) as conn:
             # The foreign key cascades; deleting the messages first as well keeps that true on a database whose
             # foreign keys are off (a SQLite file opened by another tool, for instance).
             await conn.execute(

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from tokenrelay.backends.base import ApprovalDecision, Backend, GenerateOptions
 from tokenrelay.coalescing import Coalescer
 from tokenrelay.errors import RunLimitError, RunNotFound, StoreUnavailable
-from tokenrelay.events import ErrorEvent, FinishEvent, ToolApprovalResponse
+from tokenrelay.events import ErrorEvent, FinishEvent, RunPaused, ToolApprovalResponse
 from tokenrelay.messages import Message
 from tokenrelay.runs.base import DisconnectPolicy, RunOutcome, Transcript, new_run_id
 from tokenrelay.runs.drive import Driver
@@ -74,6 +74,8 @@ class RunManager:
         self._runs: dict[str, Run] = {}
         self._closing = False  # shutting down: no new runs
         self.observer = observer  # tracing, run logs: told of each run's start, first token and end
+        self.resumed_runs = 0  # paused runs this instance won back and drove on (for metrics)
+        self.waits_ended = 0  # runs waiting for approval that this instance ended: expired, stopped (for metrics)
         self._driver = Driver(
             backend,
             store,
@@ -196,6 +198,7 @@ class RunManager:
         suspension = result.suspension
         assert suspension is not None
         info.status = "running"
+        self.resumed_runs += 1
         # Its continuation is watched as a run of its own (a span under the request that sent the last answer).
         watch = self.observer.run_started(info) if self.observer is not None else NO_WATCH
         run = Run(info, watch=watch)
@@ -333,7 +336,16 @@ class RunManager:
     async def run_interrupted(self, info: RunInfo, events: Sequence[StoredEvent]) -> None:
         """This instance ended a run nobody drove (its owner died, or it waited for approval and expired or was
         stopped): save what it had said, as the owner would have."""
+        if _ended_waiting(events):
+            self.waits_ended += 1
         if self.on_finish is not None:
             transcript = Transcript.of_log(e.event for e in events)
             # The log's own finish when it has one (an expiry, a Stop while it waited); else it was cut: an error.
             await self._driver.report(transcript.outcome(info, reason=None if transcript.finished else "error"))
+
+
+def _ended_waiting(events: Sequence[StoredEvent]) -> bool:
+    """Whether a log ended by :meth:`RunManager.run_interrupted` was waiting for approval: its pause is the last
+    thing it says before its ending (an error, a finish)."""
+    said = (e.event for e in reversed(events) if not isinstance(e.event, ErrorEvent | FinishEvent))
+    return type(next(said, None)) is RunPaused

@@ -14,33 +14,25 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from tokenrelay.backends.base import ApprovalDecision
-from tokenrelay.events import RunPaused
 from tokenrelay.messages import Message, Role
-from tokenrelay.server.aisdk_routes import TRANSCRIPT_FACTOR
 from tokenrelay.server.approval_routes import answer_approval
 from tokenrelay.server.auth import UserResolver
 from tokenrelay.server.openapi import ErrorBody, errors, event_stream, json_body
 from tokenrelay.server.pipeline import (
     ID_PATTERN,
-    Binding,
     CurrentRelay,
-    ProjectRoute,
     Refusal,
-    authenticate,
-    check_size,
-    check_text,
     identify,
-    parse,
-    read_json_object,
     stream_response,
 )
 from tokenrelay.server.relay import Relay
 from tokenrelay.server.sse_response import SSEResponse
+from tokenrelay.server.thread_routes import bound_router, last_pause, new_question, read_thread, start_thread_run
 
 __all__ = ["AGUIMessage", "AGUIRunInput", "ResumeEntry", "create_agui_router", "message_text"]
 
@@ -99,8 +91,7 @@ def message_text(message: AGUIMessage) -> str:
 
 def create_agui_router(relay: Relay, *, resolve_user: UserResolver | None = None) -> APIRouter:
     """AG-UI's endpoint, bound to ``relay``; ``resolve_user`` defaults to the relay's, as for every route."""
-    binding = Binding(relay, resolve_user or relay.resolve_user)
-    router = APIRouter(route_class=ProjectRoute, dependencies=[Depends(binding)])
+    router = bound_router(relay, resolve_user)
     router.add_api_route(
         "/api/ag-ui",
         run_agent,
@@ -119,11 +110,7 @@ def create_agui_router(relay: Relay, *, resolve_user: UserResolver | None = None
 
 
 async def run_agent(request: Request, relay: CurrentRelay, user_id: Annotated[str | None, Query()] = None) -> Response:
-    await authenticate(request)
-    data = await read_json_object(request, relay.settings.max_message_bytes * TRANSCRIPT_FACTOR)
-    if user_id is not None and "user_id" not in data:
-        data["user_id"] = user_id
-    req = parse(AGUIRunInput, data)
+    req = await read_thread(request, relay, AGUIRunInput, user_id)
     user = await identify(request, req.user_id)
     if req.resume:
         return await _resume(relay, user, req.thread_id, req.resume)
@@ -131,12 +118,7 @@ async def run_agent(request: Request, relay: CurrentRelay, user_id: Annotated[st
     earlier = [
         Message(_ROLES[m.role], message_text(m)) for m in req.messages[:-1] if m.role in _ROLES and message_text(m)
     ]
-    for i, m in enumerate(earlier):
-        check_text(m.content, f"messages.{i}")
-    await relay.conversations.adopt(user, req.thread_id, earlier)
-    info = await relay.start_chat(question, user_id=user, conversation_id=req.thread_id)
-    await relay.chat_runs.set(user, req.thread_id, info.run_id)
-    return await stream_response(relay, info, after=0, protocol="ag-ui")
+    return await start_thread_run(relay, user, req.thread_id, question, earlier, protocol="ag-ui")
 
 
 async def _resume(relay: Relay, user: str, thread_id: str, entries: list[ResumeEntry]) -> Response:
@@ -144,7 +126,7 @@ async def _resume(relay: Relay, user: str, thread_id: str, entries: list[ResumeE
     decisions = [_decision(entry, i) for i, entry in enumerate(entries)]
     run_id = await relay.chat_runs.get(user, thread_id)
     info = await relay.store.get(run_id) if run_id is not None else None
-    pause = await _last_pause(relay, info.run_id) if info is not None and info.user_id == user else None
+    pause = await last_pause(relay, info.run_id) if info is not None and info.user_id == user else None
     if info is None or pause is None:
         raise Refusal(404, "not_found", f"thread {thread_id} has no interrupt to answer", field="resume")
     for decision in decisions:
@@ -168,26 +150,9 @@ def _decision(entry: ResumeEntry, i: int) -> ApprovalDecision:
     raise Refusal(422, "invalid_request", f'{field}: must be {{"approved": boolean, "reason"?: string}}', field=field)
 
 
-async def _last_pause(relay: Relay, run_id: str) -> int | None:
-    """The id of the run's last pause (what its continuation comes after), or ``None`` if it never paused."""
-    last: int | None = None
-    cursor = 0
-    while batch := await relay.store.read(run_id, cursor, 0):
-        last = next((item.seq for item in reversed(batch) if type(item.event) is RunPaused), last)
-        cursor = batch[-1].seq
-    return last
-
-
 def _question(req: AGUIRunInput, limit: int) -> str:
     """The thread's new question: the text of its last message, which must be the user's."""
     if not req.messages:
         raise Refusal(422, "invalid_request", "messages: must hold the user's message", field="messages")
     last = req.messages[-1]
-    if last.role != "user":
-        raise Refusal(422, "invalid_request", "messages: the last message must be the user's", field="messages")
-    text = message_text(last)
-    if not text.strip():
-        raise Refusal(422, "invalid_request", "messages: the last message has no text", field="messages")
-    check_size(text, limit, "messages")
-    check_text(text, "messages")
-    return text
+    return new_question(last.role, message_text(last), limit)

@@ -21,42 +21,32 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from tokenrelay.backends.base import ApprovalDecision
 from tokenrelay.errors import RunNotFound
-from tokenrelay.events import RunPaused
 from tokenrelay.messages import Message
 from tokenrelay.server.approval_routes import answer_approval, restore_from_history
 from tokenrelay.server.auth import UserResolver
 from tokenrelay.server.openapi import errors, event_stream, json_body
 from tokenrelay.server.pipeline import (
     ID_PATTERN,
-    Binding,
     CurrentRelay,
-    ProjectRoute,
     QueryUser,
     Refusal,
-    authenticate,
     check_id,
-    check_size,
-    check_text,
     event_cursor,
     identify,
     owned_run,
-    parse,
-    read_json_object,
     stream_response,
 )
 from tokenrelay.server.relay import Relay
 from tokenrelay.server.sse_response import SSEResponse
+from tokenrelay.server.thread_routes import bound_router, last_pause, new_question, read_thread, start_thread_run
 
 __all__ = ["UIMessage", "UseChatRequest", "create_aisdk_router", "message_text"]
-
-# useChat sends the whole transcript with every message.
-TRANSCRIPT_FACTOR = 64
 
 
 class UIMessage(BaseModel):
@@ -83,8 +73,7 @@ def message_text(message: UIMessage) -> str:
 
 def create_aisdk_router(relay: Relay, *, resolve_user: UserResolver | None = None) -> APIRouter:
     """useChat's two endpoints, bound to ``relay``; ``resolve_user`` defaults to the relay's, as for every route."""
-    binding = Binding(relay, resolve_user or relay.resolve_user)
-    router = APIRouter(route_class=ProjectRoute, dependencies=[Depends(binding)])
+    router = bound_router(relay, resolve_user)
     router.add_api_route(
         "/api/chat",
         use_chat,
@@ -111,25 +100,16 @@ def create_aisdk_router(relay: Relay, *, resolve_user: UserResolver | None = Non
 
 
 async def use_chat(request: Request, relay: CurrentRelay, user_id: Annotated[str | None, Query()] = None) -> Response:
-    await authenticate(request)
-    data = await read_json_object(request, relay.settings.max_message_bytes * TRANSCRIPT_FACTOR)
-    if user_id is not None and "user_id" not in data:
-        data["user_id"] = user_id
-    req = parse(UseChatRequest, data)
+    req = await read_thread(request, relay, UseChatRequest, user_id)
     answers = _approval_answers(req.messages[-1])
     if answers:
         return await _continue(relay, req.id, await identify(request, req.user_id), answers)
-    question = _question(req, relay.settings.max_message_bytes)
+    last = req.messages[-1]
+    question = new_question(last.role, message_text(last), relay.settings.max_message_bytes)
     user = await identify(request, req.user_id)
     earlier = [Message(m.role, message_text(m)) for m in req.messages[:-1]]
-    for i, m in enumerate(earlier):
-        check_text(m.content, f"messages.{i}")
-    await relay.conversations.adopt(user, req.id, earlier)
-    info = await relay.start_chat(
-        question, user_id=user, conversation_id=req.id, regenerate=req.trigger == "regenerate-message"
-    )
-    await relay.chat_runs.set(user, req.id, info.run_id)
-    return await stream_response(relay, info, after=0, protocol="ai-sdk")
+    regenerate = req.trigger == "regenerate-message"
+    return await start_thread_run(relay, user, req.id, question, earlier, protocol="ai-sdk", regenerate=regenerate)
 
 
 async def resume_chat(
@@ -173,24 +153,7 @@ async def _continue(relay: Relay, chat_id: str, user: str, answers: list[Approva
         raise RunNotFound(chat_id)
     await restore_from_history(relay, run_id, user)
     info = await owned_run(relay, run_id, user)
-    paused = 0  # the last pause before these answers: the continuation is what follows it
-    cursor = 0
-    while batch := await relay.store.read(run_id, cursor, 0):
-        cursor = batch[-1].seq
-        paused = next((s.seq for s in reversed(batch) if type(s.event) is RunPaused), paused)
+    paused = await last_pause(relay, run_id) or 0  # before these answers: the continuation is what follows it
     for answer in answers:
         await answer_approval(relay, run_id, user, answer)
     return await stream_response(relay, info, after=paused, protocol="ai-sdk")
-
-
-def _question(req: UseChatRequest, limit: int) -> str:
-    """The chat's new question: the text of its last message, which must be the user's."""
-    last = req.messages[-1]
-    if last.role != "user":
-        raise Refusal(422, "invalid_request", "messages: the last message must be the user's", field="messages")
-    text = message_text(last)
-    if not text.strip():
-        raise Refusal(422, "invalid_request", "messages: the last message has no text", field="messages")
-    check_size(text, limit, "messages")
-    check_text(text, "messages")
-    return text

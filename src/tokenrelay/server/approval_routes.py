@@ -49,8 +49,23 @@ log = logging.getLogger("tokenrelay.server")
 _BODY_LIMIT = 64 * 1024
 
 
-def paused_log(parts: Sequence[Part]) -> list[Event]:
-    """A paused answer's log rebuilt from its parts (each text or reasoning part one delta), its pause last."""
+def paused_log(parts: Sequence[Part], pause_seq: int = 0) -> list[Event]:
+    """A paused answer's log rebuilt from its parts (each text or reasoning part one delta), its pause last.
+
+    With ``pause_seq``, the id the pause had, the pause keeps that id: empty text deltas before the first text (or
+    at the start) make up for the deltas the parts joined, so the continuation comes under the ids its viewers
+    expect. A viewer that saw the pause resumes from it exactly; one from an id before it gets the answer so far
+    from its start (its text one delta), then the rest.
+    """
+    out = _events_of(parts)
+    missing = pause_seq - len(out)
+    if missing > 0:
+        at = next((i for i, event in enumerate(out) if type(event) is TextDelta), 0)
+        out[at:at] = [TextDelta("")] * missing
+    return out
+
+
+def _events_of(parts: Sequence[Part]) -> list[Event]:
     out: list[Event] = []
     for part in parts:
         if isinstance(part, TextPart):
@@ -74,7 +89,8 @@ def paused_log(parts: Sequence[Part]) -> list[Event]:
 
 async def restore_from_history(relay: Relay, run_id: str, user_id: str) -> bool:
     """A paused run the store does not have (an in-memory store restarted) but the history does: kept by the store
-    again, its log rebuilt from the saved answer (under new ids, its pause last), so it can be answered and go on."""
+    again, its log rebuilt from the saved answer (its pause last, under the id it had), so it can be answered and
+    go on."""
     if await relay.store.get(run_id) is not None:
         return False
     found = await relay.history.paused_answer(user_id, run_id)
@@ -92,8 +108,9 @@ async def restore_from_history(relay: Relay, run_id: str, user_id: str) -> bool:
     )
     info = RunInfo(run_id, user_id, conversation_id, paused.backend, message.created_at)
     suspension = Suspension(paused.state, paused.backend, paused.expires_at, calls)
-    restored = await relay.store.restore_waiting(info, paused_log(message.parts), suspension)
+    restored = await relay.store.restore_waiting(info, paused_log(message.parts, paused.seq), suspension)
     if restored:
+        relay.metrics.run_restored()
         log.info("run %s: restored from the history, waiting for %d approval(s)", run_id, len(calls))
     return restored
 
