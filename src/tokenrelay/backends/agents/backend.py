@@ -135,7 +135,8 @@ class AgentsBackend(RemoteBackend["AsyncOpenAI"]):
         return self.settings.temperature
 
     def new_client(self) -> AsyncOpenAI:
-        return self.config.client()
+        # The SDK parses the stream into its models (the Runner needs them), over the lean transport all the same.
+        return self.config.client(lean=True)
 
     def describe(self) -> dict[str, Any]:
         return {
