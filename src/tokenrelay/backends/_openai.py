@@ -78,13 +78,16 @@ class OpenAIConfig:
     def talks_to_openai(self) -> bool:
         return self.base_url is None
 
-    def client(self, *, lean: bool = False) -> AsyncOpenAI:
-        """The SDK's client; with ``lean`` on the lean HTTP transport (``_http.py``) that the fast path reads."""
+    def client(self, *, lean: bool = False, transport: Any = None) -> AsyncOpenAI:
+        """The SDK's client; with ``lean`` on the lean HTTP transport (``_http.py``) that the fast path reads, or on
+        the given ``transport`` (the warm-up's)."""
         from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
         # The SDK retries every 5xx; one that reports a validation failure is not sent again.
         hooks = {"response": [refused_requests_are_final]}
-        if lean:
+        if transport is not None:
+            http = DefaultAsyncHttpxClient(transport=transport, event_hooks=hooks)
+        elif lean:
             from tokenrelay.backends._http import lean_client
 
             http = lean_client(DefaultAsyncHttpxClient, event_hooks=hooks)
@@ -169,6 +172,13 @@ def wire_incomplete_reason(response: dict[str, Any]) -> FinishReason:
     return "content_filter" if details and details.get("reason") == "content_filter" else "length"
 
 
+# What the warm-up's canned upstream answers (``_warm.py``): one Chat Completions chunk, then the end.
+_WARM_BODY = (
+    b'data: {"id":"warm-up","object":"chat.completion.chunk","created":0,"model":"warm-up",'
+    b'"choices":[{"index":0,"delta":{"content":"."},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
+)
+
+
 class OpenAIOptions(TypedDict, total=False):
     """:class:`OpenAIBackendBase`'s keyword arguments besides ``model``, for a subclass that adds its own."""
 
@@ -212,6 +222,11 @@ class OpenAIBackendBase(TranslatingBackend["AsyncOpenAI", _Item]):
 
     def new_client(self) -> AsyncOpenAI:
         return self.config.client(lean=self.fast_path)
+
+    async def start(self) -> None:
+        from tokenrelay.backends._warm import canned_transport, warm_up
+
+        await warm_up(self, self.config.client(transport=canned_transport(_WARM_BODY)))
 
     def describe(self) -> dict[str, Any]:
         return {"api": self.api, **self.config.describe(), **self.stats.as_dict()}

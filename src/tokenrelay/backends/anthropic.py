@@ -296,6 +296,14 @@ class AnthropicBackend(TranslatingBackend["AsyncAnthropic", "RawMessageStreamEve
             http_client=http,
         )
 
+    async def start(self) -> None:
+        from anthropic import AsyncAnthropic, DefaultAsyncHttpxClient
+
+        from tokenrelay.backends._warm import canned_transport, warm_up
+
+        http = DefaultAsyncHttpxClient(transport=canned_transport(b"event: message_stop\ndata: {}\n\n"))
+        await warm_up(self, AsyncAnthropic(api_key="warm-up", base_url="http://warm-up.invalid", http_client=http))
+
     def describe(self) -> dict[str, Any]:
         base_url = public_url(self.base_url or "https://api.anthropic.com")
         return {"model": self.model, "base_url": base_url, **self.stats.as_dict()}
