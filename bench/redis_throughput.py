@@ -1,16 +1,23 @@
 """The redis section: events per second through the Redis run store against the in-process one, and what fan-out
 costs Redis.
 
-In one process, on a redis-server of the benchmark's own (a free port, nothing saved; its ``INFO commandstats`` count
-only this benchmark's commands):
+On a redis-server of the benchmark's own (a free port, nothing saved; its ``INFO commandstats`` count only this
+benchmark's commands):
 
-- throughput: a writer appends events one by one (yielding between appends, as a run's driver does) and a reader
-  follows them — on a second store instance for Redis (so every event goes through Redis), on the same store for
-  memory — until the finish; for one run, and for 1,000 runs at once (a writer and a reader each). Events/s from
-  the first append to the last reader's finish.
-- fan-out: one run watched by ``viewers`` readers spread over two store instances (the owner and another), events
-  appended at a steady pace; the Redis commands per event (``INFO commandstats`` before and after) must not grow
-  with the viewers: the owner's readers are served from memory and the other instance's by one shared ``XREAD``.
+- throughput, per instance: a writer appends events one by one (yielding between appends, as a run's driver does)
+  and a reader follows them until the finish; for one run, and for 1,000 runs at once (a writer and a reader each).
+  For Redis the writer's store instance and the reader's are two processes (``multiprocessing``, spawned), each with
+  its own event loop, as in production: the owner appends, another instance's viewers read, and every event goes
+  through Redis. The in-process store has its writer and its reader in one process, as it must. Each process is
+  pinned to a core (``CORES``): the in-process one and the Redis writer on core 0, the Redis reader on core 1;
+  redis-server is left to the scheduler. Events/s from the writer's first append to the reader's last finish
+  (``time.perf_counter`` is the system's monotonic clock, the same in every process), and each process's CPU
+  seconds over that span (``time.process_time``): events per CPU second is what one instance sustains whatever the
+  rest of the machine does.
+- fan-out: one run watched by ``viewers`` readers spread over two store instances (the owner and another) in this
+  process, events appended at a steady pace; the Redis commands per event (``INFO commandstats`` before and after)
+  must not grow with the viewers: the owner's readers are served from memory and the other instance's by one shared
+  ``XREAD``.
 
 Medians of ``plan.repeats`` runs.
 """
@@ -19,6 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import multiprocessing
+import os
 import secrets
 import shutil
 import socket
@@ -26,6 +35,7 @@ import statistics
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
+from multiprocessing.connection import Connection
 from typing import Any
 
 from bench.suite import Plan, log
@@ -41,6 +51,9 @@ MANY_RUNS_EVENTS = 50
 FANOUT_VIEWERS = (1_000, 10_000)
 FANOUT_EVENTS = 100
 FANOUT_GAP_S = 0.01
+# The core each throughput process runs on (none on a one-core machine).
+CORES = {"memory": 0, "writer": 0, "reader": 1}
+STEP_TIMEOUT_S = 180.0  # the longest a process may take over one step (starting, loading, the measured part)
 # What the APPEND script runs inside Redis (INFO commandstats counts those too): not commands this process sends.
 _IN_SCRIPTS = {"xadd", "hset", "hget", "pexpire"}
 
@@ -77,27 +90,6 @@ def _info(run_id: str) -> RunInfo:
     return RunInfo(run_id, "bench", "c", "bench", time.time())
 
 
-@contextlib.asynccontextmanager
-async def _stores(kind: str, url: str) -> AsyncIterator[tuple[RunStore, RunStore]]:
-    """(owner, reader): two Redis instances on one prefix, or the one memory store twice."""
-    if kind == "memory":
-        store = MemoryRunStore()
-        yield store, store
-        await store.close()
-        return
-    from tokenrelay.stores.redis import RedisRunStore
-
-    prefix = f"bench:{secrets.token_hex(4)}:"
-    owner, reader = RedisRunStore(url, prefix=prefix), RedisRunStore(url, prefix=prefix)
-    await owner.start()
-    await reader.start()
-    try:
-        yield owner, reader
-    finally:
-        await owner.close()
-        await reader.close()
-
-
 async def _write(store: RunStore, run_id: str, events: int) -> None:
     for i in range(events):
         await store.append(run_id, [TextDelta(str(i % 10))])
@@ -114,19 +106,149 @@ async def _follow(store: RunStore, run_id: str, total: int, *, coalesced: bool =
             after = got[-1].seq
 
 
-async def _throughput(kind: str, url: str, runs: int, events: int) -> float:
-    """Events per second, every run's events written and read back on the reader instance."""
-    async with _stores(kind, url) as (owner, reader):
-        ids = [secrets.token_urlsafe(12) for _ in range(runs)]
+# throughput: each instance in a process of its own
+
+
+def _process(role: str, conn: Connection, url: str, prefix: str, ids: list[str], events: int) -> None:
+    """A throughput process's body: ``role`` is memory (writer and reader in one), writer or reader."""
+    if (os.cpu_count() or 1) > 1:
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(0, {CORES[role]})
+    body = {"memory": _memory_instance, "writer": _writer_instance, "reader": _reader_instance}[role]
+    try:
+        conn.send(asyncio.run(body(conn, url, prefix, ids, events)))
+    except Exception as exc:
+        conn.send({"error": f"{role}: {exc!r}"})
+        raise
+
+
+async def _step(conn: Connection, expected: str) -> None:
+    """Wait (off the event loop, which keeps the store's own tasks running) for the parent's next step."""
+    got = await asyncio.to_thread(conn.recv)
+    if got != expected:
+        raise RuntimeError(f"expected {expected!r} from the benchmark, got {got!r}")
+
+
+async def _memory_instance(conn: Connection, url: str, prefix: str, ids: list[str], events: int) -> dict[str, Any]:
+    store = MemoryRunStore()
+    for run_id in ids:
+        await store.create(_info(run_id))
+    conn.send("ready")
+    await _step(conn, "go")
+    cpu, started = time.process_time(), time.perf_counter()
+    readers = [asyncio.create_task(_follow(store, run_id, events + 1)) for run_id in ids]
+    await asyncio.sleep(0)
+    await asyncio.gather(*(_write(store, run_id, events) for run_id in ids))
+    await asyncio.wait_for(asyncio.gather(*readers), STEP_TIMEOUT_S)
+    done = time.perf_counter()
+    await store.close()
+    return {"started": started, "done": done, "cpu": time.process_time() - cpu}
+
+
+async def _writer_instance(conn: Connection, url: str, prefix: str, ids: list[str], events: int) -> dict[str, Any]:
+    from tokenrelay.stores.redis import RedisRunStore
+
+    store = RedisRunStore(url, prefix=prefix)
+    await store.start()
+    try:
         for run_id in ids:
-            await owner.create(_info(run_id))
-        await asyncio.gather(*(reader.read(run_id, 0, 0) for run_id in ids))  # loaded (and followed) first
-        started = time.perf_counter()
-        readers = [asyncio.create_task(_follow(reader, run_id, events + 1)) for run_id in ids]
+            await store.create(_info(run_id))
+        conn.send("created")
+        await _step(conn, "go")
+        cpu, started = time.process_time(), time.perf_counter()
+        await asyncio.gather(*(_write(store, run_id, events) for run_id in ids))  # each finish() waits for Redis
+        return {"started": started, "written": time.perf_counter(), "cpu": time.process_time() - cpu}
+    finally:
+        await store.close()
+
+
+async def _reader_instance(conn: Connection, url: str, prefix: str, ids: list[str], events: int) -> dict[str, Any]:
+    from tokenrelay.stores.redis import RedisRunStore
+
+    store = RedisRunStore(url, prefix=prefix)
+    await store.start()
+    try:
+        await _step(conn, "load")
+        await asyncio.gather(*(store.read(run_id, 0, 0) for run_id in ids))  # loaded (and followed) first
+        readers = [asyncio.create_task(_follow(store, run_id, events + 1)) for run_id in ids]
         await asyncio.sleep(0)
-        await asyncio.gather(*(_write(owner, run_id, events) for run_id in ids))
-        await asyncio.wait_for(asyncio.gather(*readers), 120)
-        return runs * events / (time.perf_counter() - started)
+        cpu = time.process_time()
+        conn.send("ready")
+        await asyncio.wait_for(asyncio.gather(*readers), STEP_TIMEOUT_S)
+        return {"done": time.perf_counter(), "cpu": time.process_time() - cpu}
+    finally:
+        await store.close()
+
+
+def _expect(conn: Connection, what: str) -> Any:
+    """The next message from a throughput process (``what``, or its result); an error if it failed or hangs."""
+    if not conn.poll(STEP_TIMEOUT_S):
+        raise RuntimeError(f"redis bench: no {what} within {STEP_TIMEOUT_S:.0f}s")
+    got = conn.recv()
+    if isinstance(got, dict) and "error" in got:
+        raise RuntimeError(f"redis bench: {got['error']}")
+    if what != "result" and got != what:
+        raise RuntimeError(f"redis bench: expected {what!r}, got {got!r}")
+    return got
+
+
+def _throughput(kind: str, url: str, runs: int, events: int) -> dict[str, float]:
+    """Every run's events written and read back: events/s, and events per CPU second of each process."""
+    ctx = multiprocessing.get_context("spawn")
+    ids = [secrets.token_urlsafe(12) for _ in range(runs)]
+    prefix = f"bench:{secrets.token_hex(4)}:"
+    roles = ("memory",) if kind == "memory" else ("writer", "reader")
+    pipes = {role: ctx.Pipe() for role in roles}
+    processes = {
+        role: ctx.Process(target=_process, args=(role, pipes[role][1], url, prefix, ids, events), daemon=True)
+        for role in roles
+    }
+    for process in processes.values():
+        process.start()
+    conns = {role: pipes[role][0] for role in roles}
+    try:
+        if kind == "memory":
+            _expect(conns["memory"], "ready")
+            conns["memory"].send("go")
+            result = _expect(conns["memory"], "result")
+            total = runs * events
+            return {"events_s": total / (result["done"] - result["started"]), "cpu_events_s": total / result["cpu"]}
+        _expect(conns["writer"], "created")
+        conns["reader"].send("load")
+        _expect(conns["reader"], "ready")
+        conns["writer"].send("go")
+        written, read = _expect(conns["writer"], "result"), _expect(conns["reader"], "result")
+    finally:
+        for process in processes.values():
+            process.join(30)
+            if process.is_alive():
+                process.kill()
+    total = runs * events
+    return {
+        "events_s": total / (read["done"] - written["started"]),
+        "writer_events_s": total / (written["written"] - written["started"]),
+        "writer_cpu_events_s": total / written["cpu"],
+        "reader_cpu_events_s": total / read["cpu"],
+    }
+
+
+# fan-out: one run, many viewers over two instances in this process
+
+
+@contextlib.asynccontextmanager
+async def _instances(url: str) -> AsyncIterator[tuple[RunStore, RunStore]]:
+    """Two Redis store instances on one prefix: a run's owner and another."""
+    from tokenrelay.stores.redis import RedisRunStore
+
+    prefix = f"bench:{secrets.token_hex(4)}:"
+    owner, other = RedisRunStore(url, prefix=prefix), RedisRunStore(url, prefix=prefix)
+    await owner.start()
+    await other.start()
+    try:
+        yield owner, other
+    finally:
+        await owner.close()
+        await other.close()
 
 
 async def _commands(url: str) -> dict[str, int]:
@@ -142,7 +264,7 @@ async def _commands(url: str) -> dict[str, int]:
 
 async def _fanout(url: str, viewers: int) -> dict[str, Any]:
     """One run, ``viewers`` readers half on its owner and half on another instance: Redis commands per event."""
-    async with _stores("redis", url) as (owner, other):
+    async with _instances(url) as (owner, other):
         run_id = secrets.token_urlsafe(12)
         await owner.create(_info(run_id))
         total = FANOUT_EVENTS + 1
@@ -185,16 +307,18 @@ def measure(plan: Plan) -> dict[str, Any]:
     out: dict[str, Any] = {"throughput": {}, "fanout": []}
     with _redis_server() as url:
         for label, runs, events in (("1 run", 1, ONE_RUN_EVENTS), ("1,000 runs", MANY_RUNS, MANY_RUNS_EVENTS)):
-            row = {}
+            row: dict[str, dict[str, float]] = {}
             for kind in ("memory", "redis"):
                 log(f"redis: {label}, {kind} store")
-                row[kind] = _median([asyncio.run(_throughput(kind, url, runs, events)) for _ in range(repeats)])
+                samples = [_throughput(kind, url, runs, events) for _ in range(repeats)]
+                row[kind] = {key: _median([s[key] for s in samples]) for key in samples[0]}
+                log(f"  {', '.join(f'{k} {v:,.0f}' for k, v in row[kind].items())}")
             out["throughput"][label] = row
         for viewers in FANOUT_VIEWERS:
             log(f"redis: one run, {viewers:,} viewers over two instances")
-            samples = [asyncio.run(_fanout(url, viewers)) for _ in range(repeats)]
-            row = {key: _median([s[key] for s in samples]) for key in samples[0] if key != "calls"}
-            out["fanout"].append(row | {"viewers": viewers, "calls": samples[0]["calls"]})
+            fanout = [asyncio.run(_fanout(url, viewers)) for _ in range(repeats)]
+            medians = {key: _median([s[key] for s in fanout]) for key in fanout[0] if key != "calls"}
+            out["fanout"].append(medians | {"viewers": viewers, "calls": fanout[0]["calls"]})
     return out
 
 
@@ -202,15 +326,22 @@ def table(results: dict[str, Any]) -> str:
     if "error" in results:
         return f"redis: not measured ({results['error']})"
     lines = [
-        "Redis run store: events/s (written on one instance, read on another) against the in-process store",
+        "Redis run store: events/s, written on one instance and read on another (two processes), against the",
+        "in-process store (its writer and reader in one process); and events per CPU second of each process",
         "",
-        "| runs | memory events/s | redis events/s | redis / memory | target (≥ 0.5) |",
-        "|---|---:|---:|---:|---|",
+        "| runs | memory events/s | redis events/s | redis / memory | target (≥ 0.5) "
+        "| memory events/CPU-s | redis writer events/CPU-s | redis reader events/CPU-s |",
+        "|---|---:|---:|---:|---|---:|---:|---:|",
     ]
     for label, row in results["throughput"].items():
-        ratio = row["redis"] / row["memory"]
+        memory, redis = row["memory"], row["redis"]
+        ratio = redis["events_s"] / memory["events_s"]
         verdict = "met" if ratio >= 0.5 else "missed"
-        lines.append(f"| {label} | {row['memory']:,.0f} | {row['redis']:,.0f} | {ratio:.2f} | {verdict} |")
+        lines.append(
+            f"| {label} | {memory['events_s']:,.0f} | {redis['events_s']:,.0f} | {ratio:.2f} | {verdict} "
+            f"| {memory['cpu_events_s']:,.0f} | {redis['writer_cpu_events_s']:,.0f} "
+            f"| {redis['reader_cpu_events_s']:,.0f} |"
+        )
     lines += [
         "",
         "One run watched over two instances: Redis commands per event (sent by the instances; executed, with what",

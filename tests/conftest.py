@@ -21,6 +21,11 @@ from tokenrelay.stores import StoredEvent
 if TYPE_CHECKING:
     from tests.own_redis import RedisProcess
 
+# llama.cpp's OpenMP threads spin while they wait for each other; on a machine busier than its cores (two pytest
+# workers, servers, browsers) the spinning starves the very threads they wait for. Passive waiting (this process and
+# every server it starts) evaluates the embedded model's prompts several times faster there.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 REDIS_URL = os.environ.get("TOKENRELAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 POSTGRES_URL = os.environ.get("TOKENRELAY_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")

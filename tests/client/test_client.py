@@ -98,7 +98,7 @@ async def test_sync_client_follows_a_run_by_id_and_cancels_it() -> None:
     backend = ScriptedBackend([TextDelta("a"), Pause(60)])
     relay = Relay(backend, Settings(backend="synthetic", on_disconnect="detach"))
     async with running_server(create_app(relay=relay)) as base:
-        async with httpx.AsyncClient(base_url=base) as raw:
+        async with httpx.AsyncClient(base_url=base, timeout=30) as raw:
             async with raw.stream("POST", "/api/chat/stream", json={"message": "hi"}) as r:
                 run_id = r.headers["x-run-id"]
 

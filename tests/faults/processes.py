@@ -37,7 +37,7 @@ class ServeProcess:
                 command, stdout=subprocess.DEVNULL, stderr=stderr, env={**os.environ, **(env or {})}
             )
 
-    async def ready(self, client: httpx.AsyncClient, timeout: float = 30.0) -> None:
+    async def ready(self, client: httpx.AsyncClient, timeout: float = 60.0) -> None:
         """Until /api/health answers 200 (each check is a request answered or refused: no fixed pause)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout

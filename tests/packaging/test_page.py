@@ -30,7 +30,7 @@ async def test_a_page_built_after_the_server_started_is_served(
     monkeypatch.setattr(app_module, "static_dir", lambda: static)
     app = create_app(Settings(backend="synthetic", history="memory"), SyntheticBackend(tokens=1, interval_ms=0))
     with caplog.at_level(logging.WARNING, logger="tokenrelay.server"):
-        async with running_server(app) as url, httpx.AsyncClient(base_url=url) as client:
+        async with running_server(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
             # Not built yet: the start said so, the page says what to do, assets are plain 404s.
             warnings = [r.getMessage() for r in caplog.records if r.name == "tokenrelay.server"]
             assert warnings == [f"tokenrelay: the chat page at / is missing: {missing_page_hint(static)}"]
@@ -59,7 +59,7 @@ async def test_a_built_page_logs_nothing_at_start(
     monkeypatch.setattr(app_module, "static_dir", lambda: static)
     app = create_app(Settings(backend="synthetic", history="memory"), SyntheticBackend(tokens=1, interval_ms=0))
     with caplog.at_level(logging.WARNING, logger="tokenrelay.server"):
-        async with running_server(app) as url, httpx.AsyncClient(base_url=url) as client:
+        async with running_server(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
             assert (await client.get("/assets/index-abc.js")).status_code == 200
     assert not [r for r in caplog.records if "chat page" in r.getMessage()]
 

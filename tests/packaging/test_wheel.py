@@ -231,6 +231,7 @@ def _chat_in_the_page(browser: Any, url: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # the build alone may take its 600 s on a loaded machine
 def test_building_in_a_clone_without_the_page_builds_it(tmp_path: Path) -> None:
     """``python -m build`` right after a clone (no ``make web``) runs ``npm run build`` itself."""
     node_modules = CLONE / "web" / "node_modules"

@@ -71,7 +71,7 @@ async def test_the_openai_client_sees_a_cancelled_run_as_an_api_error() -> None:
     async with (
         running_server(create_app(relay=relay)) as url,
         openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0) as client,
-        httpx.AsyncClient(base_url=url) as raw,
+        httpx.AsyncClient(base_url=url, timeout=30) as raw,
     ):
         messages: Any = [{"role": "user", "content": "Hi"}]
         async with client.chat.completions.with_streaming_response.create(

@@ -212,7 +212,7 @@ async def test_a_cut_connection_resumes_from_its_last_id_with_nothing_lost_or_re
     backend = ScriptedBackend([*steps, FinishEvent("stop")])
     async with serve(backend, coalesce_max_ms=0) as (client, _):
         proxy = CuttingProxy("127.0.0.1", int(str(client.base_url).rsplit(":", 1)[1].rstrip("/")))
-        async with proxy.serve() as proxied, httpx.AsyncClient(base_url=proxied) as cut_client:
+        async with proxy.serve() as proxied, httpx.AsyncClient(base_url=proxied, timeout=30) as cut_client:
             proxy.cut_next(900)  # the headers and a few frames, then the network is gone
             received: list[Frame] = []
             with pytest.raises(httpx.HTTPError):

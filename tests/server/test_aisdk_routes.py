@@ -69,7 +69,7 @@ def use_chat_body(chat_id: str, *messages: dict[str, Any]) -> dict[str, Any]:
 @asynccontextmanager
 async def serve(backend: Backend, **settings: Any) -> AsyncIterator[tuple[httpx.AsyncClient, Relay]]:
     relay = Relay(backend, Settings(backend="synthetic", **settings))
-    async with running_server(create_app(relay=relay)) as url, httpx.AsyncClient(base_url=url) as client:
+    async with running_server(create_app(relay=relay)) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
         yield client, relay
 
 

@@ -35,7 +35,7 @@ async def serve(backend: Backend | None = None, **settings: object) -> AsyncIter
 
 
 async def test_requests_without_a_valid_token_get_401_with_a_bearer_challenge() -> None:
-    async with serve() as (url, relay), httpx.AsyncClient(base_url=url) as client:
+    async with serve() as (url, relay), httpx.AsyncClient(base_url=url, timeout=30) as client:
         requests = [
             ("POST", "/api/chat/stream", {"json": {"message": "hi"}}),
             ("GET", "/api/chat/stream", {"params": {"message": "hi"}}),
@@ -72,7 +72,7 @@ async def test_requests_without_a_valid_token_get_401_with_a_bearer_challenge() 
 
 
 async def test_the_token_decides_the_user_and_a_claimed_user_id_is_ignored() -> None:
-    async with serve() as (url, relay), httpx.AsyncClient(base_url=url) as client:
+    async with serve() as (url, relay), httpx.AsyncClient(base_url=url, timeout=30) as client:
         body = {"message": "hi", "user_id": "bob", "conversation_id": "c1"}
         async with client.stream("POST", "/api/chat/stream", json=body, headers=ALICE) as r:
             run_id = r.headers["x-run-id"]
@@ -87,7 +87,10 @@ async def test_the_token_decides_the_user_and_a_claimed_user_id_is_ignored() -> 
 
 async def test_another_users_runs_and_conversations_are_404_everywhere() -> None:
     backend = ScriptedBackend([TextDelta("a"), Pause(60)])
-    async with serve(backend, on_disconnect="detach") as (url, _), httpx.AsyncClient(base_url=url) as client:
+    async with (
+        serve(backend, on_disconnect="detach") as (url, _),
+        httpx.AsyncClient(base_url=url, timeout=30) as client,
+    ):
         body = {"message": "hi", "conversation_id": "c1"}
         async with client.stream("POST", "/api/chat/stream", json=body, headers=ALICE) as r:
             run_id = r.headers["x-run-id"]
@@ -111,7 +114,7 @@ async def test_another_users_runs_and_conversations_are_404_everywhere() -> None
 
 
 async def test_eventsource_can_pass_the_token_in_the_query_of_get_streams_only() -> None:
-    async with serve() as (url, _), httpx.AsyncClient(base_url=url) as client:
+    async with serve() as (url, _), httpx.AsyncClient(base_url=url, timeout=30) as client:
         params = {"message": "hi", "access_token": "tok-alice"}
         async with client.stream("GET", "/api/chat/stream", params=params) as r:
             assert r.status_code == 200
@@ -145,7 +148,7 @@ async def test_a_resolver_of_your_own_replaces_the_tokens() -> None:
     relay = Relay(ScriptedBackend([TextDelta("x"), FinishEvent()]), Settings(backend="synthetic"))
     app = FastAPI()
     app.include_router(create_router(relay, resolve_user=from_gateway))
-    async with running_server(app, lifespan="off") as url, httpx.AsyncClient(base_url=url) as client:
+    async with running_server(app, lifespan="off") as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
         await relay.history.start()
         r = await client.get("/api/conversations")
         assert r.status_code == 401  # FastAPI's own handler: the status and challenge, its {"detail"} body

@@ -175,7 +175,10 @@ async def test_a_chunked_body_is_cut_off_as_soon_as_it_passes_the_limit() -> Non
 @pytest.mark.parametrize("path", ["/api/chat/stream", "/api/chat", "/v1/chat/completions"])
 async def test_deep_json_is_a_400_not_a_recursion_error(path: str) -> None:
     relay = relay_of()
-    async with serving(relay) as (host, port), httpx.AsyncClient(base_url=f"http://{host}:{port}") as client:
+    async with (
+        serving(relay) as (host, port),
+        httpx.AsyncClient(base_url=f"http://{host}:{port}", timeout=30) as client,
+    ):
         for depth in (1000, 100_000):
             deep = b"[" * depth + b"]" * depth
             body = b'{"message": "hi", "x": ' + deep + b"}"
@@ -188,7 +191,10 @@ async def test_deep_json_is_a_400_not_a_recursion_error(path: str) -> None:
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data"])
 async def test_post_bodies_must_be_json(path: str, content_type: str) -> None:
     relay = relay_of()
-    async with serving(relay) as (host, port), httpx.AsyncClient(base_url=f"http://{host}:{port}") as client:
+    async with (
+        serving(relay) as (host, port),
+        httpx.AsyncClient(base_url=f"http://{host}:{port}", timeout=30) as client,
+    ):
         body = b'{"message": "hi", "model": "m", "messages": [{"role": "user", "content": "hi"}]}'
         r = await client.post(path, content=body, headers={"content-type": content_type})
         assert r.status_code == 415, r.text
@@ -200,7 +206,10 @@ async def test_post_bodies_must_be_json(path: str, content_type: str) -> None:
 
 async def test_state_changing_requests_from_another_origin_are_refused_when_cors_is_configured() -> None:
     relay = relay_of(cors_origins=["https://app.example"])
-    async with serving(relay) as (host, port), httpx.AsyncClient(base_url=f"http://{host}:{port}") as client:
+    async with (
+        serving(relay) as (host, port),
+        httpx.AsyncClient(base_url=f"http://{host}:{port}", timeout=30) as client,
+    ):
         body = {"message": "hi"}
         r = await client.post("/api/chat/stream", json=body, headers={"origin": "https://evil.example"})
         assert (r.status_code, r.json()["error"]["code"]) == (403, "origin_not_allowed")
@@ -224,7 +233,7 @@ async def test_a_client_leaving_halfway_through_its_body_logs_no_exception() -> 
                 writer.write(post(path, b"")[:-2].replace(b"content-length: 0", b"content-length: 100") + b'\r\n{"mes')
                 await writer.drain()
                 writer.close()
-            async with httpx.AsyncClient(base_url=f"http://{host}:{port}") as client:
+            async with httpx.AsyncClient(base_url=f"http://{host}:{port}", timeout=30) as client:
                 assert (await client.get("/api/health")).status_code == 200
             assert relay.runs.active_runs == 0
     assert not [r for r in records if r.exc_info or "Exception" in r.getMessage()], [r.getMessage() for r in records]
@@ -241,7 +250,10 @@ async def test_a_client_leaving_halfway_through_its_body_logs_no_exception() -> 
 )
 async def test_input_that_cannot_be_stored_is_a_422_naming_the_field(body: str, field: str) -> None:
     relay = relay_of()
-    async with serving(relay) as (host, port), httpx.AsyncClient(base_url=f"http://{host}:{port}") as client:
+    async with (
+        serving(relay) as (host, port),
+        httpx.AsyncClient(base_url=f"http://{host}:{port}", timeout=30) as client,
+    ):
         r = await client.post("/api/chat/stream", content=body, headers={"content-type": "application/json"})
         assert (r.status_code, r.json()["error"]["field"]) == (422, field), r.text
         chat = {
@@ -267,7 +279,10 @@ async def test_dot_ids_are_refused_in_paths() -> None:
 
 
 async def test_the_chat_page_is_served_with_security_headers() -> None:
-    async with serving(relay_of()) as (host, port), httpx.AsyncClient(base_url=f"http://{host}:{port}") as client:
+    async with (
+        serving(relay_of()) as (host, port),
+        httpx.AsyncClient(base_url=f"http://{host}:{port}", timeout=30) as client,
+    ):
         r = await client.get("/")
     assert r.status_code == 200
     csp = r.headers["content-security-policy"]
@@ -289,7 +304,7 @@ async def test_access_tokens_are_redacted_from_the_access_log() -> None:
     )
     async with (
         serving(relay, log_level="info") as (host, port),
-        httpx.AsyncClient(base_url=f"http://{host}:{port}") as c,
+        httpx.AsyncClient(base_url=f"http://{host}:{port}", timeout=30) as c,
     ):
         with captured("uvicorn.access") as records:  # once uvicorn has configured its loggers
             r = await c.get("/api/conversations", params={"access_token": "s3cret"})

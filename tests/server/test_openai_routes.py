@@ -175,7 +175,7 @@ async def test_too_long_message_and_malformed_json() -> None:
             await client.chat.completions.create(model="m", messages=[{"role": "user", "content": "far too long"}])
         assert raised.value.status_code == 413
         assert raised.value.code == "message_too_long"
-        async with httpx.AsyncClient(base_url=str(client.base_url)) as raw:
+        async with httpx.AsyncClient(base_url=str(client.base_url), timeout=30) as raw:
             r = await raw.post("chat/completions", content=b"{nope", headers={"content-type": "application/json"})
     assert r.status_code == 400
     assert r.json()["error"]["code"] == "invalid_json"

@@ -51,7 +51,7 @@ def text(data: list[dict[str, object]]) -> str:
 
 async def test_resume_after_every_event_id_gives_exactly_the_rest() -> None:
     # Every integer cursor is tried, also ids that a coalesced frame would hide: stream one frame per event.
-    async with serve(paced(0), coalesce_max_ms=0) as (url, _), httpx.AsyncClient(base_url=url) as client:
+    async with serve(paced(0), coalesce_max_ms=0) as (url, _), httpx.AsyncClient(base_url=url, timeout=30) as client:
         async with client.stream("POST", "/api/chat/stream", json={"message": "hi"}) as r:
             run_id = r.headers["x-run-id"]
             full = [e for e in await read_stream(r) if isinstance(e, ServerSentEvent)]
@@ -81,7 +81,7 @@ async def test_resume_after_every_event_id_gives_exactly_the_rest() -> None:
 async def test_every_stream_starts_with_a_retry_hint() -> None:
     for retry_ms, first in ((1000, b"retry: 1000\n\n"), (250, b"retry: 250\n\n"), (0, b"id: ")):
         async with serve(ScriptedBackend([TextDelta("a"), FinishEvent()]), retry_ms=retry_ms) as (url, _):
-            async with httpx.AsyncClient(base_url=url) as client:
+            async with httpx.AsyncClient(base_url=url, timeout=30) as client:
                 async with client.stream("POST", "/api/chat/stream", json={"message": "hi"}) as r:
                     body = b"".join([chunk async for chunk in r.aiter_raw()])
         assert body.startswith(first)
@@ -90,7 +90,7 @@ async def test_every_stream_starts_with_a_retry_hint() -> None:
 async def test_detach_keeps_the_run_going_for_a_resume() -> None:
     backend = ScriptedBackend([TextDelta("a"), Pause(0.3), TextDelta("b"), FinishEvent("stop")])
     async with serve(backend, on_disconnect="detach", detach_grace_s=30) as (url, relay):
-        async with httpx.AsyncClient(base_url=url) as client:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
             async with client.stream("POST", "/api/chat/stream", json={"message": "hi"}) as r:
                 run_id = r.headers["x-run-id"]
                 first = await anext(aiter_events(r))
@@ -105,7 +105,7 @@ async def test_detach_keeps_the_run_going_for_a_resume() -> None:
 async def test_detached_run_is_cancelled_when_nobody_comes_back_and_its_partial_answer_kept() -> None:
     backend = ScriptedBackend([TextDelta("partial"), Pause(60)])
     async with serve(backend, on_disconnect="detach", detach_grace_s=0.1) as (url, relay):
-        async with httpx.AsyncClient(base_url=url) as client:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
             body = {"message": "hi", "user_id": "ann", "conversation_id": "c1"}
             async with client.stream("POST", "/api/chat/stream", json=body) as r:
                 run_id = r.headers["x-run-id"]
@@ -124,7 +124,10 @@ async def test_detached_run_is_cancelled_when_nobody_comes_back_and_its_partial_
 
 async def test_cancel_policy_a_resumed_viewer_keeps_the_run_alive_until_it_leaves() -> None:
     backend = ScriptedBackend([TextDelta("a"), Pause(60)])
-    async with serve(backend, on_disconnect="cancel") as (url, relay), httpx.AsyncClient(base_url=url) as client:
+    async with (
+        serve(backend, on_disconnect="cancel") as (url, relay),
+        httpx.AsyncClient(base_url=url, timeout=30) as client,
+    ):
         async with client.stream("POST", "/api/chat/stream", json={"message": "hi"}) as r:
             run_id = r.headers["x-run-id"]
             reading = aiter_events(r)  # kept: a dropped generator closes its response, which is a disconnect
@@ -210,7 +213,7 @@ async def test_the_client_waits_as_long_as_the_servers_retry_hint_says() -> None
 async def test_the_client_follows_a_run_by_id_and_cancels_it() -> None:
     backend = ScriptedBackend([TextDelta("a"), Pause(60)])
     async with serve(backend, on_disconnect="detach") as (url, _), AsyncClient(url) as client:
-        async with httpx.AsyncClient(base_url=url) as raw:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as raw:
             async with raw.stream("POST", "/api/chat/stream", json={"message": "hi"}) as r:
                 run_id = r.headers["x-run-id"]
         follow = client.stream_run(run_id)

@@ -35,7 +35,7 @@ async def serve_backend(backend: Backend, **settings: object) -> AsyncIterator[t
 
 async def test_post_streams_the_seed_frames_with_ids_and_headers(synthetic: tuple[str, Relay]) -> None:
     url, _ = synthetic
-    async with httpx.AsyncClient(base_url=url) as client:
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
         async with client.stream("POST", "/api/chat/stream", json={"message": "hi", "user_id": "u1"}) as r:
             assert r.status_code == 200
             assert r.headers["content-type"] == "text/event-stream; charset=utf-8"
@@ -59,7 +59,7 @@ async def test_post_streams_the_seed_frames_with_ids_and_headers(synthetic: tupl
 
 async def test_get_streams_the_same_for_eventsource(synthetic: tuple[str, Relay]) -> None:
     url, _ = synthetic
-    async with httpx.AsyncClient(base_url=url) as client:
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
         params = {"message": "hi", "user_id": "u1"}
         async with client.stream(
             "GET", "/api/chat/stream", params=params, headers={"accept": "text/event-stream"}
@@ -72,7 +72,7 @@ async def test_get_streams_the_same_for_eventsource(synthetic: tuple[str, Relay]
 
 async def test_eventsource_reconnect_never_starts_the_message_again(synthetic: tuple[str, Relay]) -> None:
     url, relay = synthetic
-    async with httpx.AsyncClient(base_url=url) as client:
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
         r = await client.get("/api/chat/stream", params={"message": "hi"}, headers={"last-event-id": "3"})
     assert r.status_code == 204
     assert relay.backend.stats.started == 0  # type: ignore[attr-defined]
@@ -80,7 +80,10 @@ async def test_eventsource_reconnect_never_starts_the_message_again(synthetic: t
 
 async def test_heartbeat_comments_while_the_backend_is_silent() -> None:
     backend = ScriptedBackend([Pause(0.4), TextDelta("late"), FinishEvent("stop")])
-    async with serve_backend(backend, heartbeat_s=0.1) as (url, _), httpx.AsyncClient(base_url=url) as client:
+    async with (
+        serve_backend(backend, heartbeat_s=0.1) as (url, _),
+        httpx.AsyncClient(base_url=url, timeout=30) as client,
+    ):
         async with client.stream("POST", "/api/chat/stream", json={"message": "hi"}) as r:
             events = await read_stream(r, comments=True)
     first_data = next(i for i, e in enumerate(events) if isinstance(e, ServerSentEvent))
@@ -91,7 +94,7 @@ async def test_heartbeat_comments_while_the_backend_is_silent() -> None:
 async def test_client_disconnect_mid_stream_cancels_the_run() -> None:
     backend = ScriptedBackend([TextDelta("a"), Pause(60), TextDelta("never")])
     async with serve_backend(backend, on_disconnect="cancel") as (url, relay):
-        async with httpx.AsyncClient(base_url=url) as client:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
             async with client.stream("POST", "/api/chat/stream", json={"message": "hi"}) as r:
                 decoder = SSEDecoder()
                 async for chunk in r.aiter_raw():
@@ -99,7 +102,7 @@ async def test_client_disconnect_mid_stream_cancels_the_run() -> None:
                         break  # got the first delta: now hang up
         await asyncio.wait_for(backend.cancelled.wait(), 2)
         await wait_for_async(lambda: relay.runs.active_runs == 0, timeout=2, what="active_runs to drop to 0")
-        async with httpx.AsyncClient(base_url=url) as client:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
             health = (await client.get("/api/health")).json()
         assert health["active_runs"] == 0
         assert health["backend_info"]["streams_cancelled"] == 1
@@ -107,7 +110,7 @@ async def test_client_disconnect_mid_stream_cancels_the_run() -> None:
 
 async def test_error_mid_stream_gives_the_error_frame_then_done() -> None:
     backend = ScriptedBackend([TextDelta("partial"), BackendError("upstream_unavailable", "the model went away")])
-    async with serve_backend(backend) as (url, _), httpx.AsyncClient(base_url=url) as client:
+    async with serve_backend(backend) as (url, _), httpx.AsyncClient(base_url=url, timeout=30) as client:
         async with client.stream("POST", "/api/chat/stream", json={"message": "hi"}) as r:
             data = payloads(await read_stream(r))
     assert data[0] == {"delta": "partial"}
@@ -133,7 +136,7 @@ async def test_bad_input_gets_a_4xx_naming_the_field(
     synthetic: tuple[str, Relay], body: object, status: int, field: str
 ) -> None:
     url, relay = synthetic
-    async with httpx.AsyncClient(base_url=url) as client:
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
         r = await client.post("/api/chat/stream", json=body)
     assert r.status_code == status
     assert r.headers["content-type"] == "application/json"
@@ -143,7 +146,7 @@ async def test_bad_input_gets_a_4xx_naming_the_field(
 
 async def test_malformed_json_and_bad_query(synthetic: tuple[str, Relay]) -> None:
     url, _ = synthetic
-    async with httpx.AsyncClient(base_url=url) as client:
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
         r = await client.post(
             "/api/chat/stream", content=b'{"message": "hi"', headers={"content-type": "application/json"}
         )
@@ -156,14 +159,14 @@ async def test_malformed_json_and_bad_query(synthetic: tuple[str, Relay]) -> Non
 
 async def test_message_limit_is_configurable_in_utf8_bytes() -> None:
     async with serve_backend(SyntheticBackend(tokens=1, interval_ms=0), max_message_bytes=4) as (url, _):
-        async with httpx.AsyncClient(base_url=url) as client:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
             assert (await client.post("/api/chat/stream", json={"message": "ééé"})).status_code == 413
             assert (await client.post("/api/chat/stream", json={"message": "éé"})).status_code == 200
 
 
 async def test_follow_up_carries_the_earlier_turns() -> None:
     backend = ScriptedBackend([TextDelta("answer one"), FinishEvent("stop")])
-    async with serve_backend(backend) as (url, _), httpx.AsyncClient(base_url=url) as client:
+    async with serve_backend(backend) as (url, _), httpx.AsyncClient(base_url=url, timeout=30) as client:
         body = {"message": "first", "user_id": "alice", "conversation_id": "conv-1"}
         async with client.stream("POST", "/api/chat/stream", json=body) as r:
             assert payloads(await read_stream(r))[-1]["conversation_id"] == "conv-1"
@@ -183,7 +186,7 @@ async def test_follow_up_carries_the_earlier_turns() -> None:
 
 async def test_health(synthetic: tuple[str, Relay]) -> None:
     url, _ = synthetic
-    async with httpx.AsyncClient(base_url=url) as client:
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
         health = (await client.get("/api/health")).json()
     assert health["status"] == "ok"
     assert health["backend"] == "synthetic"
@@ -205,7 +208,7 @@ async def test_the_router_mounts_into_a_users_own_app() -> None:
         return {"ok": "yes"}
 
     app.include_router(create_router(relay), prefix="/relay")
-    async with running_server(app) as url, httpx.AsyncClient(base_url=url) as client:
+    async with running_server(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
         assert (await client.get("/mine")).json() == {"ok": "yes"}
         async with client.stream("POST", "/relay/api/chat/stream", json={"message": "x"}) as r:
             data = payloads(await read_stream(r))
@@ -215,7 +218,7 @@ async def test_the_router_mounts_into_a_users_own_app() -> None:
 async def test_resume_after_an_event_id_and_cancel_endpoint() -> None:
     backend = ScriptedBackend([TextDelta("a"), TextDelta("b"), TextDelta("c"), UsageEvent(1, 3), FinishEvent("stop")])
     async with serve_backend(backend) as (url, relay):
-        async with httpx.AsyncClient(base_url=url) as client:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
             async with client.stream("POST", "/api/chat/stream", json={"message": "hi"}) as r:
                 run_id = r.headers["x-run-id"]
                 await read_stream(r)
@@ -233,7 +236,7 @@ async def test_resume_after_an_event_id_and_cancel_endpoint() -> None:
 async def test_cancel_endpoint_stops_a_running_run() -> None:
     backend = ScriptedBackend([TextDelta("a"), Pause(60)])
     async with serve_backend(backend, on_disconnect="detach") as (url, _):
-        async with httpx.AsyncClient(base_url=url) as client:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
             async with client.stream("POST", "/api/chat/stream", json={"message": "hi"}) as r:
                 run_id = r.headers["x-run-id"]
                 cancel = asyncio.create_task(client.post(f"/api/runs/{run_id}/cancel"))
@@ -246,7 +249,7 @@ async def test_cancel_endpoint_stops_a_running_run() -> None:
 async def test_no_traceback_logged_for_an_ordinary_disconnect(caplog: pytest.LogCaptureFixture) -> None:
     backend = ScriptedBackend([TextDelta("a"), Pause(60)])
     async with serve_backend(backend, on_disconnect="cancel") as (url, relay):
-        async with httpx.AsyncClient(base_url=url) as client:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
             async with client.stream("POST", "/api/chat/stream", json={"message": "hi"}) as r:
                 async for _ in r.aiter_raw():
                     break
@@ -256,7 +259,7 @@ async def test_no_traceback_logged_for_an_ordinary_disconnect(caplog: pytest.Log
 
 async def test_retry_after_from_the_backend_reaches_the_error_frame() -> None:
     backend = ScriptedBackend([BackendError("rate_limited", "slow down", retryable=True, retry_after=2.5)])
-    async with serve_backend(backend) as (url, _), httpx.AsyncClient(base_url=url) as client:
+    async with serve_backend(backend) as (url, _), httpx.AsyncClient(base_url=url, timeout=30) as client:
         async with client.stream("POST", "/api/chat/stream", json={"message": "hi"}) as r:
             data = payloads(await read_stream(r))
     assert data[0] == {"error": {"code": "rate_limited", "message": "slow down", "retryable": True, "retry_after": 2.5}}
@@ -265,7 +268,7 @@ async def test_retry_after_from_the_backend_reaches_the_error_frame() -> None:
 
 async def test_regenerate_asks_again_instead_of_asking_twice() -> None:
     backend = ScriptedBackend([TextDelta("an answer"), FinishEvent("stop")])
-    async with serve_backend(backend) as (url, relay), httpx.AsyncClient(base_url=url) as client:
+    async with serve_backend(backend) as (url, relay), httpx.AsyncClient(base_url=url, timeout=30) as client:
         body = {"message": "question", "user_id": "alice", "conversation_id": "conv-r"}
         for extra in ({}, {"regenerate": True}, {"regenerate": True}):
             async with client.stream("POST", "/api/chat/stream", json={**body, **extra}) as r:
@@ -288,7 +291,7 @@ async def test_regenerate_asks_again_instead_of_asking_twice() -> None:
 
 async def test_regenerate_of_a_question_the_server_never_saw_keeps_the_earlier_answer() -> None:
     backend = ScriptedBackend([TextDelta("first answer"), FinishEvent("stop")])
-    async with serve_backend(backend) as (url, _), httpx.AsyncClient(base_url=url) as client:
+    async with serve_backend(backend) as (url, _), httpx.AsyncClient(base_url=url, timeout=30) as client:
         body = {"message": "one", "user_id": "alice", "conversation_id": "conv-n"}
         async with client.stream("POST", "/api/chat/stream", json=body) as r:
             await read_stream(r)

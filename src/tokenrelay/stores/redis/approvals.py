@@ -30,7 +30,6 @@ from tokenrelay.stores.memory import expired_error
 from tokenrelay.stores.redis.cluster import UNREACHABLE
 from tokenrelay.stores.redis.layout import decode, dump_event, entry_event, info_from_meta
 from tokenrelay.stores.redis.logs import RunLog
-from tokenrelay.stores.redis.writer import Outbox
 
 if TYPE_CHECKING:
     from tokenrelay.stores.redis.store import RedisRunStore
@@ -237,7 +236,7 @@ class Approvals:
             earlier.info.status = "finished"
             earlier.wake()
         store._logs[run_id] = lg
-        store._writer.outboxes[run_id] = Outbox(lg, acked=len(lg.events))
+        store._writer.own(lg, acked=len(lg.events))
         with contextlib.suppress(*UNREACHABLE):
             await store._redis.zrem(self._deadlines, run_id)  # else the sweep finds it not waiting, and drops it
 

@@ -25,7 +25,7 @@ import orjson
 from tokenrelay.events import Event, TextDelta, event_from_dict, event_to_dict
 from tokenrelay.stores.base import RunInfo
 
-__all__ = ["Keys", "decode", "dump_event", "entry_event", "info_from_meta", "meta_of"]
+__all__ = ["Keys", "decode", "dump_event", "entry_event", "event_of", "info_from_meta", "meta_of"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +67,12 @@ def dump_event(event: Event) -> bytes:
 
 def entry_event(fields: dict[bytes, bytes]) -> Event:
     """The event a stream entry holds (the inverse of :func:`dump_event`)."""
-    data = orjson.loads(fields[b"e"])
+    return event_of(fields[b"e"])
+
+
+def event_of(raw: bytes) -> Event:
+    """The event of a stream entry's JSON."""
+    data = orjson.loads(raw)
     if data.get("type") == "text-delta" and len(data) == 2 and type(data.get("text")) is str:
         return TextDelta(data["text"])
     return event_from_dict(data)

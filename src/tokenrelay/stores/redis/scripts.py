@@ -8,51 +8,65 @@ from __future__ import annotations
 
 __all__ = ["APPEND", "INTERRUPT", "RESTORE", "VIEWERS"]
 
-# The owner's batch of appends (and the run's finish, when it is the last batch).
-# KEYS: meta, events. ARGV: first seq, finish ("1"/"0"), finished ttl ms, now, running ttl ms, event JSON...
+# The owner's batch of appends for one or more runs (and a run's finish, when it is its last batch).
+# KEYS: meta and events of each run, in pairs. ARGV: finished ttl ms, now, running ttl ms; then for each run: its
+# first seq, finish ("1"/"0"), the number of events n, and the n events' JSON joined by newlines (one argument: JSON
+# has no raw newline, and the owner packs one argument per run rather than one per event). Returns, for each run,
+# its last seq or its refusal (an error in the reply's array). On one Redis server the writer sends every run of a
+# batch in one call; on a cluster one call per run (one slot).
 # Idempotent by sequence id: the owner numbers events itself, and ids the log has already are skipped, so a batch
 # retried after a timeout (applied or not, whole or merged with later events) neither duplicates nor leaves a gap;
 # only a batch that starts past the log's end is refused (``GAP``). Refuses (``CLOSED``) a run that another
 # instance ended, and (``MISSING``) a run whose keys are gone (Redis restarted empty, or they expired): the owner
-# still has the log and restores it (``RESTORE``). Returns the last seq.
+# still has the log and restores it (``RESTORE``).
 APPEND = """
-local status = redis.call('HGET', KEYS[1], 'status')
-if not status then
-  return redis.error_reply('MISSING run keys are gone')
-end
-local first = tonumber(ARGV[1])
-local last = first + #ARGV - 6
-local current = tonumber(redis.call('HGET', KEYS[1], 'last_seq') or '0')
-if status ~= 'running' then
-  if status == 'finished' and ARGV[2] == '1' and current == last
-     and redis.call('HGET', KEYS[1], 'interrupted') ~= '1' then
-    return last -- this finishing batch was applied already: a retry after a lost reply
+local function append(meta, events, first, finish, n, blob)
+  local status = redis.call('HGET', meta, 'status')
+  if not status then
+    return redis.error_reply('MISSING run keys are gone')
   end
-  return redis.error_reply('CLOSED run is not running')
-end
-if first > current + 1 then
-  return redis.error_reply('GAP expected ' .. (current + 1) .. ', got ' .. first)
-end
-for i = 6, #ARGV do
-  local seq = first + i - 6
-  if seq > current then
-    redis.call('XADD', KEYS[2], '0-' .. seq, 'e', ARGV[i])
+  local last = first + n - 1
+  local current = tonumber(redis.call('HGET', meta, 'last_seq') or '0')
+  if status ~= 'running' then
+    if status == 'finished' and finish == '1' and current == last
+       and redis.call('HGET', meta, 'interrupted') ~= '1' then
+      return last -- this finishing batch was applied already: a retry after a lost reply
+    end
+    return redis.error_reply('CLOSED run is not running')
   end
-end
-if last > current then
-  redis.call('HSET', KEYS[1], 'last_seq', last)
-  if current == 0 then
-    redis.call('PEXPIRE', KEYS[2], ARGV[5])
+  if first > current + 1 then
+    return redis.error_reply('GAP expected ' .. (current + 1) .. ', got ' .. first)
   end
-else
-  last = current
+  local from = 1
+  for seq = first, last do
+    local stop = string.find(blob, '\\n', from, true) or (#blob + 1)
+    if seq > current then
+      redis.call('XADD', events, '0-' .. seq, 'e', string.sub(blob, from, stop - 1))
+    end
+    from = stop + 1
+  end
+  if last > current then
+    redis.call('HSET', meta, 'last_seq', last)
+    if current == 0 then
+      redis.call('PEXPIRE', events, ARGV[3])
+    end
+  else
+    last = current
+  end
+  if finish == '1' then
+    redis.call('HSET', meta, 'status', 'finished', 'finished_at', ARGV[2])
+    redis.call('PEXPIRE', meta, ARGV[1])
+    redis.call('PEXPIRE', events, ARGV[1])
+  end
+  return last
 end
-if ARGV[2] == '1' then
-  redis.call('HSET', KEYS[1], 'status', 'finished', 'finished_at', ARGV[4])
-  redis.call('PEXPIRE', KEYS[1], ARGV[3])
-  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+
+local out = {}
+for r = 1, #KEYS / 2 do
+  local a = 4 * r
+  out[r] = append(KEYS[2 * r - 1], KEYS[2 * r], tonumber(ARGV[a]), ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3])
 end
-return last
+return out
 """
 
 # Re-creates a running run's keys from its owner's copy, when they are gone (Redis restarted empty): the meta hash

@@ -164,6 +164,7 @@ class RedisRunStore:
         await self._writer.drain(_DRAIN_S)  # whatever is still pending goes out before the flusher stops
         await stop(self._tasks + self._tails.tasks())
         self._tasks = []
+        await self._writer.close()
         for lg in self._logs.values():
             lg.wake()
         with contextlib.suppress(Exception):

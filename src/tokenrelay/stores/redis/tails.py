@@ -3,9 +3,10 @@
 Readers of a run this instance drives are served from memory and woken by the writer. Runs driven elsewhere are
 followed by this instance's tail readers, each one ``XREAD BLOCK`` over up to ``_RUNS_PER_READER`` streams, which
 fans out to every local reader: a thousand viewers of a run cost one stream in one blocked read, and a thousand runs
-four connections, not a thousand. On a Redis Cluster one command cannot span slots, and every run has a slot of its
-own (its ``{run_id}`` hash tag), so a reader there follows the runs of one slot: a blocked read (and a connection to
-the slot's node) per followed run, each still shared by all of the run's viewers on this instance.
+four connections, not a thousand; each reader packs its ``XREAD`` itself on a connection of its own and takes the
+raw reply (``wire.py``). On a Redis Cluster one command cannot span slots, and every run has a slot of its own (its
+``{run_id}`` hash tag), so a reader there follows the runs of one slot: a blocked read (and a connection to the
+slot's node) per followed run, each still shared by all of the run's viewers on this instance.
 
 A quiet stream's owner is checked for liveness (``liveness.py``). When Redis stays unreachable for
 ``unavailable_s``, the runs a reader follows are ended for their readers here with a retryable ``store_unavailable``
@@ -26,9 +27,10 @@ from redis.asyncio.cluster import RedisCluster
 
 from tokenrelay.events import ErrorEvent, FinishEvent
 from tokenrelay.stores.redis.cluster import UNREACHABLE, Client
-from tokenrelay.stores.redis.layout import Keys, decode, entry_event
+from tokenrelay.stores.redis.layout import Keys, event_of
 from tokenrelay.stores.redis.liveness import Liveness, end_locally
 from tokenrelay.stores.redis.logs import RunLog
+from tokenrelay.stores.redis.wire import Line, pack
 
 __all__ = ["TailReader", "Tails"]
 
@@ -48,15 +50,16 @@ class TailReader:
 
     wake_key: str
     slot: int | None = None  # on a cluster, the one hash slot of every key it reads
-    logs: dict[str, RunLog] = field(default_factory=dict)  # events key → log
-    wake_cursor: str = "0-0"
+    logs: dict[bytes, RunLog] = field(default_factory=dict)  # events key → log
+    wake_cursor: bytes = b"0-0"
     task: asyncio.Task[None] | None = None
+    line: Line | None = None  # one server: the reader's own connection
+    swept: float = 0.0  # when its runs were last looked over (``Tails._sweep``)
 
-    def cursors(self) -> dict[Any, Any]:
+    def streams(self) -> tuple[list[bytes], list[bytes]]:
         """What to ``XREAD``: the wake-up stream after its last entry, each followed stream after its last event."""
-        keys: dict[Any, Any] = {self.wake_key: self.wake_cursor}
-        keys.update((key, f"0-{len(lg.events)}") for key, lg in self.logs.items())
-        return keys
+        keys = [self.wake_key.encode(), *self.logs]
+        return keys, [self.wake_cursor, *(b"0-%d" % len(lg.events) for lg in self.logs.values())]
 
 
 class Tails:
@@ -96,7 +99,7 @@ class Tails:
     async def follow(self, lg: RunLog) -> None:
         """Have one of this instance's tail readers follow ``lg`` (a run driven elsewhere) until it finishes."""
         lg.moved = lg.checked = time.monotonic()
-        key = self._keys.events(lg.info.run_id)
+        key = self._keys.events(lg.info.run_id).encode()
         # One XREAD must stay in one slot on a cluster: a reader per slot, its wake-up stream tagged into the slot.
         slot = self._redis.keyslot(key) if isinstance(self._redis, RedisCluster) else None
         reader = next((r for r in self.readers if r.slot == slot and len(r.logs) < _RUNS_PER_READER), None)
@@ -116,7 +119,7 @@ class Tails:
                     pipe.pexpire(reader.wake_key, _WAKE_TTL_MS)
                     await pipe.execute()
 
-    def _let_go(self, reader: TailReader, key: str) -> None:
+    def _let_go(self, reader: TailReader, key: bytes) -> None:
         """Stop following a run: keep a finished one's copy a while; forget one nobody reads here any more."""
         lg = reader.logs.pop(key)
         lg.followed = False
@@ -127,14 +130,31 @@ class Tails:
             self._logs.pop(lg.info.run_id, None)
         lg.wake()
 
+    async def _xread(self, reader: TailReader) -> Any:
+        """One blocking ``XREAD`` of the reader's streams: ``[[key, [[id, [field, value, …]], …]], …]`` (a map of
+        key → entries in RESP3) or ``None``."""
+        keys, ids = reader.streams()
+        async with asyncio.timeout(self._call_s):  # a connection torn down under it can hang a read
+            if isinstance(self._redis, RedisCluster):
+                reply: Any = await self._redis.xread(
+                    dict(zip(keys, ids, strict=True)), count=1000, block=self._block_ms
+                )
+                return [
+                    [key, [[i, [x for kv in fields.items() for x in kv]] for i, fields in entries]]
+                    for key, entries in _streams(reply)
+                ]
+            if reader.line is None:
+                reader.line = Line(self._redis)
+            command = [b"XREAD", b"COUNT", b"1000", b"BLOCK", b"%d" % self._block_ms, b"STREAMS", *keys, *ids]
+            return await reader.line.call(pack(command))
+
     async def _read_until_done(self, reader: TailReader) -> None:
         """Follow the reader's runs until none is left, waking this instance's readers of them."""
         down_since: float | None = None
         try:
             while reader.logs:
                 try:
-                    async with asyncio.timeout(self._call_s):  # a connection torn down under it can hang a read
-                        reply: Any = await self._redis.xread(reader.cursors(), count=1000, block=self._block_ms)
+                    reply = await self._xread(reader)
                 except UNREACHABLE as exc:
                     logger.warning("cannot read runs from Redis: %s", exc)
                     self._liveness.trouble()
@@ -145,23 +165,34 @@ class Tails:
                     continue
                 down_since = None
                 now = time.monotonic()
-                self._take(reader, reply or (), now)
-                for key, lg in list(reader.logs.items()):
-                    if lg.info.status == "finished" or (not lg.waiters and now - lg.touched > self._cache_s):
+                for key in self._take(reader, reply or (), now):
+                    if key in reader.logs and reader.logs[key].info.status == "finished":
                         self._let_go(reader, key)
-                quiet = [lg for lg in reader.logs.values() if now - max(lg.moved, lg.checked) >= self._poll_s]
-                if quiet:
-                    try:
-                        async with asyncio.timeout(self._call_s):
-                            await self._liveness.end_runs_of_dead_owners(quiet, now)
-                    except UNREACHABLE as exc:
-                        logger.warning("cannot check the owners of quiet runs: %r", exc)
-                        self._liveness.trouble()
+                if now - reader.swept >= self._poll_s or not reply:
+                    reader.swept = now
+                    await self._sweep(reader, now)
         finally:
             for key in list(reader.logs):
                 self._let_go(reader, key)
             if reader in self.readers:
                 self.readers.remove(reader)
+            if reader.line is not None:
+                await reader.line.close()
+
+    async def _sweep(self, reader: TailReader, now: float) -> None:
+        """Look the reader's runs over (after a quiet read, and at least every poll): let go of the finished ones
+        and of those nobody reads here any more; check the owners of quiet ones."""
+        for key, lg in list(reader.logs.items()):
+            if lg.info.status == "finished" or (not lg.waiters and now - lg.touched > self._cache_s):
+                self._let_go(reader, key)
+        quiet = [lg for lg in reader.logs.values() if now - max(lg.moved, lg.checked) >= self._poll_s]
+        if quiet:
+            try:
+                async with asyncio.timeout(self._call_s):
+                    await self._liveness.end_runs_of_dead_owners(quiet, now)
+            except UNREACHABLE as exc:
+                logger.warning("cannot check the owners of quiet runs: %r", exc)
+                self._liveness.trouble()
 
     def _give_up(self, reader: TailReader, exc: Exception) -> None:
         """Redis has been unreachable too long: end the reader's runs for their readers here (retryable)."""
@@ -173,20 +204,30 @@ class Tails:
             self._let_go(reader, key)
 
     @staticmethod
-    def _take(reader: TailReader, reply: Any, now: float) -> None:
-        """Add what one ``XREAD`` returned to the runs' logs, and wake their readers."""
-        for raw_key, entries in reply:
-            key = decode(raw_key)
-            if key == reader.wake_key:
-                reader.wake_cursor = decode(entries[-1][0])
+    def _take(reader: TailReader, reply: Any, now: float) -> list[bytes]:
+        """Add what one ``XREAD`` returned to the runs' logs, and wake their readers; the keys of the runs that
+        moved."""
+        moved = []
+        for key, entries in _streams(reply):
+            if key == reader.wake_key.encode():
+                reader.wake_cursor = entries[-1][0]
                 continue
             lg = reader.logs.get(key)
             if lg is None:
                 continue
-            lg.events.extend(entry_event(fields) for _, fields in entries)
+            lg.events.extend(event_of(fields[1]) for _, fields in entries)
             lg.info.last_seq = len(lg.events)
             lg.moved = now
             if lg.events and type(lg.events[-1]) is FinishEvent:
                 lg.info.status = "finished"
                 lg.info.finished_at = time.time()
             lg.wake()
+            moved.append(key)
+        return moved
+
+
+def _streams(reply: Any) -> Any:
+    """An ``XREAD`` reply's (key, entries) pairs, whether RESP2 (a list of pairs) or RESP3 (a map) or empty."""
+    if not reply:
+        return ()
+    return reply.items() if isinstance(reply, dict) else reply

@@ -1,8 +1,9 @@
 """The writer: one flusher task per instance sends the appends of every run it drives to Redis, in batches.
 
 Only a run's owner appends, so it numbers events itself. ``append`` returns at once; the flusher sends whatever is
-pending, for every run, in one pipeline of ``APPEND`` script calls, and sends the next batch as soon as the previous
-one is acknowledged. An idle instance therefore writes each event the moment it is appended (the first token waits
+pending, for every run, in one call of the ``APPEND`` script (on a cluster, a pipeline of one call per run), packed
+by the flusher itself on a connection of its own (``wire.py``), and sends the next batch as soon as the previous one
+is acknowledged. An idle instance therefore writes each event the moment it is appended (the first token waits
 one round trip, not a timer) and a busy one writes larger batches: batching follows the load, as the subscribers'
 coalescing does. The script is idempotent by sequence id (ids Redis has are skipped), so a flush retried after a
 timeout or a dropped connection neither loses nor duplicates events, whatever was merged into it meanwhile. It
@@ -34,11 +35,15 @@ from tokenrelay.stores.redis.cluster import CLUSTER_ERRORS, UNREACHABLE, Client,
 from tokenrelay.stores.redis.layout import Keys, decode, dump_event, meta_of
 from tokenrelay.stores.redis.logs import RunLog
 from tokenrelay.stores.redis.scripts import APPEND, RESTORE
+from tokenrelay.stores.redis.wire import Line, pack
 
 __all__ = ["Outbox", "Writer"]
 
 logger = logging.getLogger("tokenrelay.stores.redis")
 
+# What a batch's one call can fail with: Redis cannot be reached, or it refused the whole call (``NOSCRIPT``: its
+# scripts were flushed).
+_FAILED: tuple[type[Exception], ...] = (*UNREACHABLE, ResponseError)
 _BACKOFF_MIN_S = 0.05
 _BACKOFF_MAX_S = 1.0
 
@@ -48,6 +53,7 @@ class Outbox:
     """The writer's side of a run this instance drives: appended but not yet acknowledged, and the finish to send."""
 
     log: RunLog
+    keys: tuple[bytes, bytes]  # the run's meta and events keys, as the flusher sends them
     acked: int = 0  # the last sequence id Redis has acknowledged
     sending: list[Event] = field(default_factory=list)  # the batch Redis has not answered yet (ids from acked + 1)
     pending: list[Event] = field(default_factory=list)  # appended since (ids after the batch's)
@@ -90,7 +96,9 @@ class Writer:
         self._ttl_ms = int(ttl_s * 1000)
         self._running_ttl_ms = int(running_ttl_s * 1000)
         self._keep_finished_s = min(cache_s, ttl_s)  # how long a finished run's copy stays
-        self._append_sha = ""  # the flusher calls EVALSHA itself, to keep one round trip per batch
+        self._append_sha = b""  # the flusher calls EVALSHA itself, to keep one round trip per batch
+        # One server: the flusher's own connection, each batch one packed EVALSHA. A cluster: its client's pipelines.
+        self._line = None if isinstance(client, RedisCluster) else Line(client)
         self._restore = client.register_script(RESTORE)
         self.owner = ""  # this instance's id, written into a restored run's meta
         self._due: dict[str, Outbox] = {}
@@ -99,11 +107,23 @@ class Writer:
         self._idle.set()
 
     async def load_script(self) -> None:
-        self._append_sha = decode(await self._redis.script_load(APPEND))
+        """Load ``APPEND`` (on one server through the flusher's connection, which is then open for the first batch)."""
+        if self._line is None:
+            self._append_sha = decode(await self._redis.script_load(APPEND)).encode()
+        else:
+            self._append_sha = bytes(await self._line.call(pack([b"SCRIPT", b"LOAD", APPEND.encode()])))
 
-    def own(self, lg: RunLog) -> None:
-        """This instance created the run: from now on it appends to it."""
-        self.outboxes[lg.info.run_id] = Outbox(lg)
+    async def close(self) -> None:
+        """Give the flusher's connection back (the flusher has stopped)."""
+        if self._line is not None:
+            await self._line.close()
+
+    def own(self, lg: RunLog, *, acked: int = 0) -> None:
+        """This instance drives the run (it created it, or resumed it with ``acked`` events in Redis): from now on it
+        appends to it."""
+        run_id = lg.info.run_id
+        keys = (self._keys.meta(run_id).encode(), self._keys.events(run_id).encode())
+        self.outboxes[run_id] = Outbox(lg, keys, acked=acked)
 
     def append(self, run_id: str, events: Sequence[Event]) -> int:
         """Queue ``events`` for the flusher; returns the sequence id the last of them will have."""
@@ -177,7 +197,10 @@ class Writer:
             await asyncio.wait_for(self._idle.wait(), timeout)
 
     def _mark_due(self, box: Outbox) -> None:
-        self._due[box.log.info.run_id] = box
+        run_id = box.log.info.run_id
+        if self._due.get(run_id) is box:
+            return  # due already: the flusher has been woken and will take it
+        self._due[run_id] = box
         self._idle.clear()
         self._work.set()
 
@@ -245,40 +268,52 @@ class Writer:
         box.pending = []
         return _Sent(box, box.acked + 1, list(box.sending), box.finishing is not None)
 
+    def _args(self, sent: list[_Sent]) -> list[bytes]:
+        """The ``APPEND`` script's call for these runs' parts of a batch: keys, then arguments (``scripts.py``)."""
+        args = [b"EVALSHA", self._append_sha, b"%d" % (2 * len(sent))]
+        for item in sent:
+            args += item.box.keys
+        args += (b"%d" % self._ttl_ms, repr(time.time()).encode(), b"%d" % self._running_ttl_ms)
+        for item in sent:
+            args += (
+                b"%d" % item.first,
+                b"1" if item.finish else b"0",
+                b"%d" % len(item.events),
+                b"\n".join(map(dump_event, item.events)),
+            )
+        return args
+
     async def _send(self, sent: list[_Sent]) -> list[Any]:
-        """One pipeline of ``APPEND`` calls, one per run; a reply per run (an exception when it failed). On a cluster
-        each node's part ends with a ``WAIT`` for its replica; a run whose node's ``WAIT`` failed failed too."""
+        """One call of ``APPEND`` for every run of the batch: a reply per run (an exception when it failed)."""
+        if self._line is None:
+            return await self._send_per_slot(sent)
+        try:
+            return list(await self._line.call(pack(self._args(sent))))
+        except _FAILED as exc:
+            return [exc] * len(sent)
+
+    async def _send_per_slot(self, sent: list[_Sent]) -> list[Any]:
+        """On a cluster: one pipeline of ``APPEND`` calls, one per run. Each node's part ends with a ``WAIT`` for its
+        replica; a run whose node's ``WAIT`` failed failed too."""
         async with self._redis.pipeline(transaction=False) as pipe:
-            now = repr(time.time())
+            for item in sent:  # EVALSHA by name (a str, which the cluster routes by): its pipeline blocks .evalsha()
+                pipe.execute_command("EVALSHA", *self._args([item])[1:])
             metas = [self._keys.meta(item.box.log.info.run_id) for item in sent]
-            for item, meta in zip(sent, metas, strict=True):
-                pipe.execute_command(  # EVALSHA by name: redis-py's cluster pipeline blocks .evalsha()
-                    "EVALSHA",
-                    self._append_sha,
-                    2,
-                    meta,
-                    self._keys.events(item.box.log.info.run_id),
-                    item.first,
-                    "1" if item.finish else "0",
-                    self._ttl_ms,
-                    now,
-                    self._running_ttl_ms,
-                    *map(dump_event, item.events),
-                )
             owners, waited = (
                 add_wait(self._redis, pipe, metas)
                 if isinstance(self._redis, RedisCluster) and isinstance(pipe, ClusterPipeline)
                 else ([], [])
             )
             try:
-                results = list(await pipe.execute(raise_on_error=False))
+                replies = list(await pipe.execute(raise_on_error=False))
             except UNREACHABLE as exc:
                 return [exc] * len(sent)
-        failed = {n: r for n, r in zip(waited, results[len(sent) :], strict=True) if isinstance(r, Exception)}
+        results = [r[0] if isinstance(r, list) else r for r in replies[: len(sent)]]
+        failed = {n: r for n, r in zip(waited, replies[len(sent) :], strict=True) if isinstance(r, Exception)}
         for i, owner in enumerate(owners):
             if owner in failed and not isinstance(results[i], Exception):
                 results[i] = failed[owner]  # written, but maybe not to the replica: written again (idempotent)
-        return results[: len(sent)]
+        return results
 
     def _settle(self, item: _Sent, result: Any) -> bool:
         """Act on Redis's reply to one run's part of a batch; ``True`` when it must be sent again."""
