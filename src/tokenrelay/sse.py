@@ -11,7 +11,7 @@ import codecs
 import re
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 __all__ = [
     "PING",
@@ -129,6 +129,7 @@ class SSEDecoder:
     def __init__(self, *, comments: bool = False) -> None:
         self._comments = comments
         self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._utf8_clean = True  # the incremental decoder holds no bytes of an unfinished character
         self._started = False  # a BOM is only stripped at the very start of the stream
         self._skip_lf = False  # the last chunk ended in CR: an LF at the start of the next one belongs to it
         # Fragments of the unfinished line. Joining once per line instead of concatenating per chunk keeps a long
@@ -146,7 +147,32 @@ class SSEDecoder:
         return self._last_id
 
     def feed(self, chunk: bytes | str) -> list[ServerSentEvent | Comment]:
-        text = self._utf8.decode(chunk) if isinstance(chunk, bytes) else chunk
+        out: list[ServerSentEvent | Comment] = []
+        self._feed(chunk, out, False)
+        return out
+
+    def feed_data(self, chunk: bytes | str) -> list[tuple[str, str]]:
+        """:meth:`feed` for readers that need only each event's type and data: ``(event, data)`` pairs, no
+        comments, and no :class:`ServerSentEvent` per event (the per-token path of an upstream reader). Both
+        methods share one state, so a stream may be read with either; ``last_event_id`` and ``retry`` are kept."""
+        out: list[tuple[str, str]] = []
+        self._feed(chunk, out, True)
+        return out
+
+    def _text(self, chunk: bytes) -> str:
+        # A chunk of whole characters (nearly all of them) decodes in one step; the incremental decoder is only
+        # needed for a character split across chunks or an invalid byte, and gives the same text for the rest.
+        if self._utf8_clean:
+            try:
+                return chunk.decode()
+            except UnicodeDecodeError:
+                pass
+        text = self._utf8.decode(chunk)
+        self._utf8_clean = not self._utf8.getstate()[0]
+        return text
+
+    def _feed(self, chunk: bytes | str, out: list[Any], pairs: bool) -> None:
+        text = self._text(chunk) if isinstance(chunk, bytes) else chunk
         if not self._started and text:
             self._started = True
             if text[0] == "\ufeff":
@@ -156,16 +182,17 @@ class SSEDecoder:
             if text[0] == "\n":
                 text = text[1:]
         if not text:
-            return []
+            return
         # Almost every stream ends its lines with LF alone: str.split is then the same split, and much cheaper.
         parts = _LINE_END.split(text) if "\r" in text else text.split("\n")
         self._skip_lf = text[-1] == "\r"
-        out: list[ServerSentEvent | Comment] = []
+        pending = self._pending
         if len(parts) == 1:
-            self._pending.append(parts[0])
-            return out
-        self._pending.append(parts[0])
-        parts[0] = "".join(self._pending)
+            pending.append(parts[0])
+            return
+        if pending:
+            pending.append(parts[0])
+            parts[0] = "".join(pending)
         self._pending = [parts[-1]] if parts[-1] else []
         data = self._data
         for line in parts[:-1]:
@@ -173,11 +200,10 @@ class SSEDecoder:
             if line[:6] == "data: ":
                 data.append(line[6:])
             elif line:
-                self._line(line, out)
+                self._line(line, out, pairs)
             else:
-                self._dispatch(out)
+                self._dispatch(out, pairs)
                 data = self._data
-        return out
 
     def close(self) -> list[ServerSentEvent | Comment]:
         """End of stream. "Once the end of the file is reached, any pending data must be discarded.\""""
@@ -188,12 +214,12 @@ class SSEDecoder:
         self._event = ""
         return out
 
-    def _line(self, line: str, out: list[ServerSentEvent | Comment]) -> None:
+    def _line(self, line: str, out: list[Any], pairs: bool) -> None:
         if not line:
-            self._dispatch(out)
+            self._dispatch(out, pairs)
             return
         if line[0] == ":":
-            if self._comments:
+            if self._comments and not pairs:
                 value = line[1:]
                 out.append(Comment(value[1:] if value[:1] == " " else value))
             return
@@ -211,20 +237,23 @@ class SSEDecoder:
             self._retry = self.retry = int(value)
         # Any other field name is ignored, as the spec says.
 
-    def _dispatch(self, out: list[ServerSentEvent | Comment]) -> None:
+    def _dispatch(self, out: list[Any], pairs: bool) -> None:
         if not self._data:
             # "If the data buffer is an empty string, set the data buffer and the event type buffer to the empty
             # string and return." The id (and retry) stay set.
             self._event = ""
             return
-        out.append(
-            ServerSentEvent(
-                data="\n".join(self._data),
-                event=self._event or "message",
-                id=self._last_id,
-                retry=self._retry,
+        if pairs:
+            out.append((self._event or "message", "\n".join(self._data)))
+        else:
+            out.append(
+                ServerSentEvent(
+                    data="\n".join(self._data),
+                    event=self._event or "message",
+                    id=self._last_id,
+                    retry=self._retry,
+                )
             )
-        )
         self._data = []
         self._event = ""
         self._retry = None

@@ -12,6 +12,7 @@ from tokenrelay._extras import require
 from tokenrelay.backends._errors import refused_requests_are_final
 from tokenrelay.backends._remote import TranslatingBackend
 from tokenrelay.backends._tools import text_turns
+from tokenrelay.backends._wire import shared_text
 from tokenrelay.backends.base import BackendError, Message
 from tokenrelay.events import Event, FinishReason, ReasoningDelta, TextDelta
 
@@ -163,7 +164,7 @@ def wire_response_text(event: dict[str, Any]) -> list[Event] | None:
     if kind is None:
         return None
     delta = event.get("delta")
-    return [kind(delta)] if delta else []
+    return [kind(shared_text(delta))] if delta else []
 
 
 def wire_incomplete_reason(response: dict[str, Any]) -> FinishReason:

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
+import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -21,18 +22,32 @@ from typing import TYPE_CHECKING, Any, Protocol
 import orjson
 
 from tokenrelay.backends.base import BackendError
-from tokenrelay.sse import ServerSentEvent, SSEDecoder
+from tokenrelay.sse import SSEDecoder
 
 if TYPE_CHECKING:
     import httpx2
 
-__all__ = ["ANTHROPIC", "OPENAI", "SKIP", "STOP", "Convention", "WireUpstream", "open_wire"]
+__all__ = ["ANTHROPIC", "OPENAI", "SKIP", "STOP", "Convention", "WireUpstream", "open_wire", "shared_text"]
 
 log = logging.getLogger("tokenrelay.backends")
 
 # What a vendor's convention makes of one SSE event besides a dict: nothing, or the end of the answer.
 SKIP: Any = object()
 STOP: Any = object()
+
+# Texts this short are shared (interned): one string object for each distinct token however many runs keep it.
+_SHARED_MAX = 24
+
+
+def shared_text(text: Any) -> Any:
+    """A delta's text as the one string object every run that keeps the same text shares.
+
+    A run keeps all its deltas (for resumes, and its answer), and a token's text parsed from JSON is a new ~50-byte
+    object each time; tokens repeat across an answer and across streams, so most deltas then cost a pointer. The
+    strings are interned mortal: they go when no run keeps them. Anything but a short ``str`` is returned as it is.
+    """
+    return sys.intern(text) if type(text) is str and len(text) <= _SHARED_MAX else text
+
 
 # How long the rest of a body is read after OpenAI's [DONE] (which ends the answer), so that the connection can be
 # reused; the SDK waits as long.
@@ -43,9 +58,9 @@ _DRAIN_S = 0.1
 class Convention:
     """How one vendor's SDK reads its stream."""
 
-    item: Callable[[ServerSentEvent, httpx2.Response, str], Any]
-    """One SSE event to a dict (the event's JSON data), ``SKIP`` or ``STOP``; raises the SDK's exception for an
-    error event. The third argument names the backend in errors."""
+    item: Callable[[str, str, httpx2.Response, str], Any]
+    """One SSE event (its type and its data) to a dict (the event's JSON data), ``SKIP`` or ``STOP``; raises the
+    SDK's exception for an error event. The last argument names the backend in errors."""
     wraps_transport: bool
     """Whether the SDK wraps a timeout or a cut connection while reading the body in its own exceptions (OpenAI's
     does; Anthropic's lets httpx's through)."""
@@ -88,12 +103,11 @@ class WireUpstream:
 
         decoder = SSEDecoder()
         chunks = raw_chunks(response) or response.aiter_bytes()
+        feed = decoder.feed_data  # (event, data) pairs: no event object per token
         try:
             async for chunk in chunks:
-                for sse in decoder.feed(chunk):
-                    if not isinstance(sse, ServerSentEvent):
-                        continue  # a comment: the decoder returns none unless asked, but its type allows them
-                    item = read(sse, response, provider)
+                for event, data in feed(chunk):
+                    item = read(event, data, response, provider)
                     if item is SKIP:
                         continue
                     if item is STOP:
@@ -130,22 +144,25 @@ class WireUpstream:
                     pass
 
 
-def _json(sse: ServerSentEvent, provider: str) -> Any:
+def _json(data: str, provider: str) -> Any:
     try:
-        return orjson.loads(sse.data)
+        return orjson.loads(data)
     except orjson.JSONDecodeError:
-        log.warning("%s: the upstream sent an event that is not JSON: %r", provider, sse.data[:2000])
+        log.warning("%s: the upstream sent an event that is not JSON: %r", provider, data[:2000])
         raise BackendError("upstream_error", f"{provider}: the upstream sent an event that is not JSON") from None
 
 
-def openai_item(sse: ServerSentEvent, response: httpx2.Response, provider: str) -> Any:
+def openai_item(event: str, data: str, response: httpx2.Response, provider: str) -> Any:
     """OpenAI's stream convention (``openai.AsyncStream``): ``[DONE]`` ends it; data with a truthy ``error`` is
     an error."""
-    if sse.data.startswith("[DONE]"):
+    if data[:6] == "[DONE]":
         return STOP
-    data = _json(sse, provider)
-    if isinstance(data, dict):
-        error = data.get("error")
+    try:
+        item = orjson.loads(data)  # inline rather than _json: this runs once per token
+    except orjson.JSONDecodeError:
+        return _json(data, provider)  # raises the named error
+    if type(item) is dict:
+        error = item.get("error")
         if error:
             import openai
 
@@ -153,28 +170,27 @@ def openai_item(sse: ServerSentEvent, response: httpx2.Response, provider: str) 
             if not message or not isinstance(message, str):
                 message = "An error occurred during streaming"
             raise openai.APIError(message=message, request=response.request, body=error)
-    return data
+    return item
 
 
-def anthropic_item(sse: ServerSentEvent, response: httpx2.Response, provider: str) -> Any:
+def anthropic_item(event: str, data: str, response: httpx2.Response, provider: str) -> Any:
     """Anthropic's stream convention (``anthropic.AsyncStream``): ``ping`` and unnamed events are skipped, an
     ``error`` event raises a status error (with the 200 response), an event without data is skipped."""
-    name = sse.event
-    if name == "ping" or name == "message":  # "message": the decoder's name for an event that has none
+    if event == "ping" or event == "message":  # "message": the decoder's name for an event that has none
         return SKIP
-    if name == "error":
+    if event == "error":
         import anthropic
 
-        body: object = sse.data
+        body: object = data
         try:
-            body = orjson.loads(sse.data)
+            body = orjson.loads(data)
             message = f"{body}"
         except orjson.JSONDecodeError:
-            message = sse.data or f"Error code: {response.status_code}"
+            message = data or f"Error code: {response.status_code}"
         raise anthropic.APIStatusError(message, response=response, body=body)
-    if not sse.data:
+    if not data:
         return SKIP
-    return _json(sse, provider)
+    return _json(data, provider)
 
 
 OPENAI = Convention(openai_item, wraps_transport=True)

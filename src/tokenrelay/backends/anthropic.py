@@ -21,7 +21,7 @@ from tokenrelay.backends._client_tools import ANTHROPIC_SUPPORTS, anthropic_para
 from tokenrelay.backends._openai import public_url
 from tokenrelay.backends._remote import TranslatingBackend, Upstream
 from tokenrelay.backends._tools import anthropic_turns, text_turn
-from tokenrelay.backends._wire import ANTHROPIC, open_wire
+from tokenrelay.backends._wire import ANTHROPIC, open_wire, shared_text
 from tokenrelay.backends.base import BackendError, GenerateOptions, Message
 from tokenrelay.events import (
     Event,
@@ -170,10 +170,10 @@ class MessagesWireTranslator(_MessagesStream):
         kind = delta.get("type")
         if kind == "text_delta":
             text = delta.get("text")
-            return [TextDelta(text)] if text else []
+            return [TextDelta(shared_text(text))] if text else []
         if kind == "thinking_delta":
             thinking = delta.get("thinking")
-            return [ReasoningDelta(thinking)] if thinking else []
+            return [ReasoningDelta(shared_text(thinking))] if thinking else []
         if kind == "input_json_delta":
             index, partial = event["index"], delta.get("partial_json")
             return [ToolCallArgsDelta(self._calls.get(index, f"toolu_{index}"), partial)] if partial else []

@@ -15,7 +15,7 @@ from tokenrelay.backends._client_tools import CHAT_SUPPORTS, chat_params
 from tokenrelay.backends._openai import OpenAIBackendBase, OpenAIOptions, finish_reason
 from tokenrelay.backends._remote import Upstream
 from tokenrelay.backends._tools import chat_completion_messages
-from tokenrelay.backends._wire import OPENAI, open_wire
+from tokenrelay.backends._wire import OPENAI, open_wire, shared_text
 from tokenrelay.backends.base import BackendError, GenerateOptions, Message
 from tokenrelay.events import (
     Event,
@@ -92,10 +92,10 @@ class ChatWireTranslator(_ChatStream):
             delta = choice.get("delta") or {}
             reasoning = delta.get("reasoning_content") or delta.get("reasoning")
             if isinstance(reasoning, str) and reasoning:
-                out.append(ReasoningDelta(reasoning))
+                out.append(ReasoningDelta(shared_text(reasoning)))
             content = delta.get("content")
             if content:
-                out.append(TextDelta(content))
+                out.append(TextDelta(shared_text(content)))
             calls = delta.get("tool_calls")
             if calls:
                 self._tool_calls(calls, out)
