@@ -24,6 +24,8 @@ class CuttingProxy:
         self.refused = 0
         self.partitioned = False
         self._writers: set[asyncio.StreamWriter] = set()
+        self._handlers: set[asyncio.Task[None]] = set()
+        self._pumps: set[asyncio.Task[None]] = set()
 
     def cut_next(self, after_bytes: int, times: int = 1) -> None:
         self._cuts.extend([after_bytes] * times)
@@ -45,6 +47,10 @@ class CuttingProxy:
         self.partitioned = False
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        this = asyncio.current_task()
+        if this is not None:
+            self._handlers.add(this)
+            this.add_done_callback(self._handlers.discard)
         if self.partitioned:
             self.refused += 1
             writer.transport.abort()
@@ -76,6 +82,9 @@ class CuttingProxy:
             asyncio.create_task(pump(reader, up_writer, False)),
             asyncio.create_task(pump(up_reader, writer, True)),
         ]
+        for task in tasks:
+            self._pumps.add(task)
+            task.add_done_callback(self._pumps.discard)
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for task in tasks:
             task.cancel()
@@ -93,4 +102,12 @@ class CuttingProxy:
         finally:
             server.close()
             self.drop_all()
+            # Every connection's tasks end here, not when a later test's garbage collection finds them pending: the
+            # pumps are cancelled, and each connection's handler then ends by itself (cancelling it would make
+            # asyncio's own callback complain).
+            for task in list(self._pumps):
+                task.cancel()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(10):
+                    await asyncio.gather(*self._handlers, *self._pumps, return_exceptions=True)
             await server.wait_closed()
