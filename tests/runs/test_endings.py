@@ -12,10 +12,12 @@ from tests.conftest import collect, texts
 from tests.runs.helpers import FailingStore, HeldBackend, Outcomes, StubbornBackend
 from tokenrelay.backends import Message, Pause, ScriptedBackend
 from tokenrelay.errors import RunLimitError, StoreUnavailable
-from tokenrelay.events import ErrorEvent, FinishEvent, TextDelta
+from tokenrelay.events import ErrorEvent, Event, FinishEvent, ReasoningDelta, TextDelta, ToolCallStart
+from tokenrelay.messages import TextPart, answer_parts
 from tokenrelay.protocols.base import StreamContext
 from tokenrelay.protocols.seed import SeedProtocol
 from tokenrelay.runs import HEARTBEAT, RunManager, RunOutcome, Subscription
+from tokenrelay.runs.base import COMPACT_EVERY
 from tokenrelay.stores import MemoryRunStore, RunInfo, StoredEvent
 
 HELLO = [Message("user", "hello")]
@@ -206,3 +208,23 @@ async def anext_batch(sub: Subscription) -> list[StoredEvent]:
         if item is not HEARTBEAT:
             assert isinstance(item, list)
             return item
+
+
+async def test_a_long_answer_keeps_every_text_and_its_place_among_the_other_events() -> None:
+    # The transcript joins its texts as they pile up (COMPACT_EVERY): the outcome is still every delta, in order,
+    # with the reasoning and the tool call between the texts they came between.
+    before = [TextDelta(f"a{i} ") for i in range(COMPACT_EVERY * 2 + 7)]
+    after = [TextDelta(f"b{i} ") for i in range(COMPACT_EVERY + 3)]
+    middle: list[Event] = [ReasoningDelta("thinking"), ToolCallStart("c1", "lookup")]
+    outcomes = Outcomes()
+    script: list[Event] = [*before, *middle, *after, FinishEvent("stop")]
+    manager = RunManager(ScriptedBackend(script), MemoryRunStore(), on_finish=outcomes)
+    info = await manager.start(HELLO, user_id="u", conversation_id="c")
+    events = [e.event for e in await asyncio.wait_for(collect(manager, info.run_id), 10)]
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "".join(t.text for t in before + after)
+    (outcome,) = outcomes
+    assert outcome.text == "".join(t.text for t in before + after)
+    assert [type(p).__name__ for p in outcome.parts][:1] == ["TextPart"]
+    texts = [p for p in outcome.parts if isinstance(p, TextPart)]
+    assert [t.text for t in texts] == ["".join(t.text for t in before), "".join(t.text for t in after)]
+    assert outcome.parts == answer_parts([t.text for t in before + after], [(len(before), e) for e in middle])

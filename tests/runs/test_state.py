@@ -10,6 +10,7 @@ from tests.runs.helpers import HeldBackend, Outcomes, StubbornBackend
 from tokenrelay.backends import Message, Pause, ScriptedBackend
 from tokenrelay.events import FinishEvent, TextDelta
 from tokenrelay.runs import RunManager, RunOutcome
+from tokenrelay.runs.base import new_id, new_run_id
 from tokenrelay.runs.state import Run, RunState
 from tokenrelay.stores import MemoryRunStore, RunInfo
 
@@ -167,3 +168,12 @@ async def test_a_run_lost_to_another_instance_records_nothing() -> None:
     stored = await store.get(info.run_id)
     assert stored is not None
     assert stored.status == "finished"
+
+
+def test_ids_never_start_with_a_dash_so_a_command_line_takes_them_as_arguments() -> None:
+    # token_urlsafe starts with "-" once in 64 draws; 5,000 draws without the rule would all but surely show one.
+    runs = [new_run_id() for _ in range(5000)]
+    conversations = [new_id(12) for _ in range(5000)]
+    assert not [i for i in runs + conversations if i.startswith("-")]
+    assert {len(i) for i in runs} == {22}  # still 128 random bits
+    assert len(set(runs)) == len(runs)

@@ -8,7 +8,8 @@ from contextlib import asynccontextmanager
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI, Request
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tests.conftest import running_server, wait_for_async
 from tests.server.helpers import payloads, read_stream
@@ -213,6 +214,78 @@ async def test_the_router_mounts_into_a_users_own_app() -> None:
         async with client.stream("POST", "/relay/api/chat/stream", json={"message": "x"}) as r:
             data = payloads(await read_stream(r))
     assert data[-1]["done"] is True
+
+
+class _Endpoints:
+    """A pure ASGI middleware that keeps what served each request: the route's endpoint, and whether FastAPI's
+    request machinery ran (it puts its exit stacks in the scope)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.seen: list[tuple[str, object, bool]] = []
+        _Endpoints.last = self
+
+    last: _Endpoints
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+        if scope["type"] == "http":
+            self.seen.append((scope["path"], scope.get("endpoint"), "fastapi_inner_astack" in scope))
+
+
+async def test_the_apps_streams_skip_fastapis_machinery_and_keep_its_answers() -> None:
+    # create_app serves the seed streams as plain ASGI (nothing of FastAPI's request machinery held for a stream's
+    # length); the document still describes them, and their refusals are the FastAPI routes' own.
+    relay = Relay(SyntheticBackend(tokens=3, interval_ms=0), Settings(backend="synthetic"))
+    app = create_app(relay=relay)
+    app.add_middleware(_Endpoints)
+    assert {"get", "post"} <= app.openapi()["paths"]["/api/chat/stream"].keys()
+    async with running_server(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
+        async with client.stream("POST", "/api/chat/stream", json={"message": "hi"}) as r:
+            run_id = r.headers["x-run-id"]
+            assert payloads(await read_stream(r))[-1]["done"] is True
+        async with client.stream("GET", "/api/chat/stream", params={"message": "hi", "protocol": "openai"}) as r:
+            body = (await r.aread()).decode()
+        resumed = await client.get(f"/api/runs/{run_id}/stream", headers={"last-event-id": "1"})
+        blank = await client.get("/api/chat/stream", params={"message": "  "})
+        unknown = await client.get("/api/runs/nope/stream")
+        bad_user = await client.post("/api/chat/stream", json={"message": "x", "user_id": "a b"})
+        not_json = await client.post("/api/chat/stream", content=b"x", headers={"content-type": "text/plain"})
+        reconnect = await client.get("/api/chat/stream", headers={"last-event-id": "3"})
+        assert (await client.get("/api/health")).status_code == 200
+    assert body.rstrip().endswith("data: [DONE]")
+    assert resumed.status_code == 200
+    assert payloads(list(SSEDecoder().feed(resumed.content)))[-1]["done"] is True
+    assert (blank.status_code, blank.json()["error"]["field"]) == (422, "message")
+    assert (unknown.status_code, unknown.json()["error"]["code"]) == (404, "run_not_found")
+    assert (bad_user.status_code, bad_user.json()["error"]["field"]) == (422, "user_id")
+    assert (not_json.status_code, not_json.json()["error"]["code"]) == (415, "unsupported_media_type")
+    assert reconnect.status_code == 204
+    seen = _Endpoints.last.seen
+    streams = [(endpoint, fastapi) for path, endpoint, fastapi in seen if path.endswith("/stream")]
+    assert len(streams) == 8
+    assert all(type(endpoint).__name__ == "_StreamEndpoint" and not fastapi for endpoint, fastapi in streams)
+    assert [fastapi for path, _, fastapi in seen if path == "/api/health"] == [True]  # the others: FastAPI's
+
+
+async def test_a_mounted_router_keeps_fastapis_routes_so_its_dependencies_apply() -> None:
+    relay = Relay(SyntheticBackend(tokens=3, interval_ms=0), Settings(backend="synthetic"))
+    calls: list[str] = []
+
+    async def guard(request: Request) -> None:
+        calls.append(request.url.path)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with relay.lifespan():
+            yield
+
+    app = FastAPI(lifespan=lifespan)
+    app.include_router(create_router(relay), prefix="/relay", dependencies=[Depends(guard)])
+    async with running_server(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
+        async with client.stream("GET", "/relay/api/chat/stream", params={"message": "x"}) as r:
+            assert payloads(await read_stream(r))[-1]["done"] is True
+    assert calls == ["/relay/api/chat/stream"]
 
 
 async def test_resume_after_an_event_id_and_cancel_endpoint() -> None:

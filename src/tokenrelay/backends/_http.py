@@ -13,7 +13,7 @@ the server closed is never reused), ``Content-Length`` and chunked bodies both w
 from the default transport. What it leaves to httpx2's default transport: proxies (``lean_client`` falls back when
 the environment names one) and HTTP/2.
 
-:class:`Body` is the response stream; :func:`raw_chunks` lets the fast path read it without httpx2's per-chunk
+:class:`Body` is the response stream; :func:`raw_body` lets the fast path read it without httpx2's per-chunk
 iterator layers when the body is not content-encoded.
 """
 
@@ -31,7 +31,7 @@ import httpx2
 
 from tokenrelay.backends._http_conn import Connection, Origin
 
-__all__ = ["Body", "LeanTransport", "lean_client", "raw_chunks"]
+__all__ = ["Body", "LeanTransport", "lean_client", "raw_body", "raw_chunks"]
 
 # The response's extension that holds its Body (httpx2 wraps the stream itself in its own).
 BODY = "tokenrelay.body"
@@ -64,9 +64,18 @@ class Body(httpx2.AsyncByteStream):
                 elif conn.complete:
                     return
                 else:
-                    await conn.readable(timeout)
+                    await conn.readable_future(timeout)
         finally:
             await self.aclose()
+
+    @property
+    def connection(self) -> Connection:
+        """The connection the body is read from (:meth:`Connection.take` / :meth:`Connection.readable_future`)."""
+        return self._conn
+
+    @property
+    def read_timeout(self) -> float | None:
+        return self._read_timeout
 
     async def aclose(self) -> None:
         if self._closed:
@@ -75,16 +84,23 @@ class Body(httpx2.AsyncByteStream):
         self._release(self._conn)
 
 
-def raw_chunks(response: httpx2.Response) -> AsyncGenerator[bytes, None] | None:
-    """The body's chunks straight from the lean transport, or ``None`` when the response came from another
-    transport or its body needs decoding (``Content-Encoding``): then read it with ``response.aiter_bytes()``."""
+def raw_body(response: httpx2.Response) -> Body | None:
+    """The lean transport's body of ``response``, to be read as it comes, or ``None`` when the response came from
+    another transport or its body needs decoding (``Content-Encoding``): then read it with
+    ``response.aiter_bytes()``."""
     stream = response.extensions.get(BODY)
     if not isinstance(stream, Body):
         return None
     encoding = response.headers.get("content-encoding")
     if encoding and encoding.lower() != "identity":
         return None
-    return stream.chunks()
+    return stream
+
+
+def raw_chunks(response: httpx2.Response) -> AsyncGenerator[bytes, None] | None:
+    """The body's chunks straight from the lean transport (see :func:`raw_body`), or ``None``."""
+    body = raw_body(response)
+    return None if body is None else body.chunks()
 
 
 class LeanTransport(httpx2.AsyncBaseTransport):

@@ -37,8 +37,12 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.lost = False
         self.error: Exception | None = None
-        self._request: httpx2.Request | None = None
+        self.request: httpx2.Request | None = None  # the one being answered, named in errors
         self._waiter: asyncio.Future[None] | None = None
+        # The read timeout: one timer per connection, moved lazily (a timer per read would cost about what the
+        # read does): it fires at the deadline it was armed for and, if a later read moved the deadline, re-arms.
+        self._deadline = 0.0
+        self._timer: asyncio.TimerHandle | None = None
         self._can_write: asyncio.Future[None] | None = None
         self._paused = False
         self.reset()
@@ -63,6 +67,8 @@ class Connection(asyncio.Protocol):
 
     def reset(self) -> None:
         """Ready for the next request's response."""
+        self._waiter = None
+        self._stop_timer()
         self._parser = httptools.HttpResponseParser(self)
         self._status = b""
         self._headers: list[tuple[bytes, bytes]] = []
@@ -84,6 +90,7 @@ class Connection(asyncio.Protocol):
         return not self.lost and self.error is None
 
     def close(self) -> None:
+        self._stop_timer()
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
         self.lost = True
@@ -93,7 +100,7 @@ class Connection(asyncio.Protocol):
     async def send(self, request: httpx2.Request, timeout: float | None) -> None:
         transport = self.transport
         assert transport is not None
-        self._request = request
+        self.request = request
         url = request.url
         head = [b"%s %s HTTP/1.1\r\n" % (request.method.encode("ascii"), url.raw_path)]
         chunked = False
@@ -139,7 +146,7 @@ class Connection(asyncio.Protocol):
                 async with asyncio.timeout(timeout):
                     await self._head
             except TimeoutError:
-                raise httpx2.ReadTimeout("the server sent no response in time", request=self._request) from None
+                raise httpx2.ReadTimeout("the server sent no response in time", request=self.request) from None
         if self.error is not None:
             raise self.error
         if not self.headers_done:
@@ -163,19 +170,40 @@ class Connection(asyncio.Protocol):
 
     async def readable(self, timeout: float | None) -> None:
         """Wait for more of the body (or its end, or an error), at most ``timeout`` (``ReadTimeout``)."""
+        await self.readable_future(timeout)
+
+    def readable_future(self, timeout: float | None) -> asyncio.Future[None]:
+        """:meth:`readable` as a future to await: done when more of the body (or its end, or an error) is there;
+        ``ReadTimeout`` after ``timeout`` seconds without."""
         loop = asyncio.get_running_loop()
         waiter = self._waiter = loop.create_future()
-        timer = loop.call_later(timeout, self._expire, waiter) if timeout is not None else None
-        try:
-            await waiter
-        finally:
-            self._waiter = None
-            if timer is not None:
-                timer.cancel()
+        if timeout is not None:
+            self._deadline = deadline = loop.time() + timeout
+            timer = self._timer
+            if timer is None or deadline < timer.when():  # (a shorter timeout than the last read's)
+                if timer is not None:
+                    timer.cancel()
+                self._timer = loop.call_at(deadline, self._check_deadline)
+        elif self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        return waiter
 
-    def _expire(self, waiter: asyncio.Future[None]) -> None:
-        if not waiter.done():
-            waiter.set_exception(httpx2.ReadTimeout("the server stopped sending the body", request=self._request))
+    def _check_deadline(self) -> None:
+        self._timer = None
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return  # nobody waits: the next wait arms it again
+        loop = asyncio.get_running_loop()
+        if loop.time() >= self._deadline:
+            waiter.set_exception(httpx2.ReadTimeout("the server stopped sending the body", request=self.request))
+        else:
+            self._timer = loop.call_at(self._deadline, self._check_deadline)
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -183,7 +211,7 @@ class Connection(asyncio.Protocol):
             waiter.set_result(None)
 
     def _failure(self, kind: type[httpx2.TransportError], message: str) -> httpx2.TransportError:
-        return kind(message, request=self._request)
+        return kind(message, request=self.request)
 
     # asyncio.Protocol
 
@@ -207,6 +235,7 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
+        self._stop_timer()
         self.transport = None
         if self._eof_body and self.headers_done and not self.complete and exc is None:
             self.complete = True  # a body delimited by the end of the connection

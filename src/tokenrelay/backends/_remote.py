@@ -10,6 +10,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from tokenrelay.backends._errors import upstream_errors
 from tokenrelay.backends._stats import StreamStats
+from tokenrelay.backends._wire import WireUpstream
 from tokenrelay.backends.base import GenerateOptions
 from tokenrelay.backends.upstream_timing import upstream_responded
 from tokenrelay.events import Event, FinishEvent
@@ -108,7 +109,7 @@ class TranslatingBackend(RemoteBackend[_ClientT], Generic[_ClientT, _Item]):
         """
         raise NotImplementedError
 
-    async def open_wire(self, params: dict[str, Any]) -> Upstream[dict[str, Any]]:
+    async def open_wire(self, params: dict[str, Any]) -> WireUpstream:
         """Send the streaming request through the SDK; its body, read by the fast path (``_wire.open_wire``)."""
         raise NotImplementedError
 
@@ -123,13 +124,23 @@ class TranslatingBackend(RemoteBackend[_ClientT], Generic[_ClientT, _Item]):
             with upstream_errors(self.name):
                 params = self.params(messages, options)
                 sent = time.monotonic()
-                upstream: Upstream[Any] = await (self.open_wire(params) if fast else self.open_upstream(params))
-                upstream_responded(time.monotonic() - sent)  # for tracing: the upstream's time to first byte
-                try:
-                    async for item in upstream:
-                        for event in translator.feed(item):
+                if fast:
+                    wire = await self.open_wire(params)
+                    upstream_responded(time.monotonic() - sent)  # for tracing: the upstream's time to first byte
+                    try:
+                        # Body, decoder and translator in one generator: one frame resumed per chunk.
+                        async for event in wire.events(translator.feed):
                             yield event
-                finally:
-                    # Cancelled or closed mid-stream: drop the connection now, which is what stops the generation.
-                    await upstream.close()
+                    finally:
+                        await wire.close()  # cancelled or closed mid-stream: dropping the connection stops it
+                else:
+                    upstream: Upstream[Any] = await self.open_upstream(params)
+                    upstream_responded(time.monotonic() - sent)
+                    try:
+                        async for item in upstream:
+                            for event in translator.feed(item):
+                                yield event
+                    finally:
+                        # Cancelled or closed mid-stream: drop the connection now, which is what stops the generation.
+                        await upstream.close()
             yield translator.finish()

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import ssl
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -26,6 +26,8 @@ from tokenrelay.sse import SSEDecoder
 
 if TYPE_CHECKING:
     import httpx2
+
+    from tokenrelay.backends._http_conn import Connection
 
 __all__ = ["ANTHROPIC", "OPENAI", "SKIP", "STOP", "Convention", "WireUpstream", "open_wire", "shared_text"]
 
@@ -66,6 +68,10 @@ class Convention:
     does; Anthropic's lets httpx's through)."""
 
 
+class _Closable(Protocol):
+    async def aclose(self) -> None: ...
+
+
 class _APIResponse(Protocol):
     http_response: httpx2.Response
 
@@ -80,11 +86,33 @@ async def open_wire(call: _StreamingCall, convention: Convention, provider: str)
     """Send the request the SDK prepared (``client....with_streaming_response.create(stream=True, ...)``); the
     open stream, read by the fast path. A refused request raises the SDK's exception, as the SDK path does."""
     api_response = await call.__aenter__()
-    return WireUpstream(api_response.http_response, convention, provider)
+    response = api_response.http_response
+    _forget_request_body(response)
+    return WireUpstream(response, convention, provider)
+
+
+def _forget_request_body(response: httpx2.Response) -> None:
+    """Keep only the request's method and URL (what errors name) for as long as the stream lasts, not its headers
+    and body: the body is the whole conversation, and a stream can last minutes."""
+    import httpx2
+
+    from tokenrelay.backends._http import raw_body
+
+    request = response.request
+    slim = httpx2.Request(request.method, request.url, extensions={"timeout": request.extensions.get("timeout")})
+    response.request = slim
+    body = raw_body(response)
+    if body is not None:
+        body.connection.request = slim
 
 
 class WireUpstream:
-    """An :class:`~tokenrelay.backends._remote.Upstream` of plain dicts over the SDK's raw HTTP response."""
+    """An :class:`~tokenrelay.backends._remote.Upstream` of plain dicts over the SDK's raw HTTP response.
+
+    :meth:`events` is what the fast path reads: the body decoded, each item applied by the vendor's convention and
+    translated, in one async generator — one frame resumed per chunk, not one per layer (body, decoder, translator).
+    Iterating it yields the items themselves (the convention's dicts), for tests and tools.
+    """
 
     def __init__(self, response: httpx2.Response, convention: Convention, provider: str) -> None:
         self.response = response
@@ -92,35 +120,79 @@ class WireUpstream:
         self._provider = provider
 
     def __aiter__(self) -> AsyncIterator[Any]:
-        return self._items()
+        return self.events(_itself)
 
     async def close(self) -> None:
         await self.response.aclose()
 
-    async def _items(self) -> AsyncIterator[Any]:
+    def _decoder(
+        self, translate: Callable[[Any], list[Any]]
+    ) -> Callable[[bytes], tuple[list[Any], bool, Exception | None]]:
+        """One chunk of the body to its events, whether the vendor's end of stream was in it, and the error an
+        item raised (after the events before it, which go out first)."""
         response, read, provider = self.response, self._convention.item, self._provider
-        from tokenrelay.backends._http import raw_chunks
+        feed = SSEDecoder().feed_data  # (event, data) pairs: no event object per token
 
-        decoder = SSEDecoder()
-        chunks = raw_chunks(response) or response.aiter_bytes()
-        feed = decoder.feed_data  # (event, data) pairs: no event object per token
-        try:
-            async for chunk in chunks:
+        def decode(chunk: bytes) -> tuple[list[Any], bool, Exception | None]:
+            out: list[Any] = []
+            try:
                 for event, data in feed(chunk):
                     item = read(event, data, response, provider)
                     if item is SKIP:
                         continue
                     if item is STOP:
-                        await self._drain(chunks)
+                        return out, True, None
+                    out += translate(item)
+            except Exception as exc:
+                return out, False, exc
+            return out, False, None
+
+        return decode
+
+    async def events(self, translate: Callable[[Any], list[Any]]) -> AsyncGenerator[Any, None]:
+        """The body's items through ``translate`` (a translator's ``feed``: one item to its events), until the
+        vendor's end of stream or the body's."""
+        from tokenrelay.backends._http import raw_body
+
+        decode = self._decoder(translate)
+        body = raw_body(self.response)
+        conn, timeout, chunks = None, None, None
+        source: _Closable
+        if body is not None:
+            conn, timeout, source = body.connection, body.read_timeout, body
+        else:
+            source = chunks = self.response.aiter_bytes()
+        try:
+            while True:
+                # The next chunk: from the lean transport's connection as it comes (no iterator layers), or from
+                # httpx2's iterator (another transport, or a content-encoded body).
+                if conn is not None:
+                    data = conn.take()
+                    if not data:
+                        if conn.complete:
+                            return
+                        await conn.readable_future(timeout)
+                        continue
+                else:
+                    assert chunks is not None
+                    data = await anext(chunks, b"")
+                    if not data:
                         return
-                    yield item
+                out, stop, error = decode(data)
+                for event in out:
+                    yield event
+                if error is not None:
+                    raise error
+                if stop:
+                    await self._drain(conn, chunks)
+                    return
         except Exception as exc:
             mapped = self._transport_error(exc)
             if mapped is None:
                 raise
             raise mapped from exc
         finally:
-            await chunks.aclose()
+            await source.aclose()
 
     def _transport_error(self, exc: Exception) -> Exception | None:
         """A transport error while reading the body, wrapped as the vendor's SDK wraps it (or not), so that both
@@ -137,11 +209,22 @@ class WireUpstream:
         return None
 
     @staticmethod
-    async def _drain(chunks: AsyncIterator[bytes]) -> None:
+    async def _drain(conn: Connection | None, chunks: AsyncIterator[bytes] | None) -> None:
+        """Read what is left of the body after the end of the answer (briefly), so that its connection can be
+        reused."""
         with contextlib.suppress(Exception):
             async with asyncio.timeout(_DRAIN_S):
-                async for _ in chunks:
-                    pass
+                if conn is not None:
+                    while conn.take() or not conn.complete:
+                        if not conn.complete:
+                            await conn.readable_future(None)
+                elif chunks is not None:
+                    async for _ in chunks:
+                        pass
+
+
+def _itself(item: Any) -> list[Any]:
+    return [item]
 
 
 def _json(data: str, provider: str) -> Any:

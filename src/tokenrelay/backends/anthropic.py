@@ -21,7 +21,7 @@ from tokenrelay.backends._client_tools import ANTHROPIC_SUPPORTS, anthropic_para
 from tokenrelay.backends._openai import public_url
 from tokenrelay.backends._remote import TranslatingBackend, Upstream
 from tokenrelay.backends._tools import anthropic_turns, text_turn
-from tokenrelay.backends._wire import ANTHROPIC, open_wire, shared_text
+from tokenrelay.backends._wire import ANTHROPIC, WireUpstream, open_wire, shared_text
 from tokenrelay.backends.base import BackendError, GenerateOptions, Message
 from tokenrelay.events import (
     Event,
@@ -333,6 +333,6 @@ class AnthropicBackend(TranslatingBackend["AsyncAnthropic", "RawMessageStreamEve
         stream: AsyncStream[RawMessageStreamEvent] = await self.client.messages.create(stream=True, **params)
         return stream
 
-    async def open_wire(self, params: dict[str, Any]) -> Upstream[dict[str, Any]]:
+    async def open_wire(self, params: dict[str, Any]) -> WireUpstream:
         call = self.client.messages.with_streaming_response.create(stream=True, **params)
         return await open_wire(call, ANTHROPIC, self.name)

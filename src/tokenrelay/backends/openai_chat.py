@@ -15,7 +15,7 @@ from tokenrelay.backends._client_tools import CHAT_SUPPORTS, chat_params
 from tokenrelay.backends._openai import OpenAIBackendBase, OpenAIOptions, finish_reason
 from tokenrelay.backends._remote import Upstream
 from tokenrelay.backends._tools import chat_completion_messages
-from tokenrelay.backends._wire import OPENAI, open_wire, shared_text
+from tokenrelay.backends._wire import OPENAI, WireUpstream, open_wire, shared_text
 from tokenrelay.backends.base import BackendError, GenerateOptions, Message
 from tokenrelay.events import (
     Event,
@@ -155,6 +155,6 @@ class OpenAIChatBackend(OpenAIBackendBase["ChatCompletionChunk"]):
         stream: AsyncStream[ChatCompletionChunk] = await self.client.chat.completions.create(stream=True, **params)
         return stream
 
-    async def open_wire(self, params: dict[str, Any]) -> Upstream[dict[str, Any]]:
+    async def open_wire(self, params: dict[str, Any]) -> WireUpstream:
         call = self.client.chat.completions.with_streaming_response.create(stream=True, **params)
         return await open_wire(call, OPENAI, self.name)

@@ -22,7 +22,7 @@ from tokenrelay.backends._openai import (
 )
 from tokenrelay.backends._remote import Upstream
 from tokenrelay.backends._tools import responses_input
-from tokenrelay.backends._wire import OPENAI, open_wire
+from tokenrelay.backends._wire import OPENAI, WireUpstream, open_wire
 from tokenrelay.backends.base import BackendError, GenerateOptions, Message
 from tokenrelay.events import (
     Event,
@@ -165,6 +165,6 @@ class OpenAIResponsesBackend(OpenAIBackendBase["ResponseStreamEvent"]):
         stream: AsyncStream[ResponseStreamEvent] = await self.client.responses.create(stream=True, **params)
         return stream
 
-    async def open_wire(self, params: dict[str, Any]) -> Upstream[dict[str, Any]]:
+    async def open_wire(self, params: dict[str, Any]) -> WireUpstream:
         call = self.client.responses.with_streaming_response.create(stream=True, **params)
         return await open_wire(call, OPENAI, self.name)

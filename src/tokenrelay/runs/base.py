@@ -20,7 +20,7 @@ from tokenrelay.events import (
 from tokenrelay.messages import Part, answer_parts
 from tokenrelay.stores.base import RunInfo
 
-__all__ = ["HEARTBEAT", "DisconnectPolicy", "Heartbeat", "RunOutcome", "Transcript", "new_run_id"]
+__all__ = ["HEARTBEAT", "DisconnectPolicy", "Heartbeat", "RunOutcome", "Transcript", "new_id", "new_run_id"]
 
 DisconnectPolicy = Literal["cancel", "detach"]
 
@@ -34,9 +34,18 @@ class Heartbeat:
 HEARTBEAT = Heartbeat()
 
 
+def new_id(nbytes: int) -> str:
+    """``nbytes`` random bytes, URL-safe, never starting with ``-``: an id is typed on command lines
+    (``tokenrelay approve RUN_ID …``), where a leading dash reads as an option."""
+    while True:
+        token = secrets.token_urlsafe(nbytes)
+        if token[0] != "-":
+            return token
+
+
 def new_run_id() -> str:
     """128 random bits, URL-safe: a run id is a capability to read the run, so it must not be guessable."""
-    return secrets.token_urlsafe(16)
+    return new_id(16)
 
 
 @dataclass(slots=True)
@@ -54,6 +63,10 @@ class RunOutcome:
     # rather than kept by the instance, so whichever instance ends the run sees them.
     extra: dict[str, str] = field(default_factory=dict)
     parts: tuple[Part, ...] = ()  # what the answer said, in order: text, reasoning, tool calls and results, metadata
+
+
+COMPACT_EVERY = 256
+"""How many text deltas a transcript keeps apart before joining them (:meth:`Transcript.compact`)."""
 
 
 @dataclass(slots=True)
@@ -112,6 +125,17 @@ class Transcript:
             if isinstance(event, ToolApprovalRequest):
                 self.requests.append(event)
             self.marks.append((len(self.texts), event))
+
+    def compact(self) -> int:
+        """Join the last ``COMPACT_EVERY`` texts (those since the last other event, at most) into one, and how many
+        texts to let accumulate before doing it again: a long answer's deltas would otherwise each cost a pointer
+        (and the list's spare room) for as long as the run lasts. The marks' positions stay right: nothing before
+        the last one moves. Each text is joined once (no re-joining of what was joined before)."""
+        texts = self.texts
+        start = max(self.marks[-1][0] if self.marks else 0, len(texts) - COMPACT_EVERY)
+        if len(texts) - start > 1:
+            texts[start:] = ["".join(texts[start:])]
+        return len(texts) + COMPACT_EVERY
 
     def backend_ended(self) -> None:
         """The backend's stream ran out: an error it reported without finishing is how the run ends."""

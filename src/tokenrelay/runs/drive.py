@@ -24,7 +24,7 @@ from tokenrelay.backends.base import ApprovalDecision, Backend, GenerateOptions,
 from tokenrelay.errors import BackendError, RunClosedError, RunFinishedError, RunNotFound, StoreUnavailable
 from tokenrelay.events import ErrorEvent, Event, FinishEvent, StoredEvent, TextDelta
 from tokenrelay.messages import Message, PausedPart
-from tokenrelay.runs.base import RunOutcome, Transcript
+from tokenrelay.runs.base import COMPACT_EVERY, RunOutcome, Transcript
 from tokenrelay.runs.state import Run
 from tokenrelay.stores.base import RunStore, Suspension
 
@@ -205,12 +205,15 @@ class Driver:
         """The backend's events into the store, noted in ``transcript``; the backend's suspension, if it ends so."""
         run_id = run.info.run_id
         texts, append = transcript.texts, self.store.append
+        compact_at = COMPACT_EVERY
         async for event in stream:
             # A text delta (nearly every event) is noted inline: a call per token shows in the throughput.
             if type(event) is TextDelta and not transcript.finished:
                 if not texts:
                     run.watch.first_token()
                 texts.append(event.text)
+                if len(texts) >= compact_at:
+                    compact_at = transcript.compact()
             elif isinstance(event, Suspend):
                 return event  # the backend's last item: it goes on later, from its state
             elif not transcript.take(event):

@@ -108,7 +108,8 @@ def create_app(
             allow_headers=["*"],
             expose_headers=["x-run-id", "x-conversation-id"],
         )
-    app.include_router(create_router(relay))
+    # The app's own routes have no dependencies besides the router's: its streams may skip FastAPI's machinery.
+    app.include_router(create_router(relay, plain_streams=True))
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 from urllib.parse import urlsplit
@@ -27,6 +27,8 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from tokenrelay.errors import RunLimitError, RunNotFound, StoreUnavailable, TokenrelayError
 from tokenrelay.server.auth import UserResolver
@@ -57,6 +59,7 @@ __all__ = [
     "parse",
     "read_json_object",
     "stream_response",
+    "stream_route",
     "unavailable",
 ]
 
@@ -313,3 +316,35 @@ class ProjectRoute(RefusingRoute):
                 return error_response(404, "run_not_found", f"run {exc} is unknown or expired")
             case _:
                 return None
+
+
+class _StreamEndpoint:
+    """One stream route as a plain ASGI app: the router's binding, the handler, and the project's refusals — what
+    :class:`ProjectRoute` does for a FastAPI route, without FastAPI's request machinery (its exit stacks, the
+    dependency solver's state, its wrappers' frames), which would be held for as long as the stream lasts."""
+
+    __slots__ = ("_binding", "_handler")
+
+    def __init__(self, binding: Binding, handler: Callable[[Request, Relay], Awaitable[Response]]) -> None:
+        self._binding = binding
+        self._handler = handler
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive, send)
+        try:
+            await self._binding(request)
+            response = await self._handler(request, self._binding.relay)
+        except TokenrelayError as exc:
+            refused = ProjectRoute.refuse(exc)
+            if refused is None:
+                raise  # the app's own handlers answer it (AuthError, …), as they do for a FastAPI route
+            response = refused
+        await response(scope, receive, send)
+
+
+def stream_route(
+    path: str, methods: list[str], binding: Binding, handler: Callable[[Request, Relay], Awaitable[Response]]
+) -> Route:
+    """A stream route served as plain ASGI (see :class:`_StreamEndpoint`); left out of the OpenAPI document, which
+    describes the FastAPI route of the same path and method."""
+    return Route(path, _StreamEndpoint(binding, handler), methods=methods, include_in_schema=False)

@@ -25,6 +25,7 @@ from tokenrelay.protocols.base import Encoder, StreamContext, WireProtocol
 from tokenrelay.protocols.openai_chat import OpenAIChatProtocol, model_id
 from tokenrelay.protocols.seed import SeedProtocol
 from tokenrelay.runs import RunManager, RunOutcome
+from tokenrelay.runs.base import new_id
 from tokenrelay.runs.observer import RunObserver
 from tokenrelay.server.auth import UserResolver
 from tokenrelay.server.event_stream import EventStream
@@ -127,7 +128,7 @@ class Relay:
         :meth:`~tokenrelay.history.conversation.Conversations.ask`).
         """
         new = conversation_id is None  # an id made up here: nothing to load
-        conversation_id = conversation_id or secrets.token_urlsafe(12)
+        conversation_id = conversation_id or new_id(12)
         # The store must answer before the question is written: a run the store cannot take would leave the question
         # in the history without its answer. The history is not asked separately: its load, or after a failed write
         # the question's write itself, is its check (StoreUnavailable, a 503 with Retry-After, nothing written).
@@ -143,7 +144,7 @@ class Relay:
         await self.store.check()  # StoreUnavailable (a 503) rather than the store client's own error
         # Marked on the run itself, not remembered here: the instance that records the run's end may be another.
         return await self.runs.start(
-            messages, user_id=user_id, conversation_id=secrets.token_urlsafe(12), options=options, extra=dict(STATELESS)
+            messages, user_id=user_id, conversation_id=new_id(12), options=options, extra=dict(STATELESS)
         )
 
     async def stream(self, info: RunInfo, *, after: int = 0, protocol: str = "seed") -> EventStream:

@@ -44,6 +44,7 @@ from tokenrelay.server.pipeline import (
     parse,
     read_json_object,
     stream_response,
+    stream_route,
 )
 from tokenrelay.server.relay import Relay
 from tokenrelay.server.sse_response import SSEResponse
@@ -62,15 +63,27 @@ class ChatRequest(BaseModel):
     regenerate: bool = False
 
 
-def create_router(relay: Relay, *, resolve_user: UserResolver | None = None) -> APIRouter:
+def create_router(relay: Relay, *, resolve_user: UserResolver | None = None, plain_streams: bool = False) -> APIRouter:
     """The API routes, bound to ``relay``.
 
     ``resolve_user`` decides who a request acts as (default: the relay's, from its settings: bearer tokens if
     configured, else the client's own ``user_id``). It may raise ``server.auth.AuthError`` to refuse a request.
     A run or conversation of another user is answered 404, as if it did not exist, on every route.
+
+    ``plain_streams`` serves the seed stream routes as plain ASGI ahead of their FastAPI routes (see
+    :func:`~tokenrelay.server.pipeline.stream_route`): what :func:`~tokenrelay.server.create_app` does. Not for a
+    router mounted in another app: dependencies given to ``include_router`` would not apply to those routes.
     """
     resolve_user = resolve_user or relay.resolve_user
-    router = APIRouter(route_class=ProjectRoute, dependencies=[Depends(Binding(relay, resolve_user))])
+    binding = Binding(relay, resolve_user)
+    router = APIRouter(route_class=ProjectRoute, dependencies=[Depends(binding)])
+    # The streams themselves are served as plain ASGI ahead of their documented routes (below, for the OpenAPI
+    # document), the same handlers with the same refusals: FastAPI's request machinery would otherwise be held for
+    # as long as each stream lasts, which is most of what a stream costs beyond its connection.
+    if plain_streams:
+        router.routes.append(stream_route("/api/chat/stream", ["POST"], binding, _post_stream))
+        router.routes.append(stream_route("/api/chat/stream", ["GET"], binding, _get_stream))
+        router.routes.append(stream_route("/api/runs/{run_id}/stream", ["GET"], binding, _run_stream))
     protocol = query_parameter("protocol", "the stream's wire format (default seed)", list(relay.protocols))
     router.add_api_route(
         "/api/chat/stream",
@@ -192,6 +205,34 @@ async def run_stream(
 ) -> Response:
     cursor = last_event_id if last_event_id is not None else last_event_id_query
     return await _resume(request, relay, run_id, user, cursor)
+
+
+# The stream routes as plain ASGI (``stream_route``): their parameters, as FastAPI reads them for the routes above.
+
+
+async def _post_stream(request: Request, relay: Relay) -> Response:
+    return await chat_stream_post(request, relay)
+
+
+async def _get_stream(request: Request, relay: Relay) -> Response:
+    query = request.query_params
+    return await chat_stream_get(
+        request,
+        relay,
+        query.get("message"),
+        query.get("user_id"),
+        query.get("conversation_id"),
+        query.get("run_id"),
+        request.headers.get("last-event-id"),
+    )
+
+
+async def _run_stream(request: Request, relay: Relay) -> Response:
+    query = request.query_params
+    user = await identify(request, query.get("user_id"))
+    run_id = request.path_params["run_id"]
+    header = request.headers.get("last-event-id")
+    return await run_stream(request, run_id, relay, user, header, query.get("last_event_id"))
 
 
 async def cancel_run(run_id: str, relay: CurrentRelay, user: QueryUser) -> Response:

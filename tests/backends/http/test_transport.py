@@ -189,6 +189,37 @@ async def test_read_timeouts_on_the_head_and_on_the_body() -> None:
             await client.get(f"http://127.0.0.1:{server.port}/body")
 
 
+async def test_the_read_timeout_is_the_longest_wait_for_data_not_the_whole_body() -> None:
+    # One timer per connection moves with each read: a body that keeps coming outlives many timeouts, and a stall
+    # is refused no sooner than the timeout after the last data.
+    timeout_s, pace_s, parts = 0.6, 0.1, 12
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await server.head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for _ in range(parts):
+            writer.write(b"1\r\nx\r\n")
+            await writer.drain()
+            await asyncio.sleep(pace_s)
+        await reader.read()  # then nothing more: a stall
+
+    timeout = httpx2.Timeout(5.0, read=timeout_s)
+    async with serve(handler) as server, httpx2.AsyncClient(transport=LeanTransport(), timeout=timeout) as client:
+        loop = asyncio.get_running_loop()
+        async with client.stream("GET", f"http://127.0.0.1:{server.port}/") as response:
+            chunks = raw_chunks(response)
+            assert chunks is not None
+            got = b""
+            last = loop.time()
+            with pytest.raises(httpx2.ReadTimeout):
+                async for chunk in chunks:
+                    got += chunk
+                    last = loop.time()
+            stalled = loop.time() - last
+    assert got == b"x" * parts  # every part came, over longer than the timeout
+    assert stalled >= timeout_s * 0.95
+
+
 async def test_nothing_listening_is_a_connect_error() -> None:
     async with serve(lambda r, w: asyncio.sleep(0)) as server:
         port = server.port
