@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 from tests.conftest import collect, texts
@@ -11,7 +12,7 @@ from tokenrelay.backends import Message, Pause, ScriptedBackend
 from tokenrelay.events import FinishEvent, TextDelta
 from tokenrelay.runs import RunManager, RunOutcome
 from tokenrelay.runs.base import new_id, new_run_id
-from tokenrelay.runs.state import Run, RunState
+from tokenrelay.runs.state import Latch, Run, RunState
 from tokenrelay.stores import MemoryRunStore, RunInfo
 
 HELLO = [Message("user", "hello")]
@@ -177,3 +178,23 @@ def test_ids_never_start_with_a_dash_so_a_command_line_takes_them_as_arguments()
     assert not [i for i in runs + conversations if i.startswith("-")]
     assert {len(i) for i in runs} == {22}  # still 128 random bits
     assert len(set(runs)) == len(runs)
+
+
+async def test_a_latch_wakes_its_waiters_once_set_and_forgets_a_cancelled_one() -> None:
+    latch = Latch()
+    assert not latch.is_set()
+    first = asyncio.ensure_future(latch.wait())
+    gone = asyncio.ensure_future(latch.wait())
+    await asyncio.sleep(0)
+    gone.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await gone
+    assert latch._waiters is not None
+    assert len(latch._waiters) == 1  # the cancelled waiter is not kept
+    assert not first.done()
+    latch.set()
+    await asyncio.wait_for(first, 5)
+    assert latch.is_set()
+    await asyncio.wait_for(latch.wait(), 5)  # once set, a wait returns at once
+    latch.set()  # again: nothing changes
+    assert latch.is_set()

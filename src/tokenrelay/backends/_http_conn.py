@@ -31,6 +31,31 @@ class Connection(asyncio.Protocol):
     """A keep-alive connection to one origin. One request at a time: :meth:`send`, :meth:`response_head`, then the
     body through :meth:`take` / :meth:`readable` until :attr:`complete`; :meth:`reset` readies it for the next."""
 
+    # Slots: one of these lives as long as each upstream stream, and a __dict__ would be most of its size.
+    __slots__ = (
+        "_buffered",
+        "_can_write",
+        "_chunks",
+        "_deadline",
+        "_eof_body",
+        "_head",
+        "_headers",
+        "_parser",
+        "_paused",
+        "_status",
+        "_timer",
+        "_waiter",
+        "complete",
+        "counted",
+        "error",
+        "headers_done",
+        "keep_alive",
+        "lost",
+        "origin",
+        "request",
+        "transport",
+    )
+
     def __init__(self, origin: Origin) -> None:
         self.origin = origin
         self.counted = False  # holds one of the pool's connection slots

@@ -10,7 +10,41 @@ from tokenrelay.events import ErrorEvent, Event
 from tokenrelay.runs.observer import NO_WATCH, RunWatch
 from tokenrelay.stores.base import RunInfo
 
-__all__ = ["Run", "RunState"]
+__all__ = ["Latch", "Run", "RunState"]
+
+
+class Latch:
+    """``asyncio.Event``'s ``set`` / ``is_set`` / ``wait`` for something that happens once, with nothing allocated
+    until somebody waits: every run has one and few are waited on (an ``asyncio.Event`` is ~370 bytes each)."""
+
+    __slots__ = ("_set", "_waiters")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._waiters: list[asyncio.Future[None]] | None = None
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        self._set = True
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def wait(self) -> None:
+        if self._set:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        finally:
+            if self._waiters is not None and waiter in self._waiters:
+                self._waiters.remove(waiter)
 
 
 class RunState(enum.Enum):
@@ -47,7 +81,7 @@ class Run:
     subscribers: int = 0  # viewers on this instance (the store counts them across instances)
     detach_timer: asyncio.TimerHandle | None = None
     state: RunState = RunState.PENDING
-    done: asyncio.Event = field(default_factory=asyncio.Event)
+    done: Latch = field(default_factory=Latch)
     # Why the run was stopped, when it is not a plain cancel: the error it ends with (``stop``).
     stop_error: ErrorEvent | None = None
     # The end the store could not take (it failed): this instance's viewers are handed it instead.
