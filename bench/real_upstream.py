@@ -13,21 +13,17 @@ and LiteLLM's proxy where a ``litellm`` command is installed (``BENCH_LITELLM`` 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import shutil
 import sys
 import tempfile
-import threading
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from bench.servers import CLIENT_CPU, HOST, SERVER_CPU, UVICORN, Peer, cpu_share, cpu_ticks
+from bench.servers import CLIENT_CPU, HOST, SERVER_CPU, UVICORN, CpuSampler, Peer
 from bench.suite import INTERVAL_MS, RATE, Plan, load, log, log_load
 
 
@@ -99,37 +95,6 @@ def _litellm_config(tmp: str, base_url: str) -> list[str]:
     # No master key: the proxy listens on loopback for the benchmark only, and the client sends no credentials.
     os.environ.setdefault("LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY", "true")
     return ["--config", str(config)]
-
-
-class CpuSampler:
-    """Another process's CPU use over wall-clock spans (1.0 = one core busy), sampled every 50 ms."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.samples: list[tuple[float, float]] = []
-        self._running = False
-
-    @contextlib.contextmanager
-    def running(self) -> Iterator[CpuSampler]:
-        tick = os.sysconf("SC_CLK_TCK")
-
-        def sample() -> None:
-            while self._running:
-                with contextlib.suppress(OSError):
-                    self.samples.append((time.time(), cpu_ticks(self.pid) / tick))
-                time.sleep(0.05)
-
-        self._running = True
-        thread = threading.Thread(target=sample, daemon=True)
-        thread.start()
-        try:
-            yield self
-        finally:
-            self._running = False
-            thread.join()
-
-    def share(self, start: float, end: float) -> float | None:
-        return cpu_share(self.samples, start, end)
 
 
 def _measure(relay: Relay, streams: int, plan: Plan, upstream: CpuSampler, tmp: str) -> dict[str, Any]:

@@ -30,14 +30,13 @@ import multiprocessing
 import os
 import secrets
 import shutil
-import socket
 import statistics
-import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from multiprocessing.connection import Connection
 from typing import Any
 
+from bench.servers import redis_server
 from bench.suite import Plan, log
 from tokenrelay.events import FinishEvent, TextDelta
 from tokenrelay.stores import MemoryRunStore, RunInfo
@@ -56,34 +55,6 @@ CORES = {"memory": 0, "writer": 0, "reader": 1}
 STEP_TIMEOUT_S = 180.0  # the longest a process may take over one step (starting, loading, the measured part)
 # What the APPEND script runs inside Redis (INFO commandstats counts those too): not commands this process sends.
 _IN_SCRIPTS = {"xadd", "hset", "hget", "pexpire"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def _redis_server() -> Iterator[str]:
-    """A redis-server of the benchmark's own; stopped by its pid afterwards."""
-    port = _free_port()
-    command = ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
-                s.sendall(b"PING\r\n")
-                if s.recv(16).startswith(b"+PONG"):
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server on {port} did not start")
-            time.sleep(0.02)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.kill()
-        process.wait(10)
 
 
 def _info(run_id: str) -> RunInfo:
@@ -305,7 +276,7 @@ def measure(plan: Plan) -> dict[str, Any]:
         return {"error": "redis-server is not on PATH"}
     repeats = max(1, plan.repeats)
     out: dict[str, Any] = {"throughput": {}, "fanout": []}
-    with _redis_server() as url:
+    with redis_server() as url:
         for label, runs, events in (("1 run", 1, ONE_RUN_EVENTS), ("1,000 runs", MANY_RUNS, MANY_RUNS_EVENTS)):
             row: dict[str, dict[str, float]] = {}
             for kind in ("memory", "redis"):

@@ -108,6 +108,72 @@ def cpu_share(samples: list[tuple[float, float]], start: float, end: float) -> f
     return (c1 - c0) / (t1 - t0) if t1 > t0 else None
 
 
+class CpuSampler:
+    """A process's CPU use over wall-clock spans (1.0 = one core busy), sampled every 50 ms; with ``children``, that
+    of its children at the time it is made too (workers under their parent)."""
+
+    def __init__(self, pid: int, *, children: bool = False) -> None:
+        path = Path(f"/proc/{pid}/task/{pid}/children")
+        kids = [int(p) for p in path.read_text().split()] if children and path.exists() else []
+        self.pids = [pid, *kids]
+        self.samples: list[tuple[float, float]] = []
+        self._running = False
+
+    def _ticks(self) -> int:
+        total = 0
+        for pid in self.pids:
+            with contextlib.suppress(OSError):
+                total += cpu_ticks(pid)
+        return total
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[CpuSampler]:
+        tick = os.sysconf("SC_CLK_TCK")
+
+        def sample() -> None:
+            while self._running:
+                self.samples.append((time.time(), self._ticks() / tick))
+                time.sleep(0.05)
+
+        self._running = True
+        thread = threading.Thread(target=sample, daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            self._running = False
+            thread.join()
+
+    def share(self, start: float, end: float) -> float | None:
+        return cpu_share(self.samples, start, end)
+
+
+@contextlib.contextmanager
+def redis_server() -> Iterator[str]:
+    """A redis-server of the benchmark's own on a free port (keeping nothing), stopped by its pid afterwards."""
+    port = free_port()
+    command = ["redis-server", "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no"]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=0.2) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(16).startswith(b"+PONG"):
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server on {port} did not start")
+            time.sleep(0.02)
+        yield f"redis://{HOST}:{port}/0"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
 class Server:
     """One server process: started, warmed up, sampled for RSS, stopped."""
 

@@ -19,82 +19,13 @@ import json
 import os
 import secrets
 import shutil
-import signal
-import subprocess
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.servers import CLIENT_CPU, HOST, PEERS, Peer, Server, cpu_share, cpu_ticks, free_port, run_client
+from bench.servers import CLIENT_CPU, HOST, PEERS, CpuSampler, Peer, Server, redis_server, run_client
 from bench.suite import INTERVAL_MS, RATE, Plan, log
-
-
-class TreeSampler:
-    """The CPU use of a process and its children (1.0 = one core busy), sampled every 50 ms."""
-
-    def __init__(self, pid: int) -> None:
-        path = Path(f"/proc/{pid}/task/{pid}/children")
-        children = [int(p) for p in path.read_text().split()] if path.exists() else []
-        self.pids = [pid, *children]
-        self.samples: list[tuple[float, float]] = []
-        self._running = False
-
-    def _ticks(self) -> int:
-        total = 0
-        for pid in self.pids:
-            with contextlib.suppress(OSError):
-                total += cpu_ticks(pid)
-        return total
-
-    @contextlib.contextmanager
-    def running(self) -> Iterator[TreeSampler]:
-        tick = os.sysconf("SC_CLK_TCK")
-
-        def sample() -> None:
-            while self._running:
-                self.samples.append((time.time(), self._ticks() / tick))
-                time.sleep(0.05)
-
-        self._running = True
-        thread = threading.Thread(target=sample, daemon=True)
-        thread.start()
-        try:
-            yield self
-        finally:
-            self._running = False
-            thread.join()
-
-    def share(self, start: float, end: float) -> float | None:
-        return cpu_share(self.samples, start, end)
-
-
-@contextlib.contextmanager
-def redis_server() -> Iterator[str]:
-    """A redis-server of the benchmark's own on a free port (keeping nothing), stopped by its pid after."""
-    port = free_port()
-    command = ["redis-server", "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no"]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket_to(port) as s:
-                s.sendall(b"PING\r\n")
-                if s.recv(16).startswith(b"+PONG"):
-                    break
-            time.sleep(0.05)
-        yield f"redis://{HOST}:{port}/0"
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(10)
-
-
-def socket_to(port: int) -> Any:
-    import socket
-
-    return socket.create_connection((HOST, port), timeout=1)
 
 
 def wait_for_workers(port: int, workers: int, timeout: float = 60) -> None:
@@ -125,7 +56,7 @@ def _one(peer: Peer, workers: int, streams: int, plan: Plan, redis_url: str, tmp
         wait_for_workers(server.port, workers)
         cfg = {"mode": "warm", "host": HOST, "port": server.port, "path": server.path}
         run_client(cfg | {"count": 3})
-        with TreeSampler(server.proc.pid).running() as cpu:
+        with CpuSampler(server.proc.pid, children=True).running() as cpu:
             result = run_client(
                 cfg
                 | {
