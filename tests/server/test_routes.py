@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 import pytest
@@ -252,6 +253,10 @@ async def test_the_apps_streams_skip_fastapis_machinery_and_keep_its_answers() -
         bad_user = await client.post("/api/chat/stream", json={"message": "x", "user_id": "a b"})
         not_json = await client.post("/api/chat/stream", content=b"x", headers={"content-type": "text/plain"})
         reconnect = await client.get("/api/chat/stream", headers={"last-event-id": "3"})
+        chat = {"id": "chat-1", "messages": [{"role": "user", "parts": [{"type": "text", "text": "hi"}]}]}
+        use_chat = await client.post("/api/chat", json=chat)  # the AI SDK's useChat, and its resume
+        no_chat = await client.get("/api/chat/nothing-running/stream")
+        bad_chat = await client.post("/api/chat", json={"id": "chat-2", "messages": []})
         assert (await client.get("/api/health")).status_code == 200
     assert body.rstrip().endswith("data: [DONE]")
     assert resumed.status_code == 200
@@ -261,9 +266,13 @@ async def test_the_apps_streams_skip_fastapis_machinery_and_keep_its_answers() -
     assert (bad_user.status_code, bad_user.json()["error"]["field"]) == (422, "user_id")
     assert (not_json.status_code, not_json.json()["error"]["code"]) == (415, "unsupported_media_type")
     assert reconnect.status_code == 204
+    assert use_chat.status_code == 200
+    assert use_chat.text.rstrip().endswith("data: [DONE]")
+    assert no_chat.status_code == 204
+    assert (bad_chat.status_code, bad_chat.json()["error"]["code"]) == (422, "invalid_request")
     seen = _Endpoints.last.seen
-    streams = [(endpoint, fastapi) for path, endpoint, fastapi in seen if path.endswith("/stream")]
-    assert len(streams) == 8
+    streams = [(e, fastapi) for path, e, fastapi in seen if path.endswith("/stream") or path == "/api/chat"]
+    assert len(streams) == 11
     assert all(type(endpoint).__name__ == "_StreamEndpoint" and not fastapi for endpoint, fastapi in streams)
     assert [fastapi for path, _, fastapi in seen if path == "/api/health"] == [True]  # the others: FastAPI's
 
@@ -376,3 +385,45 @@ async def test_regenerate_of_a_question_the_server_never_saw_keeps_the_earlier_a
         ("assistant", "first answer"),
         ("user", "two"),
     ]
+
+
+def _app(*, plain_streams: bool) -> FastAPI:
+    relay = Relay(SyntheticBackend(tokens=3, interval_ms=0), Settings(backend="synthetic"))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with relay.lifespan():
+            yield
+
+    app = FastAPI(lifespan=lifespan)
+    app.include_router(create_router(relay, plain_streams=plain_streams))
+    return app
+
+
+async def test_the_plain_stream_routes_refuse_exactly_as_the_fastapi_routes_do() -> None:
+    mounted, plain = _app(plain_streams=False), _app(plain_streams=True)
+    bad: list[tuple[str, str, dict[str, Any]]] = [
+        ("GET", "/api/chat/stream", {"params": {"message": " "}}),
+        ("GET", "/api/chat/stream", {"params": {"message": "x", "user_id": "a b"}}),
+        ("GET", "/api/chat/stream", {"params": {"message": "x", "protocol": "nope"}}),
+        ("GET", "/api/chat/stream", {}),
+        ("POST", "/api/chat/stream", {"content": b"{", "headers": {"content-type": "application/json"}}),
+        ("POST", "/api/chat/stream", {"json": [1]}),
+        ("POST", "/api/chat/stream", {"json": {"message": 3}}),
+        ("POST", "/api/chat/stream", {"content": b"x", "headers": {"content-type": "text/plain"}}),
+        ("GET", "/api/runs/unknown/stream", {}),
+        ("GET", "/api/runs/unknown/stream", {"params": {"last_event_id": "x"}}),
+        ("POST", "/api/chat", {"json": {"id": "c", "messages": []}}),
+        ("POST", "/api/chat", {"json": {"messages": "no"}}),
+        ("GET", "/api/chat/a%20b/stream", {}),
+    ]
+    answers: dict[str, list[tuple[int, Any]]] = {}
+    for name, app in (("fastapi", mounted), ("plain", plain)):
+        async with running_server(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
+            answers[name] = []
+            for method, path, options in bad:
+                response = await client.request(method, path, **options)
+                body = response.json() if response.headers.get("content-type") == "application/json" else response.text
+                answers[name].append((response.status_code, body))
+    assert all(status >= 204 for status, _ in answers["plain"])
+    assert answers["plain"] == answers["fastapi"]

@@ -33,6 +33,7 @@ from tokenrelay.server.auth import UserResolver
 from tokenrelay.server.openapi import errors, event_stream, json_body
 from tokenrelay.server.pipeline import (
     ID_PATTERN,
+    Binding,
     CurrentRelay,
     QueryUser,
     Refusal,
@@ -41,6 +42,7 @@ from tokenrelay.server.pipeline import (
     identify,
     owned_run,
     stream_response,
+    stream_route,
 )
 from tokenrelay.server.relay import Relay
 from tokenrelay.server.sse_response import SSEResponse
@@ -71,9 +73,16 @@ def message_text(message: UIMessage) -> str:
     return "".join(str(p.get("text", "")) for p in message.parts if p.get("type") == "text")
 
 
-def create_aisdk_router(relay: Relay, *, resolve_user: UserResolver | None = None) -> APIRouter:
-    """useChat's two endpoints, bound to ``relay``; ``resolve_user`` defaults to the relay's, as for every route."""
+def create_aisdk_router(
+    relay: Relay, *, resolve_user: UserResolver | None = None, plain_streams: bool = False
+) -> APIRouter:
+    """useChat's two endpoints, bound to ``relay``; ``resolve_user`` defaults to the relay's, as for every route.
+    ``plain_streams``: as :func:`~tokenrelay.server.routes.create_router`'s."""
     router = bound_router(relay, resolve_user)
+    if plain_streams:
+        binding = Binding(relay, resolve_user or relay.resolve_user)
+        router.routes.append(stream_route("/api/chat", ["POST"], binding, _use_chat))
+        router.routes.append(stream_route("/api/chat/{chat_id}/stream", ["GET"], binding, _resume_chat))
     router.add_api_route(
         "/api/chat",
         use_chat,
@@ -127,6 +136,16 @@ async def resume_chat(
         return await stream_response(relay, info, after=max(after, 0), protocol="ai-sdk")
     except RunNotFound:
         return Response(status_code=204)  # it ended and expired in between: nothing is running
+
+
+async def _use_chat(request: Request, relay: Relay) -> Response:
+    return await use_chat(request, relay, request.query_params.get("user_id"))
+
+
+async def _resume_chat(request: Request, relay: Relay) -> Response:
+    user = await identify(request, request.query_params.get("user_id"))
+    chat_id = request.path_params["chat_id"]
+    return await resume_chat(chat_id, relay, user, request.headers.get("last-event-id"))
 
 
 def _approval_answers(last: UIMessage) -> list[ApprovalDecision]:

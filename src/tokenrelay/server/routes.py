@@ -119,7 +119,7 @@ def create_router(relay: Relay, *, resolve_user: UserResolver | None = None, pla
     _add_state_routes(router)
     add_approval_routes(router)
     # The clients' own protocols: useChat's endpoints and the OpenAI-compatible API.
-    router.include_router(create_aisdk_router(relay, resolve_user=resolve_user))
+    router.include_router(create_aisdk_router(relay, resolve_user=resolve_user, plain_streams=plain_streams))
     router.include_router(create_openai_router(relay, resolve_user=resolve_user))
     router.include_router(create_agui_router(relay, resolve_user=resolve_user))
     return router
