@@ -387,8 +387,9 @@ async def test_regenerate_of_a_question_the_server_never_saw_keeps_the_earlier_a
     ]
 
 
-def _app(*, plain_streams: bool) -> FastAPI:
-    relay = Relay(SyntheticBackend(tokens=3, interval_ms=0), Settings(backend="synthetic"))
+def _app(*, plain_streams: bool) -> tuple[FastAPI, ScriptedBackend]:
+    backend = ScriptedBackend([TextDelta("x"), FinishEvent("stop")])  # counts the runs it is asked for
+    relay = Relay(backend, Settings(backend="synthetic"))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -397,11 +398,11 @@ def _app(*, plain_streams: bool) -> FastAPI:
 
     app = FastAPI(lifespan=lifespan)
     app.include_router(create_router(relay, plain_streams=plain_streams))
-    return app
+    return app, backend
 
 
 async def test_the_plain_stream_routes_refuse_exactly_as_the_fastapi_routes_do() -> None:
-    mounted, plain = _app(plain_streams=False), _app(plain_streams=True)
+    (mounted, mounted_backend), (plain, plain_backend) = _app(plain_streams=False), _app(plain_streams=True)
     bad: list[tuple[str, str, dict[str, Any]]] = [
         ("GET", "/api/chat/stream", {"params": {"message": " "}}),
         ("GET", "/api/chat/stream", {"params": {"message": "x", "user_id": "a b"}}),
@@ -416,14 +417,21 @@ async def test_the_plain_stream_routes_refuse_exactly_as_the_fastapi_routes_do()
         ("POST", "/api/chat", {"json": {"id": "c", "messages": []}}),
         ("POST", "/api/chat", {"json": {"messages": "no"}}),
         ("GET", "/api/chat/a%20b/stream", {}),
+        ("HEAD", "/api/chat/stream", {"params": {"message": "x"}}),  # no run started by a HEAD
+        ("HEAD", "/api/chat/c1/stream", {}),
+        ("PUT", "/api/chat/stream", {"json": {"message": "x"}}),
     ]
-    answers: dict[str, list[tuple[int, Any]]] = {}
+    answers: dict[str, list[tuple[int, Any, str | None]]] = {}
     for name, app in (("fastapi", mounted), ("plain", plain)):
         async with running_server(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
             answers[name] = []
             for method, path, options in bad:
                 response = await client.request(method, path, **options)
-                body = response.json() if response.headers.get("content-type") == "application/json" else response.text
-                answers[name].append((response.status_code, body))
-    assert all(status >= 204 for status, _ in answers["plain"])
+                is_json = response.headers.get("content-type") == "application/json" and response.content
+                body = response.json() if is_json else (response.headers.get("content-type"), response.text)
+                # (A HEAD's Allow names the route it reached: FastAPI's first partial match, here the GET route.)
+                allow = response.headers.get("allow") if method != "HEAD" else None
+                answers[name].append((response.status_code, body, allow))
+    assert all(status >= 204 for status, _, _ in answers["plain"]), answers["plain"]
     assert answers["plain"] == answers["fastapi"]
+    assert plain_backend.calls == mounted_backend.calls == []  # not one of them started a run

@@ -27,6 +27,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
@@ -323,13 +324,20 @@ class _StreamEndpoint:
     :class:`ProjectRoute` does for a FastAPI route, without FastAPI's request machinery (its exit stacks, the
     dependency solver's state, its wrappers' frames), which would be held for as long as the stream lasts."""
 
-    __slots__ = ("_binding", "_handler")
+    __slots__ = ("_allow", "_binding", "_handler")
 
-    def __init__(self, binding: Binding, handler: Callable[[Request, Relay], Awaitable[Response]]) -> None:
+    def __init__(
+        self, binding: Binding, handler: Callable[[Request, Relay], Awaitable[Response]], methods: list[str]
+    ) -> None:
         self._binding = binding
         self._handler = handler
+        self._allow = ", ".join(methods)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] == "HEAD":
+            # Starlette routes a HEAD to a GET route (FastAPI's do not): a HEAD must not start a run. Refused as
+            # FastAPI refuses it, by the app's own handler.
+            raise StarletteHTTPException(405, headers={"Allow": self._allow})
         request = Request(scope, receive, send)
         try:
             await self._binding(request)
@@ -347,4 +355,4 @@ def stream_route(
 ) -> Route:
     """A stream route served as plain ASGI (see :class:`_StreamEndpoint`); left out of the OpenAPI document, which
     describes the FastAPI route of the same path and method."""
-    return Route(path, _StreamEndpoint(binding, handler), methods=methods, include_in_schema=False)
+    return Route(path, _StreamEndpoint(binding, handler, methods), methods=methods, include_in_schema=False)
