@@ -15,7 +15,6 @@ from sqlalchemy import event, text
 from tests.history.conftest import MAX_MESSAGES
 from tests.history.helpers import msg
 from tokenrelay.errors import StoreUnavailable
-from tokenrelay.history.batch import QUESTION_HOLD_S
 from tokenrelay.history.conversation import Conversations
 from tokenrelay.history.sql import SQLHistory
 from tokenrelay.runs import RunOutcome
@@ -203,75 +202,3 @@ async def test_a_chat_started_without_a_conversation_id_loads_nothing_and_saves_
             await asyncio.wait_for(relay.runs.wait(again.run_id), WAIT_S)
         assert len(loads(seen)) == (0 if sql.dialect == "sqlite" else 1)  # SQLite: kept since its answer's write
         assert await contents(sql, info.conversation_id) == ["question", "answer", "more", "answer"]
-
-
-class _Recorded:
-    """A WriteBatcher's write that keeps each batch it was given (no database: the batching rules alone)."""
-
-    def __init__(self) -> None:
-        self.batches: list[list[str]] = []
-
-    async def __call__(self, conn: Any, items: list[str]) -> list[bool]:
-        self.batches.append(list(items))
-        return [True] * len(items)
-
-
-class _NoEngine:
-    """An engine whose transaction is nothing: the batcher's rules are what is tested."""
-
-    @contextlib.asynccontextmanager
-    async def begin(self) -> AsyncIterator[None]:
-        yield None
-
-
-def _batcher(hold_s: float) -> tuple[Any, _Recorded]:
-    from tokenrelay.history.batch import WriteBatcher
-
-    recorded = _Recorded()
-    return WriteBatcher(_NoEngine(), recorded, key=lambda item: item[:1], hold_s=hold_s), recorded  # type: ignore[arg-type]
-
-
-async def test_a_held_write_lets_the_loop_go_first_then_is_written_after_its_hold() -> None:
-    batcher, recorded = _batcher(hold_s=0.5)
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    write = asyncio.ensure_future(batcher.submit("q1", hold=True))
-    for _ in range(20):  # twenty turns of the loop: a run's first token goes out in far fewer
-        await asyncio.sleep(0)
-    assert recorded.batches == []
-    assert await asyncio.wait_for(write, WAIT_S) is True
-    assert loop.time() - start >= 0.5 * 0.9
-    assert recorded.batches == [["q1"]]
-
-
-async def test_a_write_that_is_not_held_or_a_wait_for_the_key_lets_a_held_batch_go_at_once() -> None:
-    batcher, recorded = _batcher(hold_s=3600.0)  # would never go by itself within the test
-    question = asyncio.ensure_future(batcher.submit("q1", hold=True))
-    other = asyncio.ensure_future(batcher.submit("x-held", hold=True))
-    await asyncio.sleep(0)
-    answer = asyncio.ensure_future(batcher.submit("a1"))  # an answer: it must not wait
-    assert await asyncio.wait_for(asyncio.gather(question, other, answer), WAIT_S) == [True, True, True]
-    assert recorded.batches == [["q1", "x-held", "a1"]]  # together, in order
-    held = asyncio.ensure_future(batcher.submit("q2", hold=True))
-    await asyncio.sleep(0)
-    await asyncio.wait_for(batcher.settled("q"), WAIT_S)  # a load of the conversation waits for its question
-    assert held.done()
-    assert recorded.batches[-1] == ["q2"]
-    late = asyncio.ensure_future(batcher.submit("q3", hold=True))
-    await asyncio.sleep(0)
-    await asyncio.wait_for(batcher.close(), WAIT_S)  # shutting down writes what is queued, without the hold
-    assert late.done()
-
-
-async def test_the_sql_history_holds_a_question_and_not_an_answer(sql: SQLHistory) -> None:
-    conversations = Conversations(sql)
-    await conversations.ask("ann", "warm", "a first write", new=True)
-    assert sql._writes.hold_s == QUESTION_HOLD_S > 0
-    sql._writes.hold_s = 3600.0  # held until let go, however slow the machine: what lets it go is the answer
-    with statements(sql) as seen:
-        await conversations.ask("ann", "h", "q1", new=True)
-        for _ in range(20):
-            await asyncio.sleep(0)
-        assert not [s for s in seen if s.startswith("INSERT")]  # the question waits its hold
-        await asyncio.wait_for(conversations.save_answer(answer("h", "a1")), WAIT_S)  # not held: goes at once
-    assert await contents(sql, "h") == ["q1", "a1"]

@@ -31,15 +31,10 @@ from typing import Final, Generic, Protocol, TypeVar
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-__all__ = ["MAX_BATCH", "QUESTION_HOLD_S", "UNREACHABLE", "ReadBatcher", "Tracker", "WriteBatcher"]
+__all__ = ["MAX_BATCH", "UNREACHABLE", "ReadBatcher", "Tracker", "WriteBatcher"]
 
 UNREACHABLE: Final = (OperationalError, InterfaceError, DisconnectionError, OSError, TimeoutError)
 """What a database says when it cannot be reached or written at all (down, cut, a read-only file, a full disk)."""
-
-QUESTION_HOLD_S: Final = 0.005
-"""How long a question's write may wait before its batch starts (``WriteBatcher.submit``'s ``hold``): long enough
-for the run it starts to send its first token first on an idle server, nothing beside a model's time to answer. Its
-answer, or a load of its conversation, lets it go at once."""
 
 MAX_BATCH: Final = 500
 """The most writes one transaction takes: a huge burst is committed in several steps, so none waits for all."""
@@ -81,16 +76,13 @@ class WriteBatcher(Generic[Item]):
         write: Callable[[AsyncConnection, list[Item]], Awaitable[list[bool]]],
         key: Callable[[Item], Hashable] | None = None,
         tracker: Tracker[Item] | None = None,
-        hold_s: float = 0.0,
     ) -> None:
         self.engine = engine
         self.write = write
         self.key = key
         self.tracker = tracker
-        self.hold_s = hold_s
         self._queue: list[_Write[Item]] = []
         self._writer: asyncio.Task[None] | None = None
-        self._holding: asyncio.Future[None] | None = None  # set while the writer holds a batch back (``hold``)
         # The last write not yet done of each key (with ``key``): the writes are done in order, so once it is done
         # every earlier write of that key is too.
         self._last: dict[Hashable, asyncio.Future[bool]] = {}
@@ -99,7 +91,6 @@ class WriteBatcher(Generic[Item]):
         """Return once the writes of ``key`` submitted so far are done (committed or failed)."""
         last = self._last.get(key)
         if last is not None:
-            self._release()  # somebody waits for it now: no holding back
             await asyncio.wait([last])
 
     def _track(self, write: _Write[Item]) -> None:
@@ -114,14 +105,8 @@ class WriteBatcher(Generic[Item]):
 
         write.done.add_done_callback(forget)
 
-    async def submit(self, item: Item, *, hold: bool = False) -> bool:
-        """Write ``item`` (with whatever else is waiting); its result once committed.
-
-        ``hold``: nothing waits for this write yet (a question: its answer is saved after it, whatever happens),
-        so when it starts a batch the batch is held back ``hold_s`` — for the work the write was part of to go
-        first (a run's first token), and for the writes that come meanwhile to join it. A write that is not held,
-        or a :meth:`settled` on a held write's key, lets the batch go at once.
-        """
+    async def submit(self, item: Item) -> bool:
+        """Write ``item`` (with whatever else is waiting); its result once committed."""
         write = _Write(item)
         # A caller that was cancelled no longer reads the result: retrieve it here, so a failure is not logged as
         # an exception nobody retrieved (the caller that stayed got it).
@@ -129,37 +114,17 @@ class WriteBatcher(Generic[Item]):
         self._queue.append(write)
         self._track(write)
         if self._writer is None or self._writer.done():
-            hold_s = self.hold_s if hold else 0.0
-            self._writer = asyncio.get_running_loop().create_task(self._drain(hold_s), name="tokenrelay-history-writer")
-        elif not hold:
-            self._release()
+            self._writer = asyncio.get_running_loop().create_task(self._drain(), name="tokenrelay-history-writer")
         # The write goes on even if this caller is cancelled: it may already be in the open transaction.
         return await asyncio.shield(write.done)
 
     async def close(self) -> None:
         """Let the writes already queued finish."""
-        self._release()
         if self._writer is not None:
             with contextlib.suppress(Exception):
                 await self._writer
 
-    def _release(self) -> None:
-        if self._holding is not None and not self._holding.done():
-            self._holding.set_result(None)
-
-    async def _hold(self, hold_s: float) -> None:
-        loop = asyncio.get_running_loop()
-        holding = self._holding = loop.create_future()
-        timer = loop.call_later(hold_s, self._release)
-        try:
-            await holding
-        finally:
-            timer.cancel()
-            self._holding = None
-
-    async def _drain(self, hold_s: float = 0.0) -> None:
-        if hold_s > 0:
-            await self._hold(hold_s)
+    async def _drain(self) -> None:
         while self._queue:
             batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
             try:

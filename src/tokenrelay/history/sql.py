@@ -58,7 +58,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 from tokenrelay._extras import missing_extra
 from tokenrelay.errors import StoreUnavailable
 from tokenrelay.history.base import Conversation, MessageStatus, StoredMessage, title_for
-from tokenrelay.history.batch import QUESTION_HOLD_S, UNREACHABLE, ReadBatcher, WriteBatcher
+from tokenrelay.history.batch import UNREACHABLE, ReadBatcher, WriteBatcher
 from tokenrelay.history.codec import encode_parts, encode_text, storable
 from tokenrelay.history.recent import Recent
 from tokenrelay.history.sql_order import ordered_answers
@@ -236,11 +236,7 @@ class SQLHistory:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self._recent = Recent(self.engine, messages, max_messages)  # what a follow-up reads (SQLite file only)
         self._writes: WriteBatcher[_Add] = WriteBatcher(
-            self.engine,
-            self._write,
-            key=attrgetter("user_id", "conversation_id"),
-            tracker=self._recent,
-            hold_s=QUESTION_HOLD_S,
+            self.engine, self._write, key=attrgetter("user_id", "conversation_id"), tracker=self._recent
         )
         self._reads: ReadBatcher[tuple[str, str], list[StoredMessage]] = ReadBatcher(self.engine, self._read)
         self._write_failed = False  # the last write found the database unwritable: check() then tries a write
@@ -285,12 +281,10 @@ class SQLHistory:
         return await load_many(conn, messages, keys, self.max_messages)
 
     async def add(self, user_id: str, conversation_id: str, message: StoredMessage, *, create: bool = True) -> bool:
-        # Batched with the writes waiting at the same moment (history.batch): one commit for a burst of runs. A
-        # question is held back a moment (QUESTION_HOLD_S), for its run's first token to go out first.
+        # Batched with the writes waiting at the same moment (history.batch): one commit for a burst of runs.
         try:
             with _reachable():
-                add = _Add(user_id, conversation_id, message, create)
-                written = await self._writes.submit(add, hold=message.role == "user")
+                written = await self._writes.submit(_Add(user_id, conversation_id, message, create))
         except StoreUnavailable:
             self._write_failed = True
             raise
