@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
 import httpx
 import pytest
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import running_server
-from tests.server.helpers import read_stream
+from tests.server.helpers import host_app, read_stream
 from tokenrelay.backends import ScriptedBackend
 from tokenrelay.events import FinishEvent, TextDelta
 from tokenrelay.server import Relay, Settings, create_router, metrics_router
@@ -27,14 +24,7 @@ def samples(text: str) -> dict[str, float]:
 
 async def test_a_host_app_serves_the_relays_metrics_with_one_line() -> None:
     relay = Relay(ScriptedBackend([TextDelta("a"), TextDelta("b"), FinishEvent("stop")]), Settings(history="memory"))
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with relay.lifespan():
-            yield
-
-    app = FastAPI(lifespan=lifespan)
-    app.include_router(create_router(relay), prefix="/ai")
+    app = host_app(relay, create_router(relay), prefix="/ai")
     app.include_router(metrics_router(relay))  # the one line
 
     async with running_server(app) as url, httpx.AsyncClient(base_url=url, timeout=20) as http:

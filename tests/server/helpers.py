@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+from fastapi import APIRouter, FastAPI
 
 from tests.conftest import wait_for_async
 from tokenrelay.backends._stats import StreamStats
@@ -19,6 +20,20 @@ from tokenrelay.events import Event, FinishEvent, TextDelta
 from tokenrelay.server import Relay, create_app
 from tokenrelay.server.serve import GracefulServer, build_server
 from tokenrelay.sse import Comment, ServerSentEvent, SSEDecoder
+
+
+def host_app(relay: Relay, router: APIRouter, **include: Any) -> FastAPI:
+    """A user's own FastAPI app with the relay's lifespan and ``router`` mounted (``include`` goes to
+    ``include_router``: ``prefix``, ``dependencies``)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with relay.lifespan():
+            yield
+
+    app = FastAPI(lifespan=lifespan)
+    app.include_router(router, **include)
+    return app
 
 
 async def read_stream(response: httpx.Response, *, comments: bool = False) -> list[ServerSentEvent | Comment]:

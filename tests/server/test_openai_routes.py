@@ -10,10 +10,10 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import HTTPException, Request
 
 from tests.conftest import running_server, wait_for_async
-from tests.server.helpers import GatedBackend
+from tests.server.helpers import GatedBackend, host_app
 from tokenrelay.backends import ScriptedBackend, SyntheticBackend
 from tokenrelay.backends.base import Backend, BackendError, Message
 from tokenrelay.events import (
@@ -198,14 +198,7 @@ async def test_authentication_goes_through_resolve_user() -> None:
 
     backend = ScriptedBackend([TextDelta("ok")])
     relay = Relay(backend, Settings(backend="synthetic"))
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with relay.lifespan():
-            yield
-
-    app = FastAPI(lifespan=lifespan)
-    app.include_router(create_openai_router(relay, resolve_user=bearer))
+    app = host_app(relay, create_openai_router(relay, resolve_user=bearer))
     async with running_server(app) as url:
         async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="wrong", max_retries=0) as client:
             with pytest.raises(openai.AuthenticationError) as raised:

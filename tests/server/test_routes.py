@@ -13,7 +13,7 @@ from fastapi import Depends, FastAPI, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tests.conftest import running_server, wait_for_async
-from tests.server.helpers import payloads, read_stream
+from tests.server.helpers import host_app, payloads, read_stream
 from tokenrelay.backends import Pause, ScriptedBackend, SyntheticBackend
 from tokenrelay.backends.base import Backend, BackendError
 from tokenrelay.events import FinishEvent, TextDelta, UsageEvent
@@ -197,19 +197,12 @@ async def test_health(synthetic: tuple[str, Relay]) -> None:
 
 async def test_the_router_mounts_into_a_users_own_app() -> None:
     relay = Relay(SyntheticBackend(tokens=3, interval_ms=0), Settings(backend="synthetic"))
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with relay.lifespan():
-            yield
-
-    app = FastAPI(lifespan=lifespan)
+    app = host_app(relay, create_router(relay), prefix="/relay")
 
     @app.get("/mine")
     async def mine() -> dict[str, str]:
         return {"ok": "yes"}
 
-    app.include_router(create_router(relay), prefix="/relay")
     async with running_server(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
         assert (await client.get("/mine")).json() == {"ok": "yes"}
         async with client.stream("POST", "/relay/api/chat/stream", json={"message": "x"}) as r:
@@ -284,13 +277,7 @@ async def test_a_mounted_router_keeps_fastapis_routes_so_its_dependencies_apply(
     async def guard(request: Request) -> None:
         calls.append(request.url.path)
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with relay.lifespan():
-            yield
-
-    app = FastAPI(lifespan=lifespan)
-    app.include_router(create_router(relay), prefix="/relay", dependencies=[Depends(guard)])
+    app = host_app(relay, create_router(relay), prefix="/relay", dependencies=[Depends(guard)])
     async with running_server(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
         async with client.stream("GET", "/relay/api/chat/stream", params={"message": "x"}) as r:
             assert payloads(await read_stream(r))[-1]["done"] is True
@@ -390,15 +377,7 @@ async def test_regenerate_of_a_question_the_server_never_saw_keeps_the_earlier_a
 def _app(*, plain_streams: bool) -> tuple[FastAPI, ScriptedBackend]:
     backend = ScriptedBackend([TextDelta("x"), FinishEvent("stop")])  # counts the runs it is asked for
     relay = Relay(backend, Settings(backend="synthetic"))
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with relay.lifespan():
-            yield
-
-    app = FastAPI(lifespan=lifespan)
-    app.include_router(create_router(relay, plain_streams=plain_streams))
-    return app, backend
+    return host_app(relay, create_router(relay, plain_streams=plain_streams)), backend
 
 
 async def test_the_plain_stream_routes_refuse_exactly_as_the_fastapi_routes_do() -> None:
