@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.sse_reference import ReferenceDecoder
+from tests.sse_streams import CUTS, NOISE, chunked, fields, lf_streams, streams
 from tokenrelay.sse import (
     PING,
     Comment,
@@ -228,27 +229,15 @@ def test_ping_is_a_comment_and_retry_hint_dispatches_nothing() -> None:
 
 # --- the property: any chunking of any stream decodes to the same events as the whole -------------------------
 
-_line_end = st.sampled_from(["\n", "\r", "\r\n"])
-_value = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"), max_size=12)
-_field = st.one_of(
-    st.tuples(st.sampled_from(["data", "event", "id", "retry", "", "x"]), _value).map(lambda t: f"{t[0]}: {t[1]}"),
-    st.builds(lambda v: f"data:{v}", _value),
-    st.builds(lambda v: f":{v}", _value),
-    st.sampled_from(["data", "retry: 10", "id: a\0b", "data:  x"]),
-)
-_line = st.tuples(_field, _line_end).map("".join)
-_stream = st.tuples(
-    st.booleans(), st.lists(st.one_of(_line, _line_end), max_size=25), st.one_of(st.just(""), _field)
-).map(lambda t: ("\ufeff" if t[0] else "") + "".join(t[1]) + t[2])
+_field = fields()
+_stream = streams(_field, unfinished_tail=True)
 
 
 @settings(max_examples=400, deadline=None)
-@given(stream=_stream, cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=12))
+@given(stream=_stream, cuts=CUTS)
 def test_any_chunking_decodes_like_the_whole(stream: str, cuts: list[int]) -> None:
-    raw = stream.encode("utf-8")
-    points = sorted({c % (len(raw) + 1) for c in cuts})
-    chunks = [raw[a:b] for a, b in zip([0, *points], [*points, len(raw)], strict=True)]
-    assert decode(*chunks, comments=True) == decode(raw, comments=True)
+    chunks = chunked(stream, cuts=cuts)
+    assert decode(*chunks, comments=True) == decode(stream.encode("utf-8"), comments=True)
 
 
 @settings(max_examples=100, deadline=None)
@@ -258,25 +247,12 @@ def test_byte_by_byte_decodes_like_the_whole(stream: str) -> None:
     assert decode(*(raw[i : i + 1] for i in range(len(raw))), comments=True) == decode(raw, comments=True)
 
 
-_lf_stream = st.lists(st.one_of(_field.map(lambda f: f + "\n"), st.just("\n")), max_size=25).map("".join)
-_noise = st.lists(st.tuples(st.integers(min_value=0, max_value=10_000), st.binary(min_size=1, max_size=3)), max_size=4)
-
-
 @settings(max_examples=400, deadline=None)
-@given(
-    stream=st.one_of(_stream, _lf_stream),
-    noise=_noise,
-    cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=12),
-)
+@given(stream=st.one_of(_stream, lf_streams(_field)), noise=NOISE, cuts=CUTS)
 def test_the_decoder_agrees_with_the_reference_decoder_on_any_chunking(
     stream: str, noise: list[tuple[int, bytes]], cuts: list[int]
 ) -> None:
-    raw = stream.encode("utf-8")
-    for at, junk in noise:  # bytes anywhere, invalid UTF-8 among them
-        at %= len(raw) + 1
-        raw = raw[:at] + junk + raw[at:]
-    points = sorted({c % (len(raw) + 1) for c in cuts})
-    chunks = [raw[a:b] for a, b in zip([0, *points], [*points, len(raw)], strict=True)]
+    chunks = chunked(stream, noise, cuts)  # bytes anywhere, invalid UTF-8 among them
     new, old = SSEDecoder(comments=True), ReferenceDecoder(comments=True)
     for chunk in chunks:
         assert new.feed(chunk) == old.feed(chunk)

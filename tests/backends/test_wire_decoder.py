@@ -7,21 +7,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.sse_reference import ReferenceDecoder
+from tests.sse_streams import CUTS, NOISE, chunked, fields, lf_streams, streams
 from tokenrelay.sse import ServerSentEvent, SSEDecoder
 
-_line_end = st.sampled_from(["\n", "\r", "\r\n"])
-_value = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"), max_size=12)
-_field = st.one_of(
-    st.tuples(st.sampled_from(["data", "event", "id", "retry", "", "x"]), _value).map(lambda t: f"{t[0]}: {t[1]}"),
-    st.builds(lambda v: f"data:{v}", _value),
-    st.builds(lambda v: f":{v}", _value),
-    st.sampled_from(["data", "retry: 10", "id: a\0b", "data:  x", "event: ping", "data: [DONE]"]),
-)
-_stream = st.tuples(
-    st.booleans(), st.lists(st.one_of(st.tuples(_field, _line_end).map("".join), _line_end), max_size=25)
-).map(lambda t: ("\ufeff" if t[0] else "") + "".join(t[1]))
-_lf_stream = st.lists(st.one_of(_field.map(lambda f: f + "\n"), st.just("\n")), max_size=25).map("".join)
-_noise = st.lists(st.tuples(st.integers(min_value=0, max_value=10_000), st.binary(min_size=1, max_size=3)), max_size=4)
+_field = fields("event: ping", "data: [DONE]")
 
 
 def _pairs(items: list[object]) -> list[tuple[str, str]]:
@@ -29,20 +18,11 @@ def _pairs(items: list[object]) -> list[tuple[str, str]]:
 
 
 @settings(max_examples=400, deadline=None)
-@given(
-    stream=st.one_of(_stream, _lf_stream),
-    noise=_noise,
-    cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=12),
-)
+@given(stream=st.one_of(streams(_field, unfinished_tail=False), lf_streams(_field)), noise=NOISE, cuts=CUTS)
 def test_feed_data_gives_the_reference_decoders_events_on_any_chunking(
     stream: str, noise: list[tuple[int, bytes]], cuts: list[int]
 ) -> None:
-    raw = stream.encode("utf-8")
-    for at, junk in noise:
-        at %= len(raw) + 1
-        raw = raw[:at] + junk + raw[at:]
-    points = sorted({c % (len(raw) + 1) for c in cuts})
-    chunks = [raw[a:b] for a, b in zip([0, *points], [*points, len(raw)], strict=True)]
+    chunks = chunked(stream, noise, cuts)
     new, old = SSEDecoder(), ReferenceDecoder()
     for chunk in chunks:
         assert new.feed_data(chunk) == _pairs(old.feed(chunk))
