@@ -29,7 +29,8 @@ def _check_header(name: bytes, value: bytes) -> None:
 
 class Connection(asyncio.Protocol):
     """A keep-alive connection to one origin. One request at a time: :meth:`send`, :meth:`response_head`, then the
-    body through :meth:`take` / :meth:`readable` until :attr:`complete`; :meth:`reset` readies it for the next."""
+    body through :meth:`take` / :meth:`readable_future` until :attr:`complete`; :meth:`reset` readies it for the
+    next."""
 
     # Slots: one of these lives as long as each upstream stream, and a __dict__ would be most of its size.
     __slots__ = (
@@ -193,12 +194,8 @@ class Connection(asyncio.Protocol):
             raise self.error
         return b""
 
-    async def readable(self, timeout: float | None) -> None:
-        """Wait for more of the body (or its end, or an error), at most ``timeout`` (``ReadTimeout``)."""
-        await self.readable_future(timeout)
-
     def readable_future(self, timeout: float | None) -> asyncio.Future[None]:
-        """:meth:`readable` as a future to await: done when more of the body (or its end, or an error) is there;
+        """A future to await for more of the body: done when more of it (or its end, or an error) is there;
         ``ReadTimeout`` after ``timeout`` seconds without."""
         loop = asyncio.get_running_loop()
         waiter = self._waiter = loop.create_future()

@@ -27,8 +27,6 @@ from tokenrelay.sse import SSEDecoder
 if TYPE_CHECKING:
     import httpx2
 
-    from tokenrelay.backends._http_conn import Connection
-
 __all__ = ["ANTHROPIC", "OPENAI", "SKIP", "STOP", "Convention", "WireUpstream", "open_wire", "shared_text"]
 
 log = logging.getLogger("tokenrelay.backends")
@@ -184,7 +182,7 @@ class WireUpstream:
                 if error is not None:
                     raise error
                 if stop:
-                    await self._drain(conn, chunks)
+                    await self._drain(body.chunks() if body is not None else chunks)
                     return
         except Exception as exc:
             mapped = self._transport_error(exc)
@@ -209,18 +207,15 @@ class WireUpstream:
         return None
 
     @staticmethod
-    async def _drain(conn: Connection | None, chunks: AsyncIterator[bytes] | None) -> None:
+    async def _drain(chunks: AsyncIterator[bytes] | None) -> None:
         """Read what is left of the body after the end of the answer (briefly), so that its connection can be
         reused."""
+        if chunks is None:
+            return
         with contextlib.suppress(Exception):
             async with asyncio.timeout(_DRAIN_S):
-                if conn is not None:
-                    while conn.take() or not conn.complete:
-                        if not conn.complete:
-                            await conn.readable_future(None)
-                elif chunks is not None:
-                    async for _ in chunks:
-                        pass
+                async for _ in chunks:
+                    pass
 
 
 def _itself(item: Any) -> list[Any]:
