@@ -25,6 +25,7 @@ from tokenrelay.server.auth import UserResolver
 from tokenrelay.server.openapi import ErrorBody, errors, event_stream, json_body
 from tokenrelay.server.pipeline import (
     ID_PATTERN,
+    Binding,
     CurrentRelay,
     Refusal,
     identify,
@@ -91,7 +92,7 @@ def message_text(message: AGUIMessage) -> str:
 
 def create_agui_router(relay: Relay, *, resolve_user: UserResolver | None = None) -> APIRouter:
     """AG-UI's endpoint, bound to ``relay``; ``resolve_user`` defaults to the relay's, as for every route."""
-    router = bound_router(relay, resolve_user)
+    router = bound_router(Binding.of(relay, resolve_user))
     router.add_api_route(
         "/api/ag-ui",
         run_agent,

@@ -78,9 +78,9 @@ def create_aisdk_router(
 ) -> APIRouter:
     """useChat's two endpoints, bound to ``relay``; ``resolve_user`` defaults to the relay's, as for every route.
     ``plain_streams``: as :func:`~tokenrelay.server.routes.create_router`'s."""
-    router = bound_router(relay, resolve_user)
+    binding = Binding.of(relay, resolve_user)
+    router = bound_router(binding)
     if plain_streams:
-        binding = Binding(relay, resolve_user or relay.resolve_user)
         router.routes.append(stream_route("/api/chat", ["POST"], binding, _use_chat))
         router.routes.append(stream_route("/api/chat/{chat_id}/stream", ["GET"], binding, _resume_chat))
     router.add_api_route(

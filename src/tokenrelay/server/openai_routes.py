@@ -155,7 +155,7 @@ def create_openai_router(relay: Relay, *, resolve_user: UserResolver | None = No
 
     An authentication refusal (``HTTPException``, e.g. ``server.auth.AuthError``) is answered in OpenAI's error shape.
     """
-    binding = Binding(relay, resolve_user or relay.resolve_user)
+    binding = Binding.of(relay, resolve_user)
     router = APIRouter(route_class=OpenAIRoute, dependencies=[Depends(binding)])
     authenticated = [Depends(_authenticated)]
     summary = "OpenAI-compatible: the model this server serves"

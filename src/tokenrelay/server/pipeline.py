@@ -107,6 +107,11 @@ class Binding:
     relay: Relay
     resolve_user: UserResolver
 
+    @classmethod
+    def of(cls, relay: Relay, resolve_user: UserResolver | None) -> Binding:
+        """The binding of a router serving ``relay``; ``resolve_user`` defaults to the relay's, as for every route."""
+        return cls(relay, resolve_user or relay.resolve_user)
+
     async def __call__(self, request: Request) -> None:
         request.scope[_BINDING] = self
         self.relay.enter_request(request.headers)  # tracing: the request's trace context, for the runs it starts

@@ -70,18 +70,18 @@ def create_router(relay: Relay, *, resolve_user: UserResolver | None = None, pla
     configured, else the client's own ``user_id``). It may raise ``server.auth.AuthError`` to refuse a request.
     A run or conversation of another user is answered 404, as if it did not exist, on every route.
 
-    ``plain_streams`` serves the seed stream routes as plain ASGI ahead of their FastAPI routes (see
+    ``plain_streams`` serves the stream routes (seed and useChat) as plain ASGI ahead of their FastAPI routes (see
     :func:`~tokenrelay.server.pipeline.stream_route`): what :func:`~tokenrelay.server.create_app` does. Not for a
     router mounted in another app: dependencies given to ``include_router`` would not apply to those routes.
     """
-    resolve_user = resolve_user or relay.resolve_user
-    binding = Binding(relay, resolve_user)
+    binding = Binding.of(relay, resolve_user)
+    resolve_user = binding.resolve_user
     router = APIRouter(route_class=ProjectRoute, dependencies=[Depends(binding)])
     # The streams themselves are served as plain ASGI ahead of their documented routes (below, for the OpenAPI
     # document), the same handlers with the same refusals: FastAPI's request machinery would otherwise be held for
     # as long as each stream lasts, which is most of what a stream costs beyond its connection.
     if plain_streams:
-        router.routes.append(stream_route("/api/chat/stream", ["POST"], binding, _post_stream))
+        router.routes.append(stream_route("/api/chat/stream", ["POST"], binding, chat_stream_post))
         router.routes.append(stream_route("/api/chat/stream", ["GET"], binding, _get_stream))
         router.routes.append(stream_route("/api/runs/{run_id}/stream", ["GET"], binding, _run_stream))
     protocol = query_parameter("protocol", "the stream's wire format (default seed)", list(relay.protocols))
@@ -208,10 +208,6 @@ async def run_stream(
 
 
 # The stream routes as plain ASGI (``stream_route``): their parameters, as FastAPI reads them for the routes above.
-
-
-async def _post_stream(request: Request, relay: Relay) -> Response:
-    return await chat_stream_post(request, relay)
 
 
 async def _get_stream(request: Request, relay: Relay) -> Response:

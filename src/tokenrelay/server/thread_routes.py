@@ -17,7 +17,6 @@ from pydantic import BaseModel
 
 from tokenrelay.events import RunPaused
 from tokenrelay.messages import Message
-from tokenrelay.server.auth import UserResolver
 from tokenrelay.server.pipeline import (
     Binding,
     ProjectRoute,
@@ -39,11 +38,8 @@ Model = TypeVar("Model", bound=BaseModel)
 TRANSCRIPT_FACTOR = 64
 
 
-def bound_router(
-    relay: Relay, resolve_user: UserResolver | None, *, route_class: type[APIRoute] = ProjectRoute
-) -> APIRouter:
-    """A router whose routes serve ``relay``; ``resolve_user`` defaults to the relay's, as for every route."""
-    binding = Binding(relay, resolve_user or relay.resolve_user)
+def bound_router(binding: Binding, *, route_class: type[APIRoute] = ProjectRoute) -> APIRouter:
+    """A router whose routes serve ``binding``'s relay (see :meth:`Binding.of`)."""
     return APIRouter(route_class=route_class, dependencies=[Depends(binding)])
 
 
