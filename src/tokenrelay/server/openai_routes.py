@@ -49,11 +49,10 @@ from tokenrelay.server.pipeline import (
 )
 from tokenrelay.server.relay import Relay
 from tokenrelay.server.sse_response import SSEResponse
+from tokenrelay.server.thread_routes import TRANSCRIPT_FACTOR, bound_router
 from tokenrelay.stores.base import RunInfo
 
 __all__ = ["ChatCompletionRequest", "OpenAIRoute", "create_openai_router", "openai_error"]
-
-TRANSCRIPT_FACTOR = 64
 
 _ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error", 429: "rate_limit_error"}
 _BODY_STATUS: dict[BodyProblem, tuple[int, str | None]] = {
@@ -155,8 +154,7 @@ def create_openai_router(relay: Relay, *, resolve_user: UserResolver | None = No
 
     An authentication refusal (``HTTPException``, e.g. ``server.auth.AuthError``) is answered in OpenAI's error shape.
     """
-    binding = Binding.of(relay, resolve_user)
-    router = APIRouter(route_class=OpenAIRoute, dependencies=[Depends(binding)])
+    router = bound_router(Binding.of(relay, resolve_user), route_class=OpenAIRoute)
     authenticated = [Depends(_authenticated)]
     summary = "OpenAI-compatible: the model this server serves"
     responses = {**json_ok(ModelList, "The one model"), **errors(401, surface="openai")}
