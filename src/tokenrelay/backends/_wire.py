@@ -105,20 +105,16 @@ def _forget_request_body(response: httpx2.Response) -> None:
 
 
 class WireUpstream:
-    """An :class:`~tokenrelay.backends._remote.Upstream` of plain dicts over the SDK's raw HTTP response.
+    """The SDK's raw HTTP response of a stream, read by the fast path.
 
     :meth:`events` is what the fast path reads: the body decoded, each item applied by the vendor's convention and
     translated, in one async generator — one frame resumed per chunk, not one per layer (body, decoder, translator).
-    Iterating it yields the items themselves (the convention's dicts), for tests and tools.
     """
 
     def __init__(self, response: httpx2.Response, convention: Convention, provider: str) -> None:
         self.response = response
         self._convention = convention
         self._provider = provider
-
-    def __aiter__(self) -> AsyncIterator[Any]:
-        return self.events(_itself)
 
     async def close(self) -> None:
         await self.response.aclose()
@@ -216,10 +212,6 @@ class WireUpstream:
             async with asyncio.timeout(_DRAIN_S):
                 async for _ in chunks:
                     pass
-
-
-def _itself(item: Any) -> list[Any]:
-    return [item]
 
 
 def _json(data: str, provider: str) -> Any:
