@@ -313,3 +313,26 @@ async def test_access_tokens_are_redacted_from_the_access_log() -> None:
     assert any("access_token=[redacted]" in line for line in lines), lines
     assert not any("s3cret" in line for line in lines)
     assert any(isinstance(f, RedactTokens) for f in logging.getLogger("uvicorn.access").filters)
+
+
+async def test_the_protocol_adds_nothing_to_uvicorns_instance_dict() -> None:
+    # uvicorn's protocol keeps its ~26 attributes in a dict whose keys every connection shares (at most 30); one more
+    # of its own per connection would give each its own dict (~1.3 KB a connection): what the edge adds is in slots.
+    from uvicorn.config import Config
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    from uvicorn.server import ServerState
+
+    from tokenrelay.server.edge import ConnectionLimits, http_protocol
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError("not called")
+
+    config = Config(app)
+    config.load()
+    ours = http_protocol(ConnectionLimits())(config=config, server_state=ServerState(), app_state={})
+    theirs = HttpToolsProtocol(config=config, server_state=ServerState(), app_state={})
+    try:
+        assert set(vars(ours)) <= set(vars(theirs))
+        assert ours._in_head  # the edge's own state is there, in its slots
+    finally:
+        ours._disarm_head_timer()

@@ -65,7 +65,7 @@ class RunOutcome:
     parts: tuple[Part, ...] = ()  # what the answer said, in order: text, reasoning, tool calls and results, metadata
 
 
-COMPACT_EVERY = 256
+COMPACT_EVERY = 64
 """How many text deltas a transcript keeps apart before joining them (:meth:`Transcript.compact`)."""
 
 

@@ -56,6 +56,9 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, with the limits of :attr:`limits` (bind them with :func:`http_protocol`)."""
 
     limits: ClassVar[ConnectionLimits] = ConnectionLimits()
+    # uvicorn's protocol keeps about thirty attributes in its instance dict, the most a dict shares its keys with
+    # the other instances' for; six more would give every connection a dict of its own (~1.5 KB): these are slots.
+    __slots__ = ("_head_bytes", "_head_count", "_head_timer", "_in_head", "_lingering", "_refusal")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
