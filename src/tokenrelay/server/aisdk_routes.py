@@ -24,6 +24,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.routing import Route
 
 from tokenrelay.backends.base import ApprovalDecision
 from tokenrelay.errors import RunNotFound
@@ -73,6 +74,14 @@ def message_text(message: UIMessage) -> str:
     return "".join(str(p.get("text", "")) for p in message.parts if p.get("type") == "text")
 
 
+def aisdk_stream_routes(binding: Binding) -> list[Route]:
+    """useChat's two streams as plain ASGI routes (:func:`~tokenrelay.server.pipeline.stream_route`)."""
+    return [
+        stream_route("/api/chat", ["POST"], binding, _use_chat),
+        stream_route("/api/chat/{chat_id}/stream", ["GET"], binding, _resume_chat),
+    ]
+
+
 def create_aisdk_router(
     relay: Relay, *, resolve_user: UserResolver | None = None, plain_streams: bool = False
 ) -> APIRouter:
@@ -81,8 +90,7 @@ def create_aisdk_router(
     binding = Binding.of(relay, resolve_user)
     router = bound_router(binding)
     if plain_streams:
-        router.routes.append(stream_route("/api/chat", ["POST"], binding, _use_chat))
-        router.routes.append(stream_route("/api/chat/{chat_id}/stream", ["GET"], binding, _resume_chat))
+        router.routes.extend(aisdk_stream_routes(binding))
     router.add_api_route(
         "/api/chat",
         use_chat,

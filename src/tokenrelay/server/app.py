@@ -20,10 +20,11 @@ from tokenrelay import __version__
 from tokenrelay.backends.base import Backend
 from tokenrelay.metrics import CONTENT_TYPE
 from tokenrelay.server.auth import AuthError
+from tokenrelay.server.front import RelayApp
 from tokenrelay.server.openai_routes import openai_error
-from tokenrelay.server.pipeline import error_response
+from tokenrelay.server.pipeline import Binding, error_response
 from tokenrelay.server.relay import Relay
-from tokenrelay.server.routes import create_router
+from tokenrelay.server.routes import create_router, stream_routes
 from tokenrelay.server.settings import Settings
 
 __all__ = ["PAGE_HEADERS", "create_app", "missing_page_hint", "static_dir"]
@@ -97,19 +98,14 @@ def create_app(
         async with bound.lifespan():
             yield
 
-    app = FastAPI(title="tokenrelay", version=__version__, lifespan=lifespan)
+    app = RelayApp(title="tokenrelay", version=__version__, lifespan=lifespan)
     app.state.relay = relay
     if relay.settings.cors_origins:
-        # CORSMiddleware is pure ASGI (not BaseHTTPMiddleware), so it does not buffer the stream.
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=relay.settings.cors_origins,
-            allow_methods=["GET", "POST", "DELETE"],
-            allow_headers=["*"],
-            expose_headers=["x-run-id", "x-conversation-id"],
-        )
-    # The app's own routes have no dependencies besides the router's: its streams may skip FastAPI's machinery.
+        _add_cors(app, relay.settings.cors_origins)
+    # The app's own routes have no dependencies besides the router's: its streams may skip FastAPI's machinery, and
+    # while its middleware stack is only FastAPI's, the stack too (server.front).
     app.include_router(create_router(relay, plain_streams=True))
+    app.stream_routes = tuple(stream_routes(Binding.of(relay, None)))
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
@@ -132,6 +128,17 @@ def create_app(
         return HTMLResponse(_NO_PAGE.format(hint=html.escape(missing_page_hint(static))), headers=PAGE_HEADERS)
 
     return app
+
+
+def _add_cors(app: FastAPI, origins: list[str]) -> None:
+    # CORSMiddleware is pure ASGI (not BaseHTTPMiddleware), so it does not buffer the stream.
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=origins,
+        allow_methods=["GET", "POST", "DELETE"],
+        allow_headers=["*"],
+        expose_headers=["x-run-id", "x-conversation-id"],
+    )
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:

@@ -14,11 +14,12 @@ exactly as in tokenrelay's own.
 
 from __future__ import annotations
 
+import inspect
 import math
 import re
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 from fastapi import Depends, Query, Request
@@ -56,6 +57,7 @@ __all__ = [
     "error_response",
     "event_cursor",
     "identify",
+    "is_stream_endpoint",
     "owned_run",
     "parse",
     "read_json_object",
@@ -327,7 +329,11 @@ class ProjectRoute(RefusingRoute):
 class _StreamEndpoint:
     """One stream route as a plain ASGI app: the router's binding, the handler, and the project's refusals — what
     :class:`ProjectRoute` does for a FastAPI route, without FastAPI's request machinery (its exit stacks, the
-    dependency solver's state, its wrappers' frames), which would be held for as long as the stream lasts."""
+    dependency solver's state, its wrappers' frames), which would be held for as long as the stream lasts.
+
+    An error raised before the response is answered here by the app's own exception handlers (as the app's exception
+    middleware would), so that the route answers the same whether the app's middleware stack runs in front of it
+    or not (:mod:`tokenrelay.server.front`)."""
 
     __slots__ = ("_allow", "_binding", "_handler")
 
@@ -339,20 +345,39 @@ class _StreamEndpoint:
         self._allow = ", ".join(methods)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["method"] == "HEAD":
-            # Starlette routes a HEAD to a GET route (FastAPI's do not): a HEAD must not start a run. Refused as
-            # FastAPI refuses it, by the app's own handler.
-            raise StarletteHTTPException(405, headers={"Allow": self._allow})
         request = Request(scope, receive, send)
         try:
+            if scope["method"] == "HEAD":
+                # Starlette routes a HEAD to a GET route (FastAPI's do not): a HEAD must not start a run. Refused as
+                # FastAPI refuses it, by the app's own handler.
+                raise StarletteHTTPException(405, headers={"Allow": self._allow})
             await self._binding(request)
             response = await self._handler(request, self._binding.relay)
         except TokenrelayError as exc:
-            refused = ProjectRoute.refuse(exc)
-            if refused is None:
-                raise  # the app's own handlers answer it (AuthError, …), as they do for a FastAPI route
-            response = refused
+            response = ProjectRoute.refuse(exc) or await _handled(request, exc)  # AuthError, …: the app's handler
+        except StarletteHTTPException as exc:
+            response = await _handled(request, exc)
         await response(scope, receive, send)
+
+
+async def _handled(request: Request, exc: Exception) -> Response:
+    """The response of the app's handler for ``exc`` (looked up as Starlette does: the status code of an
+    HTTPException, then the exception's classes); ``exc`` again when the app has none."""
+    handlers: Mapping[Any, Callable[..., Any]] = getattr(request.scope.get("app"), "exception_handlers", {})
+    handler = handlers.get(exc.status_code) if isinstance(exc, StarletteHTTPException) else None
+    if handler is None:
+        handler = next((handlers[cls] for cls in type(exc).__mro__ if cls in handlers), None)
+    if handler is None:
+        raise exc
+    response = handler(request, exc)
+    if inspect.isawaitable(response):
+        response = await response
+    return cast(Response, response)
+
+
+def is_stream_endpoint(app: object) -> bool:
+    """Whether ``app`` (a route's) is a plain stream endpoint of :func:`stream_route`."""
+    return isinstance(app, _StreamEndpoint)
 
 
 def stream_route(

@@ -7,10 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.routing import Route
 
 from tokenrelay.history.wire import messages_body
 from tokenrelay.server.agui_routes import create_agui_router
-from tokenrelay.server.aisdk_routes import create_aisdk_router
+from tokenrelay.server.aisdk_routes import aisdk_stream_routes, create_aisdk_router
 from tokenrelay.server.approval_routes import add_approval_routes
 from tokenrelay.server.auth import UserResolver, anonymous_or_claimed
 from tokenrelay.server.openai_routes import create_openai_router
@@ -63,6 +64,17 @@ class ChatRequest(BaseModel):
     regenerate: bool = False
 
 
+def stream_routes(binding: Binding) -> list[Route]:
+    """Every stream of :func:`create_router` as a plain ASGI route (:func:`~tokenrelay.server.pipeline.stream_route`):
+    the seed's and useChat's."""
+    return [
+        stream_route("/api/chat/stream", ["POST"], binding, chat_stream_post),
+        stream_route("/api/chat/stream", ["GET"], binding, _get_stream),
+        stream_route("/api/runs/{run_id}/stream", ["GET"], binding, _run_stream),
+        *aisdk_stream_routes(binding),
+    ]
+
+
 def create_router(relay: Relay, *, resolve_user: UserResolver | None = None, plain_streams: bool = False) -> APIRouter:
     """The API routes, bound to ``relay``.
 
@@ -81,9 +93,7 @@ def create_router(relay: Relay, *, resolve_user: UserResolver | None = None, pla
     # document), the same handlers with the same refusals: FastAPI's request machinery would otherwise be held for
     # as long as each stream lasts, which is most of what a stream costs beyond its connection.
     if plain_streams:
-        router.routes.append(stream_route("/api/chat/stream", ["POST"], binding, chat_stream_post))
-        router.routes.append(stream_route("/api/chat/stream", ["GET"], binding, _get_stream))
-        router.routes.append(stream_route("/api/runs/{run_id}/stream", ["GET"], binding, _run_stream))
+        router.routes.extend(stream_routes(binding))
     protocol = query_parameter("protocol", "the stream's wire format (default seed)", list(relay.protocols))
     router.add_api_route(
         "/api/chat/stream",
@@ -119,7 +129,7 @@ def create_router(relay: Relay, *, resolve_user: UserResolver | None = None, pla
     _add_state_routes(router)
     add_approval_routes(router)
     # The clients' own protocols: useChat's endpoints and the OpenAI-compatible API.
-    router.include_router(create_aisdk_router(relay, resolve_user=resolve_user, plain_streams=plain_streams))
+    router.include_router(create_aisdk_router(relay, resolve_user=resolve_user))  # (its streams are in stream_routes)
     router.include_router(create_openai_router(relay, resolve_user=resolve_user))
     router.include_router(create_agui_router(relay, resolve_user=resolve_user))
     return router
