@@ -52,6 +52,12 @@ BAD: list[tuple[str, str, dict[str, Any]]] = [
     ("HEAD", "/api/runs/r1/stream", {}),
     ("PUT", "/api/chat/stream", {"json": {"message": "x"}}),
     ("POST", "/api/chat/stream", {"json": {"message": "x"}, "headers": {"origin": "https://evil.example"}}),
+    ("POST", "/v1/chat/completions", {"json": {"model": "m"}}),  # OpenAI's error shape
+    ("POST", "/v1/chat/completions", {"content": b"{", "headers": {"content-type": "application/json"}}),
+    ("POST", "/v1/chat/completions", {"json": {"model": "m", "messages": [{"role": "user", "content": 3}]}}),
+    ("GET", "/v1/chat/completions", {}),
+    ("POST", "/api/ag-ui", {"json": {"threadId": "t"}}),
+    ("POST", "/api/ag-ui", {"json": {"threadId": "a b", "runId": "r", "messages": []}}),
 ]
 
 
@@ -98,13 +104,22 @@ async def test_streams_skip_the_stack_while_it_is_fastapis_own_and_go_through_a_
         async with client.stream("GET", "/api/chat/stream", params={"message": "hi", "access_token": "t1"}) as r:
             assert r.status_code == 200
             assert payloads(await read_stream(r))[-1]["done"] is True
+        body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+        auth = {"authorization": "Bearer t1"}
+        async with client.stream("POST", "/v1/chat/completions", json=body, headers=auth) as r:
+            assert r.status_code == 200
+            assert (await r.aread()).endswith(b"data: [DONE]\n\n")
+        body = {"threadId": "t1", "runId": "r1", "messages": [{"id": "m1", "role": "user", "content": "hi"}]}
+        async with client.stream("POST", "/api/ag-ui", json=body, headers=auth) as r:
+            assert r.status_code == 200
+            assert b"RUN_FINISHED" in await r.aread()
         refused = await client.get("/api/chat/stream", params={"message": "hi"})  # the app's AuthError handler
         assert refused.status_code == 401
         assert refused.json()["error"]["code"] == "unauthorized"
-        assert through == []  # both went ahead of it
+        assert through == []  # all went ahead of it
         assert (await client.get("/api/health")).status_code == 200
         assert through == ["/api/health"]  # any other route goes through it
-    assert len(backend.calls) == 1
+    assert len(backend.calls) == 3
 
     relay, backend = _relay()
     app = create_app(relay=relay)

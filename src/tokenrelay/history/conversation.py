@@ -170,6 +170,11 @@ class Conversations:
                     raise
         return messages
 
+    def pending(self, user_id: str, conversation_id: str) -> asyncio.Task[bool] | None:
+        """The write of the conversation's last question while it is going on (``None`` once it is done)."""
+        write = self._questions.get((user_id, conversation_id))
+        return write if write is not None and not write.done() else None
+
     async def _write(self, add: Awaitable[bool]) -> bool:
         try:
             written = await add

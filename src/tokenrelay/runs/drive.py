@@ -19,6 +19,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, MutableMapping, Sequence
+from typing import Any
 
 from tokenrelay.backends.base import ApprovalDecision, Backend, GenerateOptions, Resumable, Suspend
 from tokenrelay.errors import BackendError, RunClosedError, RunFinishedError, RunNotFound, StoreUnavailable
@@ -206,7 +207,11 @@ class Driver:
         run_id = run.info.run_id
         texts, append = transcript.texts, self.store.append
         compact_at = COMPACT_EVERY
+        after = run.after
         async for event in stream:
+            if after is not None:  # the first event: stored once the question is (RunManager.start)
+                await self._settle(run, after)
+                after = None
             # A text delta (nearly every event) is noted inline: a call per token shows in the throughput.
             if type(event) is TextDelta and not transcript.finished:
                 if not texts:
@@ -225,6 +230,15 @@ class Driver:
             except Exception as exc:
                 await self._append_retrying(run_id, (event,), exc, self.append_retry_s)
         return None
+
+    async def _settle(self, run: Run, after: asyncio.Future[Any]) -> None:
+        """Wait (boundedly) for what the run's first event waits for; its failure is not the run's."""
+        run.after = None
+        done, _ = await asyncio.wait([after], timeout=self.save_timeout_s)
+        if not done:
+            log.warning(
+                "run %s: its question was not stored in %.0fs; the answer goes on", run.info.run_id, self.save_timeout_s
+            )
 
     async def _stopped(self, run: Run, transcript: Transcript) -> None:
         """The run's task was cancelled: by a cancel (the run ends as cancelled) or a stop with an error."""

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from tokenrelay.backends.base import ApprovalDecision, Backend, GenerateOptions
 from tokenrelay.coalescing import Coalescer
@@ -136,10 +137,13 @@ class RunManager:
         conversation_id: str,
         options: GenerateOptions | None = None,
         extra: dict[str, str] | None = None,
+        after: asyncio.Future[Any] | None = None,
     ) -> RunInfo:
         """Start a run on its own task and return its info (stored before the task starts).
 
-        ``extra`` is kept in ``RunInfo.extra`` and handed back in ``RunOutcome.extra``.
+        ``extra`` is kept in ``RunInfo.extra`` and handed back in ``RunOutcome.extra``. ``after`` (the question's
+        write) is waited for, up to ``save_timeout_s``, before the run's first event is stored: the backend starts at
+        once, but no reader, here or on another instance, sees an answer whose question is not stored yet.
         """
         if self._closing:
             raise RunLimitError("this instance is shutting down")
@@ -156,7 +160,7 @@ class RunManager:
         await self.store.create(info)
         # The watch is made here, in the starter's context (a request's span is the run's parent).
         watch = self.observer.run_started(info) if self.observer is not None else NO_WATCH
-        run = Run(info, watch=watch)
+        run = Run(info, watch=watch, after=after)
         self._runs[info.run_id] = run
         run.task = asyncio.create_task(
             self._driver.drive(run, list(messages), options or GenerateOptions()),

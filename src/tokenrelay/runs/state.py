@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import enum
 from dataclasses import dataclass, field
+from typing import Any
 
 from tokenrelay.events import ErrorEvent, Event
 from tokenrelay.runs.observer import NO_WATCH, RunWatch
@@ -88,6 +89,8 @@ class Run:
     ending: list[Event] = field(default_factory=list)
     # What an observer (tracing, run logs) follows of this run: its first token and its end.
     watch: RunWatch = NO_WATCH
+    # What the run's first event waits for before it is stored (its question's write: ``RunManager.start``).
+    after: asyncio.Future[Any] | None = None
 
     def begin(self) -> bool:
         """The task's first step: the run is running, unless it was cancelled or lost before (then ``False``)."""

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.routing import Route
 
 from tokenrelay.backends.base import ApprovalDecision
 from tokenrelay.messages import Message, Role
@@ -30,12 +31,13 @@ from tokenrelay.server.pipeline import (
     Refusal,
     identify,
     stream_response,
+    stream_route,
 )
 from tokenrelay.server.relay import Relay
 from tokenrelay.server.sse_response import SSEResponse
 from tokenrelay.server.thread_routes import bound_router, last_pause, new_question, read_thread, start_thread_run
 
-__all__ = ["AGUIMessage", "AGUIRunInput", "ResumeEntry", "create_agui_router", "message_text"]
+__all__ = ["AGUIMessage", "AGUIRunInput", "ResumeEntry", "agui_stream_routes", "create_agui_router", "message_text"]
 
 _CONFIG = ConfigDict(extra="ignore", populate_by_name=True)
 
@@ -90,9 +92,20 @@ def message_text(message: AGUIMessage) -> str:
     return ""
 
 
-def create_agui_router(relay: Relay, *, resolve_user: UserResolver | None = None) -> APIRouter:
-    """AG-UI's endpoint, bound to ``relay``; ``resolve_user`` defaults to the relay's, as for every route."""
-    router = bound_router(Binding.of(relay, resolve_user))
+def agui_stream_routes(binding: Binding) -> list[Route]:
+    """AG-UI's endpoint as a plain ASGI route (:func:`~tokenrelay.server.pipeline.stream_route`)."""
+    return [stream_route("/api/ag-ui", ["POST"], binding, _run_agent)]
+
+
+def create_agui_router(
+    relay: Relay, *, resolve_user: UserResolver | None = None, plain_streams: bool = False
+) -> APIRouter:
+    """AG-UI's endpoint, bound to ``relay``; ``resolve_user`` defaults to the relay's, as for every route;
+    ``plain_streams``: as :func:`~tokenrelay.server.routes.create_router`'s."""
+    binding = Binding.of(relay, resolve_user)
+    router = bound_router(binding)
+    if plain_streams:
+        router.routes.extend(agui_stream_routes(binding))
     router.add_api_route(
         "/api/ag-ui",
         run_agent,
@@ -120,6 +133,10 @@ async def run_agent(request: Request, relay: CurrentRelay, user_id: Annotated[st
         Message(_ROLES[m.role], message_text(m)) for m in req.messages[:-1] if m.role in _ROLES and message_text(m)
     ]
     return await start_thread_run(relay, user, req.thread_id, question, earlier, protocol="ag-ui")
+
+
+async def _run_agent(request: Request, relay: Relay) -> Response:
+    return await run_agent(request, relay, request.query_params.get("user_id"))
 
 
 async def _resume(relay: Relay, user: str, thread_id: str, entries: list[ResumeEntry]) -> Response:

@@ -49,7 +49,7 @@ from tokenrelay.server.relay import Relay
 from tokenrelay.server.sse_response import SSEResponse
 from tokenrelay.server.thread_routes import bound_router, last_pause, new_question, read_thread, start_thread_run
 
-__all__ = ["UIMessage", "UseChatRequest", "create_aisdk_router", "message_text"]
+__all__ = ["UIMessage", "UseChatRequest", "aisdk_stream_routes", "create_aisdk_router", "message_text"]
 
 
 class UIMessage(BaseModel):

@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.routing import Route
 from starlette.types import Receive
 
 from tokenrelay.backends.base import ClientTools, GenerateOptions
@@ -45,6 +46,7 @@ from tokenrelay.server.pipeline import (
     identify,
     parse,
     read_json_object,
+    stream_route,
     unavailable,
 )
 from tokenrelay.server.relay import Relay
@@ -52,7 +54,7 @@ from tokenrelay.server.sse_response import SSEResponse
 from tokenrelay.server.thread_routes import TRANSCRIPT_FACTOR, bound_router
 from tokenrelay.stores.base import RunInfo
 
-__all__ = ["ChatCompletionRequest", "OpenAIRoute", "create_openai_router", "openai_error"]
+__all__ = ["ChatCompletionRequest", "OpenAIRoute", "create_openai_router", "openai_error", "openai_stream_routes"]
 
 _ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error", 429: "rate_limit_error"}
 _BODY_STATUS: dict[BodyProblem, tuple[int, str | None]] = {
@@ -149,12 +151,24 @@ async def _authenticated(request: Request) -> None:
     await _user(request, None)
 
 
-def create_openai_router(relay: Relay, *, resolve_user: UserResolver | None = None) -> APIRouter:
-    """The OpenAI-compatible routes, bound to ``relay``; ``resolve_user`` defaults to the relay's.
+def openai_stream_routes(binding: Binding) -> list[Route]:
+    """Chat Completions (streaming or not) as a plain ASGI route (:func:`~tokenrelay.server.pipeline.stream_route`),
+    refusing in OpenAI's error shape."""
+    return [stream_route("/v1/chat/completions", ["POST"], binding, chat_completions, route_class=OpenAIRoute)]
+
+
+def create_openai_router(
+    relay: Relay, *, resolve_user: UserResolver | None = None, plain_streams: bool = False
+) -> APIRouter:
+    """The OpenAI-compatible routes, bound to ``relay``; ``resolve_user`` defaults to the relay's; ``plain_streams``:
+    as :func:`~tokenrelay.server.routes.create_router`'s.
 
     An authentication refusal (``HTTPException``, e.g. ``server.auth.AuthError``) is answered in OpenAI's error shape.
     """
-    router = bound_router(Binding.of(relay, resolve_user), route_class=OpenAIRoute)
+    binding = Binding.of(relay, resolve_user)
+    router = bound_router(binding, route_class=OpenAIRoute)
+    if plain_streams:
+        router.routes.extend(openai_stream_routes(binding))
     authenticated = [Depends(_authenticated)]
     summary = "OpenAI-compatible: the model this server serves"
     responses = {**json_ok(ModelList, "The one model"), **errors(401, surface="openai")}

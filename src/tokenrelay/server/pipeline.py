@@ -335,14 +335,19 @@ class _StreamEndpoint:
     middleware would), so that the route answers the same whether the app's middleware stack runs in front of it
     or not (:mod:`tokenrelay.server.front`)."""
 
-    __slots__ = ("_allow", "_binding", "_handler")
+    __slots__ = ("_allow", "_binding", "_handler", "_refuse")
 
     def __init__(
-        self, binding: Binding, handler: Callable[[Request, Relay], Awaitable[Response]], methods: list[str]
+        self,
+        binding: Binding,
+        handler: Callable[[Request, Relay], Awaitable[Response]],
+        methods: list[str],
+        refuse: Callable[[TokenrelayError], Response | None],
     ) -> None:
         self._binding = binding
         self._handler = handler
         self._allow = ", ".join(methods)
+        self._refuse = refuse
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive, send)
@@ -354,7 +359,7 @@ class _StreamEndpoint:
             await self._binding(request)
             response = await self._handler(request, self._binding.relay)
         except TokenrelayError as exc:
-            response = ProjectRoute.refuse(exc) or await _handled(request, exc)  # AuthError, …: the app's handler
+            response = self._refuse(exc) or await _handled(request, exc)  # AuthError, …: the app's handler
         except StarletteHTTPException as exc:
             response = await _handled(request, exc)
         await response(scope, receive, send)
@@ -381,8 +386,14 @@ def is_stream_endpoint(app: object) -> bool:
 
 
 def stream_route(
-    path: str, methods: list[str], binding: Binding, handler: Callable[[Request, Relay], Awaitable[Response]]
+    path: str,
+    methods: list[str],
+    binding: Binding,
+    handler: Callable[[Request, Relay], Awaitable[Response]],
+    *,
+    route_class: type[RefusingRoute] = ProjectRoute,
 ) -> Route:
-    """A stream route served as plain ASGI (see :class:`_StreamEndpoint`); left out of the OpenAPI document, which
-    describes the FastAPI route of the same path and method."""
-    return Route(path, _StreamEndpoint(binding, handler, methods), methods=methods, include_in_schema=False)
+    """A stream route served as plain ASGI (see :class:`_StreamEndpoint`), refusing as ``route_class`` does; left out
+    of the OpenAPI document, which describes the FastAPI route of the same path and method."""
+    endpoint = _StreamEndpoint(binding, handler, methods, route_class.refuse)
+    return Route(path, endpoint, methods=methods, include_in_schema=False)

@@ -135,7 +135,11 @@ class Relay:
         # Otherwise the question's write goes on while the run starts, and the answer is saved after it.
         await self.store.check()
         messages = await self.conversations.ask(user_id, conversation_id, message, regenerate=regenerate, new=new)
-        return await self.runs.start(messages, user_id=user_id, conversation_id=conversation_id, options=options)
+        # The run starts now; its first event is stored once the question is: an answer seen has its question kept.
+        written = self.conversations.pending(user_id, conversation_id)
+        return await self.runs.start(
+            messages, user_id=user_id, conversation_id=conversation_id, options=options, after=written
+        )
 
     async def start_completion(
         self, messages: Sequence[Message], *, user_id: str, options: GenerateOptions | None = None

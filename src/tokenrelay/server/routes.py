@@ -10,11 +10,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.routing import Route
 
 from tokenrelay.history.wire import messages_body
-from tokenrelay.server.agui_routes import create_agui_router
+from tokenrelay.server.agui_routes import agui_stream_routes, create_agui_router
 from tokenrelay.server.aisdk_routes import aisdk_stream_routes, create_aisdk_router
 from tokenrelay.server.approval_routes import add_approval_routes
 from tokenrelay.server.auth import UserResolver, anonymous_or_claimed
-from tokenrelay.server.openai_routes import create_openai_router
+from tokenrelay.server.openai_routes import create_openai_router, openai_stream_routes
 from tokenrelay.server.openapi import (
     CancelResult,
     ConversationList,
@@ -50,7 +50,7 @@ from tokenrelay.server.pipeline import (
 from tokenrelay.server.relay import Relay
 from tokenrelay.server.sse_response import SSEResponse
 
-__all__ = ["ChatRequest", "UserResolver", "anonymous_or_claimed", "create_router", "error_response"]
+__all__ = ["ChatRequest", "UserResolver", "anonymous_or_claimed", "create_router", "error_response", "stream_routes"]
 
 
 class ChatRequest(BaseModel):
@@ -66,12 +66,14 @@ class ChatRequest(BaseModel):
 
 def stream_routes(binding: Binding) -> list[Route]:
     """Every stream of :func:`create_router` as a plain ASGI route (:func:`~tokenrelay.server.pipeline.stream_route`):
-    the seed's and useChat's."""
+    the seed's, useChat's, OpenAI's Chat Completions and AG-UI's."""
     return [
         stream_route("/api/chat/stream", ["POST"], binding, chat_stream_post),
         stream_route("/api/chat/stream", ["GET"], binding, _get_stream),
         stream_route("/api/runs/{run_id}/stream", ["GET"], binding, _run_stream),
         *aisdk_stream_routes(binding),
+        *openai_stream_routes(binding),
+        *agui_stream_routes(binding),
     ]
 
 
