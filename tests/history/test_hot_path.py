@@ -36,25 +36,25 @@ async def sql(database: tuple[str, str | None]) -> AsyncIterator[SQLHistory]:
 WRITING = " -- (in a write's transaction)"
 
 
-def _is_writer(history: SQLHistory, conn: Any) -> bool:
-    writer = history._recent._conn
-    return writer is not None and conn is writer.sync_connection
-
-
 @contextlib.contextmanager
 def statements(history: SQLHistory) -> Iterator[list[str]]:
-    """The SQL statements the history's engine runs meanwhile."""
+    """The SQL statements the history runs meanwhile: on its engine, and on its writing connection's (a SQLite file's
+    writes have a connection and an engine of their own), marked when in a write's transaction there."""
     seen: list[str] = []
+    writer = history._recent.writer_engine
 
     def record(conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        writing = conn.in_transaction() and conn.get_transaction().is_active and history.dialect == "sqlite"
-        seen.append(" ".join(statement.split()) + (WRITING if writing and _is_writer(history, conn) else ""))
+        writing = conn.engine is writer and conn.in_transaction() and conn.get_transaction().is_active
+        seen.append(" ".join(statement.split()) + (WRITING if writing else ""))
 
-    event.listen(history.engine.sync_engine, "before_cursor_execute", record)
+    engines = [history.engine.sync_engine, *([writer] if writer is not None else [])]
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", record)
     try:
         yield seen
     finally:
-        event.remove(history.engine.sync_engine, "before_cursor_execute", record)
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", record)
 
 
 def loads(seen: list[str]) -> list[str]:

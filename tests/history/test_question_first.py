@@ -66,7 +66,7 @@ async def test_the_first_event_waits_for_its_question_and_the_backend_does_not()
 async def test_a_question_write_that_never_ends_holds_the_answer_back_only_so_long(monkeypatch: Any) -> None:
     history, backend = HeldHistory(), Prompt()
     relay = Relay(backend, Settings(backend="synthetic", history="memory"), history=history)
-    monkeypatch.setattr(relay.runs._driver, "save_timeout_s", 0.5)
+    monkeypatch.setattr(relay.runs._driver, "question_wait_s", 0.5)
     async with relay.lifespan():
         info = await relay.start_chat("hi", user_id="u", conversation_id="c2")
         events = await relay.store.read(info.run_id, 0, WAIT_S)  # not released: given up on after 0.5 s

@@ -15,8 +15,10 @@ Reads arrive in bursts too (every follow-up question loads its conversation): :c
 loads waiting at the same moment with one query. A load waits for the writes of its conversation still queued
 (:meth:`WriteBatcher.settled`), so a question written then read sees itself.
 
-A :class:`Tracker` (the SQLite history's :class:`~tokenrelay.history.recent.Recent`) gives the batches their
-transaction and follows what they commit, before their callers are woken.
+A :class:`Tracker` (the SQL history's :class:`~tokenrelay.history.recent.Recent`) runs each batch in a transaction
+and follows what it commits, before the batch's callers are woken. The write itself is synchronous (it takes a
+SQLAlchemy ``Connection``): on a SQLite file the tracker runs the whole transaction on its writing connection's own
+thread, one trip for the batch.
 """
 
 from __future__ import annotations
@@ -24,10 +26,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Hashable, Sequence
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Final, Generic, Protocol, TypeVar
 
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -42,21 +44,16 @@ MAX_BATCH: Final = 500
 Item = TypeVar("Item")
 Key = TypeVar("Key", bound=Hashable)
 Value = TypeVar("Value")
-Item_contra = TypeVar("Item_contra", contravariant=True)
 
 
-class Tracker(Protocol[Item_contra]):
-    """What follows a :class:`WriteBatcher`'s commits (``history.recent.Recent``)."""
+Write = Callable[[Connection, list[Item]], list[bool]]
 
-    def transaction(self) -> AbstractAsyncContextManager[AsyncConnection]:
-        """The transaction a batch is written in."""
-        ...
 
-    async def prepare(
-        self, conn: AsyncConnection, items: Sequence[Item_contra], results: Sequence[bool]
-    ) -> Callable[[], None] | None:
-        """Called in the batch's transaction once it is written; what it returns is called once it has committed
-        (before the writes' callers are woken)."""
+class Tracker(Protocol[Item]):
+    """What runs a :class:`WriteBatcher`'s transactions and follows their commits (``history.recent.Recent``)."""
+
+    async def commit(self, write: Write[Item], items: list[Item]) -> list[bool]:
+        """``write(conn, items)`` in one transaction, committed; its results."""
         ...
 
 
@@ -73,7 +70,7 @@ class WriteBatcher(Generic[Item]):
     def __init__(
         self,
         engine: AsyncEngine,
-        write: Callable[[AsyncConnection, list[Item]], Awaitable[list[bool]]],
+        write: Write[Item],
         key: Callable[[Item], Hashable] | None = None,
         tracker: Tracker[Item] | None = None,
     ) -> None:
@@ -140,14 +137,10 @@ class WriteBatcher(Generic[Item]):
 
     async def _together(self, batch: list[_Write[Item]]) -> list[bool]:
         items = [w.item for w in batch]
-        installed = None
-        async with self.engine.begin() if self.tracker is None else self.tracker.transaction() as conn:
-            results = await self.write(conn, items)
-            if self.tracker is not None:
-                installed = await self.tracker.prepare(conn, items, results)
-        if installed is not None:
-            installed()
-        return results
+        if self.tracker is not None:
+            return await self.tracker.commit(self.write, items)
+        async with self.engine.begin() as conn:
+            return await conn.run_sync(self.write, items)
 
     async def _one_by_one(self, batch: list[_Write[Item]]) -> None:
         for write in batch:

@@ -1,6 +1,8 @@
 """The conversations a SQLite history wrote lately, kept in the process: a follow-up starts without reading.
 
-Every write of the history commits on one connection of its own, and each batch of writes brings the entries of
+Every write of the history commits on one connection of its own — SQLAlchemy's synchronous ``pysqlite``, on a thread
+of its own, so that a batch's whole transaction is one trip to that thread (through the async driver each statement
+would be three, and its SQLAlchemy work on the event loop) — and each batch of writes brings the entries of
 its conversations up to date in its own transaction, while it holds SQLite's write lock, so that nothing else can
 commit in between: a question or a final answer is appended to the entry (its run's waiting answer, if any, taken
 away, as the write does); for anything else (a conversation not kept yet, a waiting answer, an entry at the bound
@@ -25,15 +27,18 @@ asking whether another did would cost the read it saves.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any, Final, Protocol
+from functools import partial
+from typing import Any, Final, Protocol, TypeVar
 
-from sqlalchemy import Table
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy import Table, create_engine, event
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import NullPool
 
 from tokenrelay.history.base import StoredMessage
 from tokenrelay.history.codec import decode_parts, encode_parts
@@ -49,6 +54,8 @@ MAX_READ_BACK: Final = 32
 conversations they do not keep are read on their next load (many loads of the moment, one query)."""
 
 _Key = tuple[str, str]
+T = TypeVar("T")
+W = TypeVar("W", bound="Written")
 
 
 class Written(Protocol):
@@ -111,41 +118,99 @@ def _appended(old: list[StoredMessage], new: list[StoredMessage], limit: int) ->
     return after[-limit:]
 
 
-class Recent:
-    """The kept conversations of one SQL history (see the module); ``enabled`` only for a SQLite file."""
+class _Writer:
+    """The writing connection of a SQLite file: a connection of its own (SQLAlchemy's synchronous ``pysqlite``), on a
+    thread of its own. A whole transaction is one trip to that thread; through the async engine, each statement is
+    three trips (a cursor, the statement, its close) and the commit a fourth."""
 
-    def __init__(self, engine: AsyncEngine, table: Table, max_messages: int, *, max_bytes: int = MAX_BYTES) -> None:
+    def __init__(self, engine: AsyncEngine, on_connect: Callable[[Any, Any], None] | None) -> None:
+        self.engine: Engine = create_engine(engine.url.set(drivername="sqlite"), poolclass=NullPool)
+        if on_connect is not None:
+            event.listen(self.engine, "connect", on_connect)
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="tokenrelay-history-writer")
+        self.conn: Connection | None = None  # opened, used and closed on the thread only
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(conn, *args)`` on the writing connection, on its thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._thread, partial(self._call, fn, *args))
+
+    def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        if self.conn is None:
+            self.conn = self.engine.connect()
+        return fn(self.conn, *args)
+
+    async def close(self) -> None:
+        def close(conn: Connection) -> None:
+            conn.close()
+            self.conn = None
+
+        try:
+            if self.conn is not None:
+                await self.call(close)
+        finally:
+            self._thread.shutdown(wait=False)
+            self.engine.dispose()
+
+
+def _in_transaction(conn: Connection, fn: Callable[..., T], *args: Any) -> T:
+    with conn.begin():
+        return fn(conn, *args)
+
+
+def _data_version(conn: Connection) -> int:
+    # On the DB-API connection itself: a statement through SQLAlchemy would begin a transaction and leave it open.
+    return int(conn.connection.driver_connection.execute("PRAGMA data_version").fetchone()[0])  # type: ignore[union-attr]
+
+
+class Recent:
+    """The kept conversations of one SQL history (see the module), and its writes' transactions: on the writing
+    connection when ``enabled`` (a SQLite file only), else on the engine."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        table: Table,
+        max_messages: int,
+        *,
+        max_bytes: int = MAX_BYTES,
+        on_connect: Callable[[Any, Any], None] | None = None,
+    ) -> None:
         self.engine = engine
         self.table = table
         self.max_messages = max_messages
         self.max_bytes = max_bytes
+        self.on_connect = on_connect  # what the writing connection is set up with (the history's pragmas)
         database = engine.url.database
         self.enabled = engine.dialect.name == "sqlite" and database not in (None, "", ":memory:")
         self._entries: OrderedDict[_Key, tuple[list[StoredMessage], int]] = OrderedDict()
         self.bytes = 0
-        self._conn: AsyncConnection | None = None
-        self._driver: Any = None  # the aiosqlite connection under _conn
-        self._lock = asyncio.Lock()  # one transaction at a time on _conn
+        self._writer: _Writer | None = None
+        self._writing = 0  # transactions on the writing connection going on
         self._version: int | None = None  # data_version when the entries were last known current; None: unknown
         self._generation = 0  # counts the times every entry was forgotten
 
+    @property
+    def writer_engine(self) -> Engine | None:
+        """The engine of the writing connection (``None``: the writes go through the history's engine)."""
+        return self._writer.engine if self._writer is not None else None
+
     async def start(self) -> None:
-        if self.enabled and self._conn is None:
-            self._conn = await self.engine.connect()
+        if self.enabled and self._writer is None:
+            self._writer = _Writer(self.engine, self.on_connect)
             await self._rebase()
 
     async def close(self) -> None:
         self._forget_all()
-        if self._conn is not None:
-            await self._conn.close()
-            self._conn = None
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            await writer.close()
 
     def __contains__(self, key: _Key) -> bool:
         return key in self._entries
 
     async def get(self, key: _Key) -> list[StoredMessage] | None:
         """The conversation's messages, when kept and current; ``None``: read the database."""
-        if self._conn is None or self._lock.locked():
+        if self._writer is None or self._writing:
             return None
         if self._version is None:
             await self._rebase()
@@ -167,67 +232,84 @@ class Recent:
         self._entries.move_to_end(key)
         return list(entry[0])
 
-    @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncConnection]:
-        """A transaction for the history's writes: on the writing connection when kept, else any connection."""
-        if self._conn is None:
+    async def commit(self, write: Callable[[Connection, list[W]], list[bool]], items: list[W]) -> list[bool]:
+        """``write(conn, items)`` in one transaction; once committed, the entries of its conversations as the
+        transaction left them are put in place (before the writes' callers are woken)."""
+        writer = self._writer
+        if writer is None:
             async with self.engine.begin() as conn:
-                yield conn
-            return
-        async with self._lock:
-            try:
-                async with self._conn.begin():
-                    yield self._conn
-            except BaseException:
-                self._lost()  # rolled back, or not known to have committed
-                raise
+                results: list[bool] = await conn.run_sync(write, items)
+                return results
+        generation, keep = self._generation, self._version is not None
+        kept = {key: self._entries.get(key) for key in {(i.user_id, i.conversation_id) for i in items}} if keep else {}
+        self._writing += 1
+        try:
+            results, entries, gone = await writer.call(_in_transaction, self._written, write, items, kept, keep)
+        except BaseException:
+            self._lost()  # rolled back, or not known to have committed
+            raise
+        finally:
+            self._writing -= 1
+        if keep and self._generation == generation and self._version is not None:
+            for key in gone:
+                self._drop(key)
+            for key, messages in entries.items():
+                self._put(key, messages)
+        return results
 
-    @contextlib.asynccontextmanager
-    async def deleting(self, key: _Key) -> AsyncIterator[AsyncConnection]:
-        """A transaction that deletes conversation ``key``: its entry is forgotten once it has committed."""
-        async with self.transaction() as conn:
-            yield conn
-        self._drop(key)
-
-    async def prepare(
-        self, conn: AsyncConnection, items: Sequence[Written], results: Sequence[bool]
-    ) -> Callable[[], None] | None:
-        """Inside a write batch's transaction: the entries of its conversations as they will be once committed,
-        and the function that puts them in place (to call once committed)."""
-        if self._conn is None or conn is not self._conn or self._version is None:
-            return None
-        generation = self._generation
+    def _written(
+        self,
+        conn: Connection,
+        write: Callable[[Connection, list[W]], list[bool]],
+        items: list[W],
+        kept: dict[_Key, tuple[list[StoredMessage], int] | None],
+        keep: bool,
+    ) -> tuple[list[bool], dict[_Key, list[StoredMessage]], set[_Key]]:
+        """On the writing connection's thread, in the transaction: the write, then the entries of its conversations
+        as they will be once committed (from ``kept``, the entries as they were before it), and those found gone."""
+        results = write(conn, items)
+        if not keep:
+            return results, {}, set()
         added, gone = _by_conversation(items, results)
         entries: dict[_Key, list[StoredMessage]] = {}
         unknown: list[_Key] = []
         for key, new in added.items():
-            old = self._entries.get(key)
+            old = kept.get(key)
             after = _appended(old[0], new, self.max_messages) if old is not None else None
             if after is not None:
                 entries[key] = after
             elif old is not None or any(m.role != "user" for m in new):
                 unknown.append(key)  # (not kept and only asked in: read back with its first answer)
-        read = await self._read_back(conn, unknown)
+        read = self._read_back(conn, unknown)
         entries.update(read)
         gone.update(key for key in unknown if key not in read)
+        return results, entries, gone
 
-        def install() -> None:
-            if self._generation != generation or self._version is None:
-                return  # forgotten meanwhile: another connection committed, and perhaps after this transaction
-            for key in gone:
-                self._drop(key)
-            for key, messages in entries.items():
-                self._put(key, messages)
+    async def delete(self, key: _Key, delete: Callable[[Connection, _Key], bool]) -> bool:
+        """``delete(conn, key)`` in a transaction of the writes; the conversation's entry is forgotten once it has
+        committed."""
+        if self._writer is None:
+            async with self.engine.begin() as conn:
+                done: bool = await conn.run_sync(delete, key)
+                return done
+        self._writing += 1
+        try:
+            deleted: bool = await self._writer.call(_in_transaction, delete, key)
+        except BaseException:
+            self._lost()
+            raise
+        finally:
+            self._writing -= 1
+        self._drop(key)
+        return deleted
 
-        return install
-
-    async def _read_back(self, conn: AsyncConnection, keys: list[_Key]) -> dict[_Key, list[StoredMessage]]:
+    def _read_back(self, conn: Connection, keys: list[_Key]) -> dict[_Key, list[StoredMessage]]:
         """The conversations ``keys`` as the transaction leaves them; none when there are too many (a burst: they
         are read on their next load, together, as before) or the read fails (the write still goes on)."""
         if not keys or len(keys) > MAX_READ_BACK:
             return {}
         try:
-            read = await load_many(conn, self.table, keys, self.max_messages)
+            read = load_many(conn, self.table, keys, self.max_messages)
         except Exception:
             return {}
         return dict(zip(keys, read, strict=True))
@@ -257,7 +339,6 @@ class Recent:
         """Nothing kept can be trusted: forget it all until the writing connection's version is read again."""
         self._forget_all()
         self._version = None
-        self._driver = None
 
     async def _rebase(self) -> None:
         try:
@@ -269,8 +350,5 @@ class Recent:
         self._version = version
 
     async def _data_version(self) -> int:
-        assert self._conn is not None
-        if self._driver is None:
-            self._driver = (await self._conn.get_raw_connection()).driver_connection
-        rows = await self._driver.execute_fetchall("PRAGMA data_version")
-        return int(next(iter(rows))[0])
+        assert self._writer is not None
+        return await self._writer.call(_data_version)

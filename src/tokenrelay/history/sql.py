@@ -234,7 +234,8 @@ class SQLHistory:
         self.engine = engine or _engine(self.url, connect_args)
         if self.dialect == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
-        self._recent = Recent(self.engine, messages, max_messages)  # what a follow-up reads (SQLite file only)
+        # What a follow-up reads, and the writing connection (SQLite file only).
+        self._recent = Recent(self.engine, messages, max_messages, on_connect=_sqlite_pragmas)
         self._writes: WriteBatcher[_Add] = WriteBatcher(
             self.engine, self._write, key=attrgetter("user_id", "conversation_id"), tracker=self._recent
         )
@@ -278,7 +279,7 @@ class SQLHistory:
             return await self._recent.get(key) or await self._reads.load(key)
 
     async def _read(self, conn: AsyncConnection, keys: Sequence[tuple[str, str]]) -> list[list[StoredMessage]]:
-        return await load_many(conn, messages, keys, self.max_messages)
+        return await conn.run_sync(load_many, messages, keys, self.max_messages)
 
     async def add(self, user_id: str, conversation_id: str, message: StoredMessage, *, create: bool = True) -> bool:
         # Batched with the writes waiting at the same moment (history.batch): one commit for a burst of runs.
@@ -291,9 +292,10 @@ class SQLHistory:
         self._write_failed = False
         return written
 
-    async def _write(self, conn: AsyncConnection, adds: list[_Add]) -> list[bool]:
+    def _write(self, conn: Connection, adds: list[_Add]) -> list[bool]:
         """The writes of one batch in three statements: the conversations asked in, the conversations answered
-        in that still exist, the messages. Whether each message was written."""
+        in that still exist, the messages. Whether each message was written. Synchronous: on a SQLite file it runs
+        on the writing connection's own thread (``history.recent``), elsewhere through ``run_sync``."""
         when = _when(max(a.message.created_at for a in adds))
         created = {(a.user_id, a.conversation_id): a for a in reversed(adds) if a.create}  # the first of each
         if created:
@@ -309,28 +311,26 @@ class SQLHistory:
                 }
                 for a in created.values()
             ]
-            await conn.execute(
+            conn.execute(
                 upsert.on_conflict_do_update(index_elements=["user_id", "id"], set_={"updated_at": when}), rows
             )
-        present = set(created) | await self._touch(
-            conn, {(a.user_id, a.conversation_id) for a in adds} - set(created), when
-        )
+        present = set(created) | self._touch(conn, {(a.user_id, a.conversation_id) for a in adds} - set(created), when)
         written = [(a.user_id, a.conversation_id) in present for a in adds]
         # A paused run's answer so far gives way to what the run says next, never the other way round (sql_order).
-        rows = await ordered_answers(
+        rows = ordered_answers(
             conn, messages, [(_message_row(a), a.message) for a, ok in zip(adds, written, strict=True) if ok]
         )
         if rows:
-            await conn.execute(messages.insert(), rows)
+            conn.execute(messages.insert(), rows)
         return written
 
-    async def _touch(self, conn: AsyncConnection, keys: set[tuple[str, str]], when: datetime) -> set[tuple[str, str]]:
+    def _touch(self, conn: Connection, keys: set[tuple[str, str]], when: datetime) -> set[tuple[str, str]]:
         """Mark the conversations ``keys`` updated; those that exist. The UPDATE locks their rows until the
         transaction ends, so a delete either comes first (the answer is not written) or after (and removes it)."""
         if not keys:
             return set()
         c = conversations.c
-        touched = await conn.execute(
+        touched = conn.execute(
             update(conversations)
             .where(tuple_(c.user_id, c.id).in_(sorted(keys)))
             .values(updated_at=when)
@@ -380,13 +380,15 @@ class SQLHistory:
             return await self._delete(user_id, conversation_id)
 
     async def _delete(self, user_id: str, conversation_id: str) -> bool:
-        async with self._recent.deleting((user_id, conversation_id)) as conn:
-            # The foreign key cascades; deleting the messages first as well keeps that true on a database whose
-            # foreign keys are off (a SQLite file opened by another tool, for instance).
-            await conn.execute(
-                delete(messages).where(messages.c.user_id == user_id, messages.c.conversation_id == conversation_id)
-            )
-            result = await conn.execute(
-                delete(conversations).where(conversations.c.user_id == user_id, conversations.c.id == conversation_id)
-            )
-        return bool(result.rowcount)
+        return await self._recent.delete((user_id, conversation_id), _delete)
+
+
+def _delete(conn: Connection, key: tuple[str, str]) -> bool:
+    user_id, conversation_id = key
+    # The foreign key cascades; deleting the messages first as well keeps that true on a database whose foreign keys
+    # are off (a SQLite file opened by another tool, for instance).
+    conn.execute(delete(messages).where(messages.c.user_id == user_id, messages.c.conversation_id == conversation_id))
+    result = conn.execute(
+        delete(conversations).where(conversations.c.user_id == user_id, conversations.c.id == conversation_id)
+    )
+    return bool(result.rowcount)

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Table, delete, select, tuple_
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 
 from tokenrelay.history.base import StoredMessage
 from tokenrelay.history.sql_reads import stored
@@ -44,8 +44,8 @@ def _key(row: dict[str, Any]) -> _Key:
     return (row["user_id"], row["conversation_id"], row["run_id"])
 
 
-async def ordered_answers(
-    conn: AsyncConnection, table: Table, written: Sequence[tuple[dict[str, Any], StoredMessage]]
+def ordered_answers(
+    conn: Connection, table: Table, written: Sequence[tuple[dict[str, Any], StoredMessage]]
 ) -> list[dict[str, Any]]:
     """The rows of ``written`` (each with the message it stores) to insert, in order: a waiting answer outranked by
     one of its run's answers, stored or in the same batch, is left out. The stored waiting answers of the runs that
@@ -56,7 +56,7 @@ async def ordered_answers(
     m = table.c
     keys = sorted({_key(row) for row, _ in answers})
     stored_rank: dict[_Key, float] = {}
-    found = await conn.execute(
+    found = conn.execute(
         select(m.user_id, m.conversation_id, *(m[name] for name in _COLUMNS)).where(
             tuple_(m.user_id, m.conversation_id, m.run_id).in_(keys)
         )
@@ -78,7 +78,7 @@ async def ordered_answers(
         keep.append(row)
     replacing = sorted({_key(row) for row in keep if row["run_id"] is not None})
     if replacing:
-        await conn.execute(
+        conn.execute(
             delete(table).where(tuple_(m.user_id, m.conversation_id, m.run_id).in_(replacing), m.status == "waiting")
         )
     return keep

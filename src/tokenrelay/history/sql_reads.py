@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Table, func, select, tuple_
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 
 from tokenrelay.history.base import StoredMessage
 from tokenrelay.history.codec import decode_parts, decode_text
@@ -18,14 +18,14 @@ __all__ = ["load_many", "stored", "timestamp"]
 _COLUMNS = ("role", "content", "status", "run_id", "created_at", "error_code", "output_tokens", "parts", "encoding")
 
 
-async def load_many(
-    conn: AsyncConnection,
+def load_many(
+    conn: Connection,
     table: Table,
     keys: Sequence[tuple[str, str]],
     limit: int,
 ) -> list[list[StoredMessage]]:
     """The last ``limit`` messages of each conversation ``keys`` (``(user_id, conversation_id)``), oldest first:
-    one list per key, in the order of ``keys``."""
+    one list per key, in the order of ``keys``. Synchronous: an async connection runs it through ``run_sync``."""
     m = table.c
     columns = [m[name] for name in _COLUMNS]
     if len(keys) == 1:
@@ -36,7 +36,7 @@ async def load_many(
             .order_by(m.id.desc())
             .limit(limit)
         )
-        return [[stored(row) for row in reversed((await conn.execute(query)).all())]]
+        return [[stored(row) for row in reversed(conn.execute(query).all())]]
     rank = func.row_number().over(partition_by=(m.user_id, m.conversation_id), order_by=m.id.desc())
     ranked = (
         select(m.user_id, m.conversation_id, m.id, *columns, rank.label("rank"))
@@ -45,7 +45,7 @@ async def load_many(
     )
     query = select(ranked).where(ranked.c.rank <= limit).order_by(ranked.c.id)
     found: dict[tuple[str, str], list[StoredMessage]] = {key: [] for key in keys}
-    for row in (await conn.execute(query)).all():
+    for row in conn.execute(query).all():
         found[(row.user_id, row.conversation_id)].append(stored(row))
     return [found[key] for key in keys]
 

@@ -33,6 +33,9 @@ __all__ = ["Driver", "StoreFailed"]
 
 log = logging.getLogger("tokenrelay.runs")
 
+QUESTION_WAIT_S = 2.0
+"""The longest a run's first event waits for its question to be stored (``RunManager.start(after=)``)."""
+
 _FIRST_DELAY_S = 0.05
 _MAX_DELAY_S = 1.0
 _ATTEMPT_TIMEOUT_S = 5.0  # one append that does not return in this long counts as failed
@@ -76,6 +79,9 @@ class Driver:
         self.on_finish = on_finish
         self.append_retry_s = append_retry_s
         self.save_timeout_s = save_timeout_s
+        # How long a run's first event waits for its question's write: a history that stalls holds the answer back
+        # only so long (the answer's own save, before the done frame, still waits for it).
+        self.question_wait_s = min(save_timeout_s, QUESTION_WAIT_S)
         # One store call that takes longer than this counts as failed (never longer than the whole retry budget).
         self.attempt_timeout_s = min(_ATTEMPT_TIMEOUT_S, max(append_retry_s, 0.1))
         self._runs = runs
@@ -234,11 +240,10 @@ class Driver:
     async def _settle(self, run: Run, after: asyncio.Future[Any]) -> None:
         """Wait (boundedly) for what the run's first event waits for; its failure is not the run's."""
         run.after = None
-        done, _ = await asyncio.wait([after], timeout=self.save_timeout_s)
+        done, _ = await asyncio.wait([after], timeout=self.question_wait_s)
         if not done:
-            log.warning(
-                "run %s: its question was not stored in %.0fs; the answer goes on", run.info.run_id, self.save_timeout_s
-            )
+            why = "its question was not stored in %.1fs; the answer goes on"
+            log.warning("run %s: " + why, run.info.run_id, self.question_wait_s)
 
     async def _stopped(self, run: Run, transcript: Transcript) -> None:
         """The run's task was cancelled: by a cancel (the run ends as cancelled) or a stop with an error."""

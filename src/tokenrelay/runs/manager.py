@@ -142,8 +142,8 @@ class RunManager:
         """Start a run on its own task and return its info (stored before the task starts).
 
         ``extra`` is kept in ``RunInfo.extra`` and handed back in ``RunOutcome.extra``. ``after`` (the question's
-        write) is waited for, up to ``save_timeout_s``, before the run's first event is stored: the backend starts at
-        once, but no reader, here or on another instance, sees an answer whose question is not stored yet.
+        write) is waited for, up to ``drive.QUESTION_WAIT_S``, before the run's first event is stored: the backend
+        starts at once, but no reader, here or on another instance, sees an answer whose question is not stored yet.
         """
         if self._closing:
             raise RunLimitError("this instance is shutting down")
