@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import pytest
+from opentelemetry import metrics, trace
 
 from tests.conftest import running_server
 from tests.server.helpers import payloads, read_stream
@@ -13,6 +15,14 @@ from tokenrelay.backends import ScriptedBackend
 from tokenrelay.events import FinishEvent, TextDelta
 from tokenrelay.server import Relay, Settings, create_app
 from tokenrelay.server.front import RelayApp
+
+
+@pytest.fixture(autouse=True)
+def no_telemetry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process with no OpenTelemetry provider set up (another test of this process may have set one: FastAPI's own
+    request telemetry is then on, and the streams rightly go through the stack)."""
+    monkeypatch.setattr(trace, "get_tracer_provider", trace.ProxyTracerProvider)
+    monkeypatch.setattr(metrics, "get_meter_provider", metrics._internal._ProxyMeterProvider)
 
 
 def _relay(**settings: Any) -> tuple[Relay, ScriptedBackend]:
@@ -132,3 +142,14 @@ async def test_streams_skip_the_stack_while_it_is_fastapis_own_and_go_through_a_
                 assert r.headers["x-marked"] == "1"  # the user's middleware saw the stream
                 await r.aread()
     assert len(backend.calls) == 2
+
+
+async def test_with_opentelemetry_set_up_the_streams_go_through_the_stack(monkeypatch: pytest.MonkeyPatch) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    relay, _ = _relay()
+    app = create_app(relay=relay)
+    assert app._bare_stack()
+    configured = TracerProvider()
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: configured)  # FastAPI's request spans are on
+    assert not app._bare_stack()

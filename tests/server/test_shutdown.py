@@ -16,6 +16,7 @@ import httpx
 from tests.conftest import free_port, wait_for
 from tests.server.helpers import payloads, read_stream
 from tokenrelay.history.sql import SQLHistory
+from tokenrelay.sse import ServerSentEvent, SSEDecoder
 
 
 def start_server(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
@@ -48,16 +49,20 @@ async def test_sigterm_ends_every_stream_with_a_retryable_shutdown_and_saves_the
     process, url = start_server(tmp_path, "--shutdown-grace-s", "0.5")
     try:
         async with httpx.AsyncClient(base_url=url, timeout=20) as client:
+            answering = [asyncio.Event() for _ in range(3)]
 
             async def follow(n: int) -> tuple[str, list[dict[str, object]]]:
                 body = {"message": f"question {n}", "user_id": "alice", "conversation_id": f"conv-{n}"}
                 async with client.stream("POST", "/api/chat/stream", json=body) as r:
-                    return f"conv-{n}", payloads(await read_stream(r))
+                    decoder, events = SSEDecoder(), []
+                    async for chunk in r.aiter_raw():
+                        events.extend(decoder.feed(chunk))
+                        if any(isinstance(e, ServerSentEvent) and '"delta"' in e.data for e in events):
+                            answering[n].set()  # the answer has begun: what is cut from here on is partial
+                    return f"conv-{n}", payloads(events)
 
             streams = [asyncio.create_task(follow(n)) for n in range(3)]
-            health: dict[str, object] = {}
-            while health.get("active_runs") != 3:  # each check is a request answered: no fixed pause
-                health = (await client.get("/api/health")).json()
+            await asyncio.wait_for(asyncio.gather(*(e.wait() for e in answering)), 15)
             started = time.monotonic()
             process.send_signal(signal.SIGTERM)
             results = await asyncio.wait_for(asyncio.gather(*streams), 15)
