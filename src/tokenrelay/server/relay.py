@@ -135,8 +135,10 @@ class Relay:
         # Otherwise the question's write goes on while the run starts, and the answer is saved after it.
         await self.store.check()
         messages = await self.conversations.ask(user_id, conversation_id, message, regenerate=regenerate, new=new)
-        # The run starts now; its first event is stored once the question is: an answer seen has its question kept.
-        written = self.conversations.pending(user_id, conversation_id)
+        # The run starts now. With a shared store another instance may end the run and save its answer (this one died):
+        # its first event is then stored once the question is, so that an answer anyone has seen has its question.
+        # With one instance the run and its save live here, after the question's write: nothing to wait for.
+        written = self.conversations.pending(user_id, conversation_id) if self.store.shared else None
         return await self.runs.start(
             messages, user_id=user_id, conversation_id=conversation_id, options=options, after=written
         )

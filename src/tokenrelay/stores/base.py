@@ -109,6 +109,10 @@ class RunStore(Protocol):
     single instance implements those trivially.
     """
 
+    shared: bool
+    """Whether other instances share the store: a run may then be followed, and ended, by an instance other than the
+    one that drives it (which then saves its answer, so the question must be stored before any of it is seen)."""
+
     async def check(self) -> None:
         """Return when the store answers; raise :class:`~tokenrelay.errors.StoreUnavailable` when it does not."""
         ...

@@ -65,6 +65,8 @@ class MemoryRunStore:
     many may run at once.
     """
 
+    shared = False  # one instance: a run lives and ends in the process that drives it
+
     def __init__(self, *, ttl_s: float = 600.0, max_finished: int = 10_000) -> None:
         self.ttl_s = ttl_s
         self.max_finished = max_finished

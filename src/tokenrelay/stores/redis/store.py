@@ -59,6 +59,8 @@ class RedisRunStore:
     a tail reader holds one connection per followed slot).
     """
 
+    shared = True  # any instance with the same Redis and prefix follows, and may end, any run
+
     def __init__(
         self,
         url: str = "redis://127.0.0.1:6379/0",
