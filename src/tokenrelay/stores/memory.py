@@ -10,11 +10,11 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from tokenrelay.coalescing import join_texts
 from tokenrelay.errors import RunExistsError, RunFinishedError, RunNotFound
 from tokenrelay.events import ErrorEvent, Event, FinishEvent, RunPaused, TextDelta, ToolApprovalResponse
 from tokenrelay.stores.base import DecisionResult, RunInfo, StoredEvent, StoreListener, Suspension
 from tokenrelay.stores.chat_runs import MemoryChatRunIndex
-from tokenrelay.stores.memory_log import EventLog
 
 __all__ = ["MemoryRunStore", "expired_error"]
 
@@ -29,9 +29,9 @@ def expired_error() -> ErrorEvent:
 @dataclass(slots=True)
 class _Log:
     info: RunInfo
-    # A text delta is kept as its bare text, and older ones in blocks (stores.memory_log): a run keeps all its events
-    # (for resumes) and text deltas are nearly all of them. Reads rebuild the deltas.
-    events: EventLog = field(default_factory=EventLog)
+    # A text delta is kept as its bare text: a run keeps all its events (for resumes) and text deltas are nearly all
+    # of them, so the 48-byte TextDelta wrapper would be most of what a long stream costs in memory. Reads rebuild it.
+    events: list[Event | str] = field(default_factory=list)
     viewers: int = 0
     # Readers waiting for the next append, with their deadlines. A bare future per waiter is much cheaper than
     # asyncio.wait_for (a task per wait), and the deadlines are enforced by one sweep timer per store rather than a
@@ -110,10 +110,8 @@ class MemoryRunStore:
         if log.info.status != "running":
             raise RunFinishedError(f"run {run_id} is finished")
         log_events = log.events
-        tail = log_events.tail
         for event in events:
-            tail.append(event.text if type(event) is TextDelta else event)
-        log_events.compact_if_full()
+            log_events.append(event.text if type(event) is TextDelta else event)
         log.info.last_seq = len(log_events)
         log.wake()
         return log.info.last_seq
@@ -143,7 +141,8 @@ class MemoryRunStore:
             return []
         if len(log.events) <= after and log.info.status != "finished" and timeout != 0:
             await self._wait(run_id, log, timeout)
-        return log.events.stored(after)
+        events = log.events
+        return [_stored(seq, events[seq - 1]) for seq in range(after + 1, len(events) + 1)]
 
     async def read_coalesced(self, run_id: str, after: int, timeout: float | None) -> list[StoredEvent]:
         """``read``, with consecutive text deltas joined by :func:`tokenrelay.coalescing.join_texts`.
@@ -158,9 +157,9 @@ class MemoryRunStore:
         if len(events) <= after and log.info.status != "finished" and timeout != 0:
             await self._wait(run_id, log, timeout)
         end = len(events)
-        if end - after == 1 and events.tail:  # the common case under light load: one new event, nothing to join
-            return [_stored(end, events.tail[-1])]
-        return events.coalesced(after)
+        if end - after == 1:  # the common case under light load: one new event, nothing to join
+            return [_stored(end, events[after])]
+        return join_texts(enumerate(events[after:end], after + 1))
 
     async def _wait(self, run_id: str, log: _Log, timeout: float | None) -> None:
         loop = asyncio.get_running_loop()
@@ -322,7 +321,7 @@ class MemoryRunStore:
         await self.finish(run_id)
         logger.info("run %s: %s; ended", run_id, why)
         if self._listener is not None:
-            stored = log.events.stored()
+            stored = [_stored(seq, item) for seq, item in enumerate(log.events, 1)]
             try:
                 await self._listener.run_interrupted(log.info, stored)
             except Exception:
