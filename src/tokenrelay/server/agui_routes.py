@@ -103,9 +103,7 @@ def create_agui_router(
     """AG-UI's endpoint, bound to ``relay``; ``resolve_user`` defaults to the relay's, as for every route;
     ``plain_streams``: as :func:`~tokenrelay.server.routes.create_router`'s."""
     binding = Binding.of(relay, resolve_user)
-    router = bound_router(binding)
-    if plain_streams:
-        router.routes.extend(agui_stream_routes(binding))
+    router = bound_router(binding, streams=agui_stream_routes(binding) if plain_streams else ())
     router.add_api_route(
         "/api/ag-ui",
         run_agent,

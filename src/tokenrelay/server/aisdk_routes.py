@@ -88,9 +88,7 @@ def create_aisdk_router(
     """useChat's two endpoints, bound to ``relay``; ``resolve_user`` defaults to the relay's, as for every route.
     ``plain_streams``: as :func:`~tokenrelay.server.routes.create_router`'s."""
     binding = Binding.of(relay, resolve_user)
-    router = bound_router(binding)
-    if plain_streams:
-        router.routes.extend(aisdk_stream_routes(binding))
+    router = bound_router(binding, streams=aisdk_stream_routes(binding) if plain_streams else ())
     router.add_api_route(
         "/api/chat",
         use_chat,

@@ -166,9 +166,8 @@ def create_openai_router(
     An authentication refusal (``HTTPException``, e.g. ``server.auth.AuthError``) is answered in OpenAI's error shape.
     """
     binding = Binding.of(relay, resolve_user)
-    router = bound_router(binding, route_class=OpenAIRoute)
-    if plain_streams:
-        router.routes.extend(openai_stream_routes(binding))
+    streams = openai_stream_routes(binding) if plain_streams else ()
+    router = bound_router(binding, route_class=OpenAIRoute, streams=streams)
     authenticated = [Depends(_authenticated)]
     summary = "OpenAI-compatible: the model this server serves"
     responses = {**json_ok(ModelList, "The one model"), **errors(401, surface="openai")}

@@ -31,7 +31,6 @@ from tokenrelay.server.pipeline import (
     ID_PATTERN,
     Binding,
     CurrentRelay,
-    ProjectRoute,
     QueryUser,
     Refusal,
     authenticate,
@@ -49,6 +48,7 @@ from tokenrelay.server.pipeline import (
 )
 from tokenrelay.server.relay import Relay
 from tokenrelay.server.sse_response import SSEResponse
+from tokenrelay.server.thread_routes import bound_router
 
 __all__ = ["ChatRequest", "UserResolver", "anonymous_or_claimed", "create_router", "error_response", "stream_routes"]
 
@@ -84,18 +84,16 @@ def create_router(relay: Relay, *, resolve_user: UserResolver | None = None, pla
     configured, else the client's own ``user_id``). It may raise ``server.auth.AuthError`` to refuse a request.
     A run or conversation of another user is answered 404, as if it did not exist, on every route.
 
-    ``plain_streams`` serves the stream routes (seed and useChat) as plain ASGI ahead of their FastAPI routes (see
+    ``plain_streams`` serves the stream routes (:func:`stream_routes`) as plain ASGI ahead of their FastAPI routes (see
     :func:`~tokenrelay.server.pipeline.stream_route`): what :func:`~tokenrelay.server.create_app` does. Not for a
     router mounted in another app: dependencies given to ``include_router`` would not apply to those routes.
     """
     binding = Binding.of(relay, resolve_user)
     resolve_user = binding.resolve_user
-    router = APIRouter(route_class=ProjectRoute, dependencies=[Depends(binding)])
     # The streams themselves are served as plain ASGI ahead of their documented routes (below, for the OpenAPI
     # document), the same handlers with the same refusals: FastAPI's request machinery would otherwise be held for
     # as long as each stream lasts, which is most of what a stream costs beyond its connection.
-    if plain_streams:
-        router.routes.extend(stream_routes(binding))
+    router = bound_router(binding, streams=stream_routes(binding) if plain_streams else ())
     protocol = query_parameter("protocol", "the stream's wire format (default seed)", list(relay.protocols))
     router.add_api_route(
         "/api/chat/stream",

@@ -8,12 +8,14 @@ the last (user) message is new.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TypeVar
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
+from starlette.routing import BaseRoute
 
 from tokenrelay.events import RunPaused
 from tokenrelay.messages import Message
@@ -38,9 +40,14 @@ Model = TypeVar("Model", bound=BaseModel)
 TRANSCRIPT_FACTOR = 64
 
 
-def bound_router(binding: Binding, *, route_class: type[APIRoute] = ProjectRoute) -> APIRouter:
-    """A router whose routes serve ``binding``'s relay (see :meth:`Binding.of`)."""
-    return APIRouter(route_class=route_class, dependencies=[Depends(binding)])
+def bound_router(
+    binding: Binding, *, route_class: type[APIRoute] = ProjectRoute, streams: Sequence[BaseRoute] = ()
+) -> APIRouter:
+    """A router whose routes serve ``binding``'s relay (see :meth:`Binding.of`); ``streams`` (plain stream routes,
+    :func:`~tokenrelay.server.pipeline.stream_route`) go first, ahead of the FastAPI routes added after."""
+    router = APIRouter(route_class=route_class, dependencies=[Depends(binding)])
+    router.routes.extend(streams)
+    return router
 
 
 async def read_thread(request: Request, relay: Relay, model: type[Model], user_id: str | None) -> Model:
