@@ -235,21 +235,9 @@ class Recent:
     async def commit(self, write: Callable[[Connection, list[W]], list[bool]], items: list[W]) -> list[bool]:
         """``write(conn, items)`` in one transaction; once committed, the entries of its conversations as the
         transaction left them are put in place (before the writes' callers are woken)."""
-        writer = self._writer
-        if writer is None:
-            async with self.engine.begin() as conn:
-                results: list[bool] = await conn.run_sync(write, items)
-                return results
-        generation, keep = self._generation, self._version is not None
+        generation, keep = self._generation, self._version is not None  # (never kept without the writer)
         kept = {key: self._entries.get(key) for key in {(i.user_id, i.conversation_id) for i in items}} if keep else {}
-        self._writing += 1
-        try:
-            results, entries, gone = await writer.call(_in_transaction, self._written, write, items, kept, keep)
-        except BaseException:
-            self._lost()  # rolled back, or not known to have committed
-            raise
-        finally:
-            self._writing -= 1
+        results, entries, gone = await self._in_writes(self._written, write, items, kept, keep)
         if keep and self._generation == generation and self._version is not None:
             for key in gone:
                 self._drop(key)
@@ -265,8 +253,9 @@ class Recent:
         kept: dict[_Key, tuple[list[StoredMessage], int] | None],
         keep: bool,
     ) -> tuple[list[bool], dict[_Key, list[StoredMessage]], set[_Key]]:
-        """On the writing connection's thread, in the transaction: the write, then the entries of its conversations
-        as they will be once committed (from ``kept``, the entries as they were before it), and those found gone."""
+        """In the write's transaction (on the writing connection's thread): the write, then the entries of its
+        conversations as they will be once committed (from ``kept``, the entries as they were before it), and those
+        found gone."""
         results = write(conn, items)
         if not keep:
             return results, {}, set()
@@ -288,20 +277,25 @@ class Recent:
     async def delete(self, key: _Key, delete: Callable[[Connection, _Key], bool]) -> bool:
         """``delete(conn, key)`` in a transaction of the writes; the conversation's entry is forgotten once it has
         committed."""
+        deleted: bool = await self._in_writes(delete, key)
+        self._drop(key)
+        return deleted
+
+    async def _in_writes(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(conn, *args)`` in a transaction of the writes: on the writing connection when kept (while it runs,
+        loads read the database), else on the engine."""
         if self._writer is None:
             async with self.engine.begin() as conn:
-                done: bool = await conn.run_sync(delete, key)
+                done: T = await conn.run_sync(fn, *args)
                 return done
         self._writing += 1
         try:
-            deleted: bool = await self._writer.call(_in_transaction, delete, key)
+            return await self._writer.call(_in_transaction, fn, *args)
         except BaseException:
-            self._lost()
+            self._lost()  # rolled back, or not known to have committed
             raise
         finally:
             self._writing -= 1
-        self._drop(key)
-        return deleted
 
     def _read_back(self, conn: Connection, keys: list[_Key]) -> dict[_Key, list[StoredMessage]]:
         """The conversations ``keys`` as the transaction leaves them; none when there are too many (a burst: they
