@@ -1,4 +1,5 @@
-"""What the server tests share: reading an SSE response, and a backend a test can hold mid-answer."""
+"""What the server tests share: reading an SSE response, a backend a test can hold mid-answer, and bad requests to
+every stream route with a way to collect what they are answered."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any
 import httpx
 from fastapi import APIRouter, FastAPI
 
-from tests.conftest import wait_for_async
+from tests.conftest import running_server, wait_for_async
 from tokenrelay.backends._stats import StreamStats
 from tokenrelay.backends.base import GenerateOptions, Message
 from tokenrelay.events import Event, FinishEvent, TextDelta
@@ -153,3 +154,47 @@ class ListHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.records.append(record)
+
+
+BadRequest = tuple[str, str, dict[str, Any]]
+
+BAD_STREAM_REQUESTS: list[BadRequest] = [
+    ("GET", "/api/chat/stream", {"params": {"message": " "}}),
+    ("GET", "/api/chat/stream", {"params": {"message": "x", "user_id": "a b"}}),
+    ("GET", "/api/chat/stream", {"params": {"message": "x", "protocol": "nope"}}),
+    ("GET", "/api/chat/stream", {}),
+    ("POST", "/api/chat/stream", {"content": b"{", "headers": {"content-type": "application/json"}}),
+    ("POST", "/api/chat/stream", {"json": [1]}),
+    ("POST", "/api/chat/stream", {"json": {"message": 3}}),
+    ("POST", "/api/chat/stream", {"content": b"x", "headers": {"content-type": "text/plain"}}),
+    ("GET", "/api/runs/unknown/stream", {}),
+    ("GET", "/api/runs/unknown/stream", {"params": {"last_event_id": "x"}}),
+    ("GET", "/api/runs/a%20b/stream", {}),
+    ("POST", "/api/chat", {"json": {"id": "c", "messages": []}}),
+    ("POST", "/api/chat", {"json": {"messages": "no"}}),
+    ("GET", "/api/chat/a%20b/stream", {}),
+    ("HEAD", "/api/chat/stream", {"params": {"message": "x"}}),  # a HEAD starts no run
+    ("HEAD", "/api/chat/c1/stream", {}),
+    ("HEAD", "/api/runs/r1/stream", {}),
+    ("PUT", "/api/chat/stream", {"json": {"message": "x"}}),
+    ("POST", "/v1/chat/completions", {"json": {"model": "m"}}),  # OpenAI's error shape
+    ("POST", "/v1/chat/completions", {"content": b"{", "headers": {"content-type": "application/json"}}),
+    ("POST", "/v1/chat/completions", {"json": {"model": "m", "messages": [{"role": "user", "content": 3}]}}),
+    ("GET", "/v1/chat/completions", {}),
+    ("POST", "/api/ag-ui", {"json": {"threadId": "t"}}),
+    ("POST", "/api/ag-ui", {"json": {"threadId": "a b", "runId": "r", "messages": []}}),
+]
+"""Requests every stream route refuses, none of which may start a run."""
+
+
+async def answers(app: Any, requests: list[BadRequest]) -> list[tuple[int, Any, str | None]]:
+    """``app`` served on a port, and what each of ``requests`` is answered: the status, the body (its JSON, or its
+    content type and text) and the ``Allow`` header."""
+    out: list[tuple[int, Any, str | None]] = []
+    async with running_server(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
+        for method, path, options in requests:
+            r = await client.request(method, path, **options)
+            is_json = r.headers.get("content-type") == "application/json" and r.content
+            body = r.json() if is_json else (r.headers.get("content-type"), r.text)
+            out.append((r.status_code, body, r.headers.get("allow")))
+    return out

@@ -10,7 +10,7 @@ import pytest
 from opentelemetry import metrics, trace
 
 from tests.conftest import running_server
-from tests.server.helpers import payloads, read_stream
+from tests.server.helpers import BAD_STREAM_REQUESTS, answers, payloads, read_stream
 from tokenrelay.backends import ScriptedBackend
 from tokenrelay.events import FinishEvent, TextDelta
 from tokenrelay.server import Relay, Settings, create_app
@@ -45,40 +45,11 @@ class Marked:
         await self.app(scope, receive, marked if scope["type"] == "http" else send)
 
 
-BAD: list[tuple[str, str, dict[str, Any]]] = [
-    ("GET", "/api/chat/stream", {"params": {"message": " "}}),
-    ("GET", "/api/chat/stream", {"params": {"message": "x", "user_id": "a b"}}),
-    ("GET", "/api/chat/stream", {"params": {"message": "x", "protocol": "nope"}}),
-    ("GET", "/api/chat/stream", {}),
-    ("POST", "/api/chat/stream", {"content": b"{", "headers": {"content-type": "application/json"}}),
-    ("POST", "/api/chat/stream", {"json": [1]}),
-    ("POST", "/api/chat/stream", {"content": b"x", "headers": {"content-type": "text/plain"}}),
-    ("GET", "/api/runs/unknown/stream", {}),
-    ("GET", "/api/runs/unknown/stream", {"params": {"last_event_id": "x"}}),
-    ("GET", "/api/runs/a%20b/stream", {}),
-    ("POST", "/api/chat", {"json": {"id": "c", "messages": []}}),
-    ("GET", "/api/chat/a%20b/stream", {}),
-    ("HEAD", "/api/chat/stream", {"params": {"message": "x"}}),  # a HEAD starts no run
-    ("HEAD", "/api/runs/r1/stream", {}),
-    ("PUT", "/api/chat/stream", {"json": {"message": "x"}}),
+# With CORS origins configured, a foreign origin's POST is refused too.
+BAD = [
+    *BAD_STREAM_REQUESTS,
     ("POST", "/api/chat/stream", {"json": {"message": "x"}, "headers": {"origin": "https://evil.example"}}),
-    ("POST", "/v1/chat/completions", {"json": {"model": "m"}}),  # OpenAI's error shape
-    ("POST", "/v1/chat/completions", {"content": b"{", "headers": {"content-type": "application/json"}}),
-    ("POST", "/v1/chat/completions", {"json": {"model": "m", "messages": [{"role": "user", "content": 3}]}}),
-    ("GET", "/v1/chat/completions", {}),
-    ("POST", "/api/ag-ui", {"json": {"threadId": "t"}}),
-    ("POST", "/api/ag-ui", {"json": {"threadId": "a b", "runId": "r", "messages": []}}),
 ]
-
-
-async def _answers(app: Any, requests: list[tuple[str, str, dict[str, Any]]]) -> list[tuple[int, Any, Any]]:
-    out = []
-    async with running_server(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
-        for method, path, options in requests:
-            r = await client.request(method, path, **options)
-            body = r.json() if r.headers.get("content-type") == "application/json" and r.content else r.text
-            out.append((r.status_code, body, r.headers.get("allow")))
-    return out
 
 
 async def test_the_front_answers_every_bad_request_as_the_stack_does() -> None:
@@ -92,9 +63,9 @@ async def test_the_front_answers_every_bad_request_as_the_stack_does() -> None:
     front.user_middleware.clear()  # (so that this one is served ahead of it; the refusals do not depend on CORS)
     assert front._bare_stack()
     assert not stack._bare_stack()
-    answers = await _answers(front, BAD), await _answers(stack, BAD)
-    assert all(status >= 400 for status, _, _ in answers[0]), answers[0]
-    assert answers[0] == answers[1]
+    answered = await answers(front, BAD), await answers(stack, BAD)
+    assert all(status >= 400 for status, _, _ in answered[0]), answered[0]
+    assert answered[0] == answered[1]
     assert front_backend.calls == stack_backend.calls == []  # not one of them started a run
 
 

@@ -13,7 +13,7 @@ from fastapi import Depends, FastAPI, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tests.conftest import running_server, wait_for_async
-from tests.server.helpers import host_app, payloads, read_stream
+from tests.server.helpers import BAD_STREAM_REQUESTS, answers, host_app, payloads, read_stream
 from tokenrelay.backends import Pause, ScriptedBackend, SyntheticBackend
 from tokenrelay.backends.base import Backend, BackendError
 from tokenrelay.events import FinishEvent, TextDelta, UsageEvent
@@ -382,35 +382,12 @@ def _app(*, plain_streams: bool) -> tuple[FastAPI, ScriptedBackend]:
 
 async def test_the_plain_stream_routes_refuse_exactly_as_the_fastapi_routes_do() -> None:
     (mounted, mounted_backend), (plain, plain_backend) = _app(plain_streams=False), _app(plain_streams=True)
-    bad: list[tuple[str, str, dict[str, Any]]] = [
-        ("GET", "/api/chat/stream", {"params": {"message": " "}}),
-        ("GET", "/api/chat/stream", {"params": {"message": "x", "user_id": "a b"}}),
-        ("GET", "/api/chat/stream", {"params": {"message": "x", "protocol": "nope"}}),
-        ("GET", "/api/chat/stream", {}),
-        ("POST", "/api/chat/stream", {"content": b"{", "headers": {"content-type": "application/json"}}),
-        ("POST", "/api/chat/stream", {"json": [1]}),
-        ("POST", "/api/chat/stream", {"json": {"message": 3}}),
-        ("POST", "/api/chat/stream", {"content": b"x", "headers": {"content-type": "text/plain"}}),
-        ("GET", "/api/runs/unknown/stream", {}),
-        ("GET", "/api/runs/unknown/stream", {"params": {"last_event_id": "x"}}),
-        ("POST", "/api/chat", {"json": {"id": "c", "messages": []}}),
-        ("POST", "/api/chat", {"json": {"messages": "no"}}),
-        ("GET", "/api/chat/a%20b/stream", {}),
-        ("HEAD", "/api/chat/stream", {"params": {"message": "x"}}),  # no run started by a HEAD
-        ("HEAD", "/api/chat/c1/stream", {}),
-        ("PUT", "/api/chat/stream", {"json": {"message": "x"}}),
-    ]
-    answers: dict[str, list[tuple[int, Any, str | None]]] = {}
+    answered: dict[str, list[tuple[int, Any, str | None]]] = {}
     for name, app in (("fastapi", mounted), ("plain", plain)):
-        async with running_server(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
-            answers[name] = []
-            for method, path, options in bad:
-                response = await client.request(method, path, **options)
-                is_json = response.headers.get("content-type") == "application/json" and response.content
-                body = response.json() if is_json else (response.headers.get("content-type"), response.text)
-                # (A HEAD's Allow names the route it reached: FastAPI's first partial match, here the GET route.)
-                allow = response.headers.get("allow") if method != "HEAD" else None
-                answers[name].append((response.status_code, body, allow))
-    assert all(status >= 204 for status, _, _ in answers["plain"]), answers["plain"]
-    assert answers["plain"] == answers["fastapi"]
+        got = await answers(app, BAD_STREAM_REQUESTS)
+        # (A HEAD's Allow names the route it reached: FastAPI's first partial match, here the GET route.)
+        heads = [method == "HEAD" for method, _, _ in BAD_STREAM_REQUESTS]
+        answered[name] = [(s, b, None if head else a) for (s, b, a), head in zip(got, heads, strict=True)]
+    assert all(status >= 204 for status, _, _ in answered["plain"]), answered["plain"]
+    assert answered["plain"] == answered["fastapi"]
     assert plain_backend.calls == mounted_backend.calls == []  # not one of them started a run
