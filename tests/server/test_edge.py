@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,7 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.server.helpers import ListHandler, json_body, raw_exchange, serving, status_of
+from tests.conftest import wait_for_async
+from tests.server.helpers import ListHandler, json_body, raw_exchange, serving, status_of, uvicorn_server
 from tokenrelay.backends import Pause, ScriptedBackend, SyntheticBackend
 from tokenrelay.events import FinishEvent, TextDelta
 from tokenrelay.server import Relay, Settings
@@ -336,3 +338,54 @@ async def test_the_protocol_adds_nothing_to_uvicorns_instance_dict() -> None:
         assert ours._in_head  # the edge's own state is there, in its slots
     finally:
         ours._disarm_head_timer()
+
+
+async def test_pipelined_requests_on_one_connection_are_answered_in_order() -> None:
+    # The second request waits in the protocol's pipeline (the edge's list) until the first is answered.
+    async with serving(relay_of()) as (_, port):
+        first = b"GET /api/health HTTP/1.1\r\nhost: t\r\n\r\n"
+        second = b"GET /api/nowhere HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n"
+        response = await raw_exchange(port, first + second)
+    assert [int(code) for code in re.findall(rb"HTTP/1\.1 (\d{3}) ", response)] == [200, 404]
+
+
+async def test_a_client_that_stops_reading_pauses_the_stream_and_then_gets_all_of_it() -> None:
+    # uvicorn's flow control (its writable event is the edge's _Signal) holds the stream while the client's socket
+    # is full, and lets it go on once the client reads again: every token arrives, then the done frame.
+    import socket
+
+    from tokenrelay.server.edge import _Signal
+
+    tokens = 400_000
+    relay = Relay(SyntheticBackend(tokens=tokens, interval_ms=0, token="x"), Settings(backend="synthetic"))
+    async with uvicorn_server(relay) as server:
+        port = server.servers[0].sockets[0].getsockname()[1]
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: a small window
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+        reader, writer = await asyncio.open_connection(sock=sock, limit=2**16)
+        try:
+            protocols = server.server_state.connections
+            await wait_for_async(lambda: len(protocols) == 1, timeout=10, what="the server to take the connection")
+            # A small send buffer on the server's side too, or the kernel takes megabytes before uvicorn must wait.
+            for protocol in protocols:
+                protocol.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            writer.write(b"GET /api/chat/stream?message=hi HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n")
+
+            def paused() -> bool:
+                return any(p.flow is not None and p.flow.write_paused for p in protocols)
+
+            await wait_for_async(paused, timeout=20, what="the server to stop writing to a full socket")
+            flows = [p.flow for p in protocols if p.flow is not None]
+            assert flows
+            assert all(isinstance(f._is_writable_event, _Signal) for f in flows)
+            cycles = [p.cycle for p in protocols if p.cycle is not None]
+            assert cycles
+            assert all(isinstance(c.message_event, _Signal) for c in cycles)
+            async with asyncio.timeout(60):
+                body = await reader.read(-1)
+        finally:
+            writer.close()
+    assert sum(len(text) for text in re.findall(rb'"delta": ?"(x+)"', body)) == tokens
+    assert b'"done": true' in body.rsplit(b"data: ", 1)[-1]

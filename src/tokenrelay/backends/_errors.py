@@ -22,8 +22,7 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from typing import Any
 
 from tokenrelay.backends.base import BackendError
@@ -46,17 +45,27 @@ async def refused_requests_are_final(response: Any) -> None:
             response.headers["x-should-retry"] = "false"
 
 
-@contextmanager
-def upstream_errors(provider: str) -> Iterator[None]:
-    """Re-raise what the SDK raised as a :class:`BackendError`; cancellation and unknown errors pass through."""
-    try:
-        yield
-    except BackendError:
-        raise
-    except Exception as exc:
-        mapped = to_backend_error(exc, provider)
+class upstream_errors:
+    """Re-raise what the SDK raised as a :class:`BackendError`; cancellation and unknown errors pass through.
+
+    A class rather than a ``@contextmanager``: it is held for a stream's whole length, and a generator-based one
+    keeps a generator, its frame and its wrapper alive for as long.
+    """
+
+    __slots__ = ("provider",)
+
+    def __init__(self, provider: str) -> None:
+        self.provider = provider
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        if exc is None or isinstance(exc, BackendError) or not isinstance(exc, Exception):
+            return
+        mapped = to_backend_error(exc, self.provider)
         if mapped is None:
-            raise
+            return
         raise mapped from exc
 
 

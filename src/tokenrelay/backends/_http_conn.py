@@ -177,7 +177,9 @@ class Connection(asyncio.Protocol):
             raise self.error
         if not self.headers_done:
             raise self._failure(httpx2.RemoteProtocolError, "the server closed the connection without a response")
-        return self._parser.get_status_code(), self._status, self._headers
+        # Handed over, not kept: the response's headers hold their own copy for as long as the stream lasts.
+        headers, self._headers = self._headers, []
+        return self._parser.get_status_code(), self._status, headers
 
     def take(self) -> bytes:
         """The body bytes received and not yet taken (``b""`` when none); raises what broke the connection."""

@@ -126,6 +126,7 @@ class TranslatingBackend(RemoteBackend[_ClientT], Generic[_ClientT, _Item]):
                 sent = time.monotonic()
                 if fast:
                     wire = await self.open_wire(params)
+                    del params  # the whole conversation, as the request: not held for the stream's length
                     upstream_responded(time.monotonic() - sent)  # for tracing: the upstream's time to first byte
                     try:
                         # Body, decoder and translator in one generator: one frame resumed per chunk.
@@ -135,6 +136,7 @@ class TranslatingBackend(RemoteBackend[_ClientT], Generic[_ClientT, _Item]):
                         await wire.close()  # cancelled or closed mid-stream: dropping the connection stops it
                 else:
                     upstream: Upstream[Any] = await self.open_upstream(params)
+                    del params
                     upstream_responded(time.monotonic() - sent)
                     try:
                         async for item in upstream:

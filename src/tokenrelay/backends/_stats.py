@@ -1,8 +1,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -19,17 +17,27 @@ class StreamStats:
     def as_dict(self) -> dict[str, Any]:
         return {f"streams_{k}": v for k, v in asdict(self).items()}
 
-    @contextmanager
-    def track(self) -> Iterator[None]:
+    def track(self) -> _Tracked:
         """Count one stream around its body: finished, cancelled (closed or cancelled mid-way) or failed."""
-        self.started += 1
-        try:
-            yield
-        except (asyncio.CancelledError, GeneratorExit):
-            self.cancelled += 1
-            raise
-        except BaseException:
-            self.failed += 1
-            raise
+        return _Tracked(self)
+
+
+class _Tracked:
+    """:meth:`StreamStats.track`'s context manager: a class rather than a ``@contextmanager``, because it is held for
+    a stream's whole length, and a generator-based one keeps a generator, its frame and its wrapper alive as long."""
+
+    __slots__ = ("stats",)
+
+    def __init__(self, stats: StreamStats) -> None:
+        self.stats = stats
+
+    def __enter__(self) -> None:
+        self.stats.started += 1
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        if exc is None:
+            self.stats.finished += 1
+        elif isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
+            self.stats.cancelled += 1
         else:
-            self.finished += 1
+            self.stats.failed += 1

@@ -18,6 +18,7 @@ Everything after the request head (the body's size, its reading time, authentica
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from asyncio import TimerHandle
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from uvicorn._types import ASGIReceiveCallable, ASGISendCallable, ASGISendEvent, Scope
+from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 
 __all__ = ["ConnectionLimits", "LimitedHttpProtocol", "http_protocol"]
@@ -52,6 +54,57 @@ def _error_body(code: str, message: str) -> bytes:
     return json.dumps({"error": {"code": code, "message": message}}).encode()
 
 
+class _Signal:
+    """:class:`asyncio.Event` (set, clear, is_set, wait) with its waiters in a list made on the first wait.
+
+    An ``asyncio.Event`` makes a deque at once, which allocates a block of 64 slots (~700 B): uvicorn keeps one per
+    connection (its flow control) and one per request (its cycle's), for as long as a stream lasts, and their
+    waiters are one task at most.
+    """
+
+    __slots__ = ("_value", "_waiters")
+
+    def __init__(self) -> None:
+        self._value = False
+        self._waiters: list[asyncio.Future[bool]] | None = None
+
+    def is_set(self) -> bool:
+        return self._value
+
+    def set(self) -> None:
+        if not self._value:
+            self._value = True
+            for waiter in self._waiters or ():
+                if not waiter.done():
+                    waiter.set_result(True)
+
+    def clear(self) -> None:
+        self._value = False
+
+    async def wait(self) -> bool:
+        if self._value:
+            return True
+        waiter = asyncio.get_running_loop().create_future()
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append(waiter)
+        try:
+            await waiter
+            return True
+        finally:
+            self._waiters.remove(waiter)
+
+
+class _Pipeline(list):  # type: ignore[type-arg]
+    """uvicorn's queue of pipelined requests (``appendleft``, ``pop``), as a list: a deque allocates ~700 B at once,
+    for a queue that is empty on all but a pipelining client's connections."""
+
+    __slots__ = ()
+
+    def appendleft(self, item: Any) -> None:
+        self.insert(0, item)
+
+
 class LimitedHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, with the limits of :attr:`limits` (bind them with :func:`http_protocol`)."""
 
@@ -70,8 +123,15 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._head_timer: TimerHandle | None = None
         self._refusal: tuple[int, bytes] | None = None
         self._lingering = False
+        self.pipeline = _Pipeline()  # type: ignore[assignment]
         # Armed as the protocol is made, which is when its connection is (the loop calls connection_made next).
         self._arm_head_timer()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        flow: FlowControl = self.flow
+        if isinstance(getattr(flow, "_is_writable_event", None), asyncio.Event):
+            flow._is_writable_event = _signal(flow._is_writable_event)  # type: ignore[assignment]
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_head_timer()
@@ -117,8 +177,12 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         finally:
             self.app = app
         cycle = self.cycle
-        if cycle is not None and cycle.scope is self.scope and self.scope.get("http_version") == "1.0":
-            cycle.__class__ = _Http10Cycle
+        if cycle is not None and cycle.scope is self.scope:
+            # The cycle was just made; its task has not run yet, so nobody waits on its event.
+            if isinstance(cycle.message_event, asyncio.Event):
+                cycle.message_event = _signal(cycle.message_event)  # type: ignore[assignment]
+            if self.scope.get("http_version") == "1.0":
+                cycle.__class__ = _Http10Cycle
 
     def send_400_response(self, msg: str) -> None:
         # The parser reports a refusal raised from a callback as a malformed request: answer the refusal instead.
@@ -187,6 +251,13 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         ]
         await send({"type": "http.response.start", "status": 503, "headers": headers})
         await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def _signal(event: asyncio.Event) -> _Signal:
+    signal = _Signal()
+    if event.is_set():
+        signal.set()
+    return signal
 
 
 class _Http10Cycle(RequestResponseCycle):
