@@ -198,3 +198,22 @@ async def test_a_latch_wakes_its_waiters_once_set_and_forgets_a_cancelled_one() 
     await asyncio.wait_for(latch.wait(), 5)  # once set, a wait returns at once
     latch.set()  # again: nothing changes
     assert latch.is_set()
+
+
+async def test_a_cleared_latch_waits_again_until_it_is_set_again() -> None:
+    # What uvicorn does with the events the edge replaces: clear after each wake, wait, set.
+    latch = Latch()
+    latch.set()
+    latch.clear()
+    assert not latch.is_set()
+    waiter = asyncio.ensure_future(latch.wait())
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    latch.set()
+    await asyncio.wait_for(waiter, 5)
+    latch.clear()
+    again = asyncio.ensure_future(latch.wait())
+    await asyncio.sleep(0)
+    assert not again.done()
+    latch.set()
+    await asyncio.wait_for(again, 5)

@@ -350,11 +350,11 @@ async def test_pipelined_requests_on_one_connection_are_answered_in_order() -> N
 
 
 async def test_a_client_that_stops_reading_pauses_the_stream_and_then_gets_all_of_it() -> None:
-    # uvicorn's flow control (its writable event is the edge's _Signal) holds the stream while the client's socket
+    # uvicorn's flow control (its writable event is a Latch) holds the stream while the client's socket
     # is full, and lets it go on once the client reads again: every token arrives, then the done frame.
     import socket
 
-    from tokenrelay.server.edge import _Signal
+    from tokenrelay._latch import Latch
 
     tokens = 400_000
     relay = Relay(SyntheticBackend(tokens=tokens, interval_ms=0, token="x"), Settings(backend="synthetic"))
@@ -379,10 +379,10 @@ async def test_a_client_that_stops_reading_pauses_the_stream_and_then_gets_all_o
             await wait_for_async(paused, timeout=20, what="the server to stop writing to a full socket")
             flows = [p.flow for p in protocols if p.flow is not None]
             assert flows
-            assert all(isinstance(f._is_writable_event, _Signal) for f in flows)
+            assert all(isinstance(f._is_writable_event, Latch) for f in flows)
             cycles = [p.cycle for p in protocols if p.cycle is not None]
             assert cycles
-            assert all(isinstance(c.message_event, _Signal) for c in cycles)
+            assert all(isinstance(c.message_event, Latch) for c in cycles)
             async with asyncio.timeout(60):
                 body = await reader.read(-1)
         finally:

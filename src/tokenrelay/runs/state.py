@@ -7,45 +7,12 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+from tokenrelay._latch import Latch
 from tokenrelay.events import ErrorEvent, Event
 from tokenrelay.runs.observer import NO_WATCH, RunWatch
 from tokenrelay.stores.base import RunInfo
 
 __all__ = ["Latch", "Run", "RunState"]
-
-
-class Latch:
-    """``asyncio.Event``'s ``set`` / ``is_set`` / ``wait`` for something that happens once, with nothing allocated
-    until somebody waits: every run has one and few are waited on (an ``asyncio.Event`` is ~370 bytes each)."""
-
-    __slots__ = ("_set", "_waiters")
-
-    def __init__(self) -> None:
-        self._set = False
-        self._waiters: list[asyncio.Future[None]] | None = None
-
-    def is_set(self) -> bool:
-        return self._set
-
-    def set(self) -> None:
-        self._set = True
-        waiters, self._waiters = self._waiters, None
-        for waiter in waiters or ():
-            if not waiter.done():
-                waiter.set_result(None)
-
-    async def wait(self) -> None:
-        if self._set:
-            return
-        waiter = asyncio.get_running_loop().create_future()
-        if self._waiters is None:
-            self._waiters = []
-        self._waiters.append(waiter)
-        try:
-            await waiter
-        finally:
-            if self._waiters is not None and waiter in self._waiters:
-                self._waiters.remove(waiter)
 
 
 class RunState(enum.Enum):

@@ -29,6 +29,8 @@ from uvicorn._types import ASGIReceiveCallable, ASGISendCallable, ASGISendEvent,
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 
+from tokenrelay._latch import Latch
+
 __all__ = ["ConnectionLimits", "LimitedHttpProtocol", "http_protocol"]
 
 
@@ -52,47 +54,6 @@ class _HeadRefused(Exception):
 
 def _error_body(code: str, message: str) -> bytes:
     return json.dumps({"error": {"code": code, "message": message}}).encode()
-
-
-class _Signal:
-    """:class:`asyncio.Event` (set, clear, is_set, wait) with its waiters in a list made on the first wait.
-
-    An ``asyncio.Event`` makes a deque at once, which allocates a block of 64 slots (~700 B): uvicorn keeps one per
-    connection (its flow control) and one per request (its cycle's), for as long as a stream lasts, and their
-    waiters are one task at most.
-    """
-
-    __slots__ = ("_value", "_waiters")
-
-    def __init__(self) -> None:
-        self._value = False
-        self._waiters: list[asyncio.Future[bool]] | None = None
-
-    def is_set(self) -> bool:
-        return self._value
-
-    def set(self) -> None:
-        if not self._value:
-            self._value = True
-            for waiter in self._waiters or ():
-                if not waiter.done():
-                    waiter.set_result(True)
-
-    def clear(self) -> None:
-        self._value = False
-
-    async def wait(self) -> bool:
-        if self._value:
-            return True
-        waiter = asyncio.get_running_loop().create_future()
-        if self._waiters is None:
-            self._waiters = []
-        self._waiters.append(waiter)
-        try:
-            await waiter
-            return True
-        finally:
-            self._waiters.remove(waiter)
 
 
 class _Pipeline(list):  # type: ignore[type-arg]
@@ -131,7 +92,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         super().connection_made(transport)
         flow: FlowControl = self.flow
         if isinstance(getattr(flow, "_is_writable_event", None), asyncio.Event):
-            flow._is_writable_event = _signal(flow._is_writable_event)  # type: ignore[assignment]
+            flow._is_writable_event = _latch(flow._is_writable_event)  # type: ignore[assignment]
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_head_timer()
@@ -180,7 +141,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         if cycle is not None and cycle.scope is self.scope:
             # The cycle was just made; its task has not run yet, so nobody waits on its event.
             if isinstance(cycle.message_event, asyncio.Event):
-                cycle.message_event = _signal(cycle.message_event)  # type: ignore[assignment]
+                cycle.message_event = _latch(cycle.message_event)  # type: ignore[assignment]
             if self.scope.get("http_version") == "1.0":
                 cycle.__class__ = _Http10Cycle
 
@@ -253,11 +214,11 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
-def _signal(event: asyncio.Event) -> _Signal:
-    signal = _Signal()
+def _latch(event: asyncio.Event) -> Latch:
+    latch = Latch()
     if event.is_set():
-        signal.set()
-    return signal
+        latch.set()
+    return latch
 
 
 class _Http10Cycle(RequestResponseCycle):
