@@ -389,3 +389,32 @@ async def test_a_client_that_stops_reading_pauses_the_stream_and_then_gets_all_o
             writer.close()
     assert sum(len(text) for text in re.findall(rb'"delta": ?"(x+)"', body)) == tokens
     assert b'"done": true' in body.rsplit(b"data: ", 1)[-1]
+
+
+async def test_a_stream_is_written_on_its_request_task_and_a_hang_up_cancels_it(tmp_path: Any) -> None:
+    # The edge watches the connection for the response (DISCONNECT_WATCH): no second task per stream waits on
+    # receive(), and the connection lost cancels the response's own task, which releases the run's viewer.
+    url = f"sqlite+aiosqlite:///{tmp_path}/history.db"  # the default history, on a file of the test's own
+    settings = Settings(backend="synthetic", database_url=url, on_disconnect="cancel")
+    relay = Relay(ScriptedBackend([TextDelta("a"), Pause(60)]), settings)
+
+    def responses() -> list[str]:
+        names = [getattr(t.get_coro(), "__qualname__", "") for t in asyncio.all_tasks()]
+        return [n for n in names if n.startswith("SSEResponse.")]
+
+    async with serving(relay) as (_, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(b"GET /api/chat/stream?message=hi HTTP/1.1\r\nhost: t\r\n\r\n")
+            async with asyncio.timeout(10):
+                got = b""
+                while b'"delta"' not in got:
+                    got += await reader.read(4096)
+            assert responses() == []  # the writer is the request's task itself (run_asgi), not a task of its own
+            assert relay.runs.active_runs == 1
+            run = next(iter(relay.runs._runs.values()))
+            assert run.subscribers == 1
+        finally:
+            writer.close()
+        await wait_for_async(lambda: relay.runs.active_runs == 0, timeout=10, what="the hang-up to cancel the run")
+        assert run.subscribers == 0

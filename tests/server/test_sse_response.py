@@ -1,4 +1,8 @@
-"""``SSEResponse`` at the ASGI level: raw ``receive``/``send`` callables, no HTTP client, every wait guarded."""
+"""``SSEResponse`` at the ASGI level: raw ``receive``/``send`` callables, no HTTP client, every wait guarded.
+
+Every behaviour is checked both ways a response hears its client leave: listening on ``receive()`` (any ASGI
+server) and watched by the server (``DISCONNECT_WATCH`` in the scope, as ``tokenrelay serve``'s edge offers).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from typing import Any
 import pytest
 from starlette.types import Message, Scope
 
-from tokenrelay.server.sse_response import SSEResponse
+from tokenrelay.server.sse_response import DISCONNECT_WATCH, DisconnectWatch, SSEResponse
 
 GUARD_S = 5  # no test here may hang: each one runs inside this timeout
 SCOPE: Scope = {"type": "http", "method": "GET", "path": "/stream", "headers": []}
@@ -46,19 +50,54 @@ class Frames:
 
 
 class Client:
-    """The ASGI server's side: ``receive`` answers ``http.disconnect`` once ``leave()`` is called."""
+    """The ASGI server's side: ``receive`` answers ``http.disconnect`` once ``leave()`` is called.
 
-    def __init__(self, *, gone: bool = False, on_send: Callable[[Message], Awaitable[None]] | None = None) -> None:
+    ``watched``: the server also offers a :class:`DisconnectWatch` in the scope, which ``leave()`` fires (the
+    connection lost cancels the watched task) — and then ``receive()`` is never needed.
+    """
+
+    def __init__(
+        self,
+        *,
+        gone: bool = False,
+        watched: bool = False,
+        on_send: Callable[[Message], Awaitable[None]] | None = None,
+    ) -> None:
         self.sent: list[Message] = []
         self.left = asyncio.Event()
         if gone:
             self.left.set()
         self._on_send = on_send
+        self.receives = 0
+        self.receiving = asyncio.Event()  # receive() was called
+        self.watching = asyncio.Event()  # cancel_on_disconnect() took a task
+        self.watched_task: asyncio.Task[object] | None = None
+        self.fired = False
+        self.scope: Scope = {**SCOPE, DISCONNECT_WATCH: self} if watched else SCOPE
 
     def leave(self) -> None:
         self.left.set()
+        if self.watched_task is not None:
+            task, self.watched_task = self.watched_task, None
+            self.fired = True
+            task.cancel()
+
+    # DisconnectWatch
+
+    def cancel_on_disconnect(self, task: asyncio.Task[object]) -> bool:
+        if self.left.is_set():
+            return False
+        self.watched_task = task
+        self.watching.set()
+        return True
+
+    def release(self, task: asyncio.Task[object]) -> bool:
+        fired, self.fired, self.watched_task = self.fired, False, None
+        return fired
 
     async def receive(self) -> Message:
+        self.receives += 1
+        self.receiving.set()
         if not self.left.is_set():
             await self.left.wait()
         return DISCONNECT
@@ -73,15 +112,54 @@ class Client:
         return [m["body"] for m in self.sent if m["type"] == "http.response.body"]
 
 
+@pytest.fixture(params=["listening", "watched"])
+def watched(request: pytest.FixtureRequest) -> bool:
+    """Both ways of hearing the client leave."""
+    return bool(request.param == "watched")
+
+
 async def serve(response: SSEResponse, client: Client) -> None:
     async with asyncio.timeout(GUARD_S):
-        await response(SCOPE, client.receive, client.send)
+        await response(client.scope, client.receive, client.send)
 
 
-async def test_the_frames_go_out_in_order_after_the_headers_and_the_body_ends() -> None:
-    frames = Frames().feed(b"id: 1\ndata: a\n\n", b"", b"id: 2\ndata: b\n\n", None)
+def test_the_watch_of_a_test_client_is_a_disconnect_watch() -> None:
+    assert isinstance(Client(watched=True), DisconnectWatch)
+
+
+async def test_a_watched_response_writes_on_its_own_task_and_never_listens() -> None:
+    frames = Frames()
+    client = Client(watched=True)
+    tasks_before = len(asyncio.all_tasks())
+    task = asyncio.create_task(serve(SSEResponse(frames), client))
+    async with asyncio.timeout(GUARD_S):
+        await client.watching.wait()  # the response registers with the watch as it starts
+        assert len(asyncio.all_tasks()) == tasks_before + 1  # the response's own task, no writer beside it
+        frames.feed(b"data: a\n\n", None)
+        await task
+    assert client.receives == 0
+    assert client.bodies == [b"data: a\n\n", b""]
+    assert client.watched_task is None  # released at the end
+
+
+async def test_a_listening_response_writes_on_a_second_task() -> None:
+    frames = Frames()
     client = Client()
-    await serve(SSEResponse(frames, headers={"X-Run-Id": "r1"}), client)
+    tasks_before = len(asyncio.all_tasks())
+    task = asyncio.create_task(serve(SSEResponse(frames), client))
+    async with asyncio.timeout(GUARD_S):
+        await client.receiving.wait()
+        assert len(asyncio.all_tasks()) == tasks_before + 2  # the request's task listens, the writer writes
+        frames.feed(None)
+        await task
+
+
+async def test_the_frames_go_out_in_order_after_the_headers_and_the_body_ends(watched: bool) -> None:
+    frames = Frames().feed(b"id: 1\ndata: a\n\n", b"", b"id: 2\ndata: b\n\n", None)
+    client = Client(watched=watched)
+    response = SSEResponse(frames, headers={"X-Run-Id": "r1"})
+    await serve(response, client)
+    assert response.raw_headers == []  # written once, then let go: a stream can last minutes
     start = client.sent[0]
     assert start["type"] == "http.response.start"
     assert start["status"] == 200
@@ -100,8 +178,8 @@ async def test_the_frames_go_out_in_order_after_the_headers_and_the_body_ends() 
     assert frames.closed.is_set()
 
 
-async def test_headers_of_the_response_replace_the_fixed_ones() -> None:
-    client = Client()
+async def test_headers_of_the_response_replace_the_fixed_ones(watched: bool) -> None:
+    client = Client(watched=watched)
     response = SSEResponse(Frames().feed(None), media_type="text/plain", headers={"Cache-Control": "no-store"})
     await serve(response, client)
     headers = dict(client.sent[0]["headers"])
@@ -109,15 +187,15 @@ async def test_headers_of_the_response_replace_the_fixed_ones() -> None:
     assert headers[b"content-type"] == b"text/plain; charset=utf-8"
 
 
-async def test_a_client_gone_before_the_first_byte_still_closes_the_frames() -> None:
+async def test_a_client_gone_before_the_first_byte_still_closes_the_frames(watched: bool) -> None:
     frames = Frames()  # would wait forever for a first frame
-    client = Client(gone=True)
+    client = Client(gone=True, watched=watched)
     await serve(SSEResponse(frames), client)
     assert frames.closed.is_set()  # the subscription is released: the run learns its viewer left
     assert client.bodies == []
 
 
-async def test_a_disconnect_mid_stream_stops_the_writer_and_closes_the_frames() -> None:
+async def test_a_disconnect_mid_stream_stops_the_writer_and_closes_the_frames(watched: bool) -> None:
     frames = Frames().feed(b"data: a\n\n")  # then nothing more: the writer waits for the next frame
     client: Client
 
@@ -125,31 +203,31 @@ async def test_a_disconnect_mid_stream_stops_the_writer_and_closes_the_frames() 
         if message["type"] == "http.response.body":
             client.leave()
 
-    client = Client(on_send=on_send)
+    client = Client(on_send=on_send, watched=watched)
     await serve(SSEResponse(frames), client)
     assert frames.closed.is_set()
     assert client.bodies == [b"data: a\n\n"]  # no end of body: the client is gone
 
 
-async def test_a_write_to_a_closed_socket_ends_the_response_quietly() -> None:
+async def test_a_write_to_a_closed_socket_ends_the_response_quietly(watched: bool) -> None:
     async def broken(message: Message) -> None:
         if message["type"] == "http.response.body":
             raise OSError("the socket is closed")
 
     frames = Frames().feed(b"data: a\n\n", b"data: b\n\n")
-    await serve(SSEResponse(frames), Client(on_send=broken))
+    await serve(SSEResponse(frames), Client(on_send=broken, watched=watched))
     assert frames.closed.is_set()
     assert frames.pulled == 1
 
 
-async def test_an_error_in_the_frames_is_raised_after_they_are_closed() -> None:
+async def test_an_error_in_the_frames_is_raised_after_they_are_closed(watched: bool) -> None:
     frames = Frames().feed(b"data: a\n\n", RuntimeError("the encoder broke"))
     with pytest.raises(RuntimeError, match="the encoder broke"):
-        await serve(SSEResponse(frames), Client())
+        await serve(SSEResponse(frames), Client(watched=watched))
     assert frames.closed.is_set()
 
 
-async def test_a_cancel_from_outside_propagates_and_closes_the_frames() -> None:
+async def test_a_cancel_from_outside_propagates_and_closes_the_frames(watched: bool) -> None:
     frames = Frames().feed(b"data: a\n\n")
     written = asyncio.Event()
 
@@ -157,8 +235,8 @@ async def test_a_cancel_from_outside_propagates_and_closes_the_frames() -> None:
         if message["type"] == "http.response.body":
             written.set()
 
-    client = Client(on_send=on_send)
-    task = asyncio.create_task(SSEResponse(frames)(SCOPE, client.receive, client.send))
+    client = Client(on_send=on_send, watched=watched)
+    task = asyncio.create_task(SSEResponse(frames)(client.scope, client.receive, client.send))
     async with asyncio.timeout(GUARD_S):
         await written.wait()
         task.cancel()  # the server shutting down
@@ -167,7 +245,7 @@ async def test_a_cancel_from_outside_propagates_and_closes_the_frames() -> None:
     assert frames.closed.is_set()
 
 
-async def test_an_async_generator_is_frames_too() -> None:
+async def test_an_async_generator_is_frames_too(watched: bool) -> None:
     closed: list[Any] = []
 
     async def generate() -> Any:
@@ -176,7 +254,7 @@ async def test_an_async_generator_is_frames_too() -> None:
         finally:
             closed.append(True)
 
-    client = Client()
+    client = Client(watched=watched)
     await serve(SSEResponse(generate()), client)
     assert client.bodies == [b"data: a\n\n", b""]
     assert closed == [True]

@@ -10,7 +10,10 @@ finishes its request head is never closed (its keep-alive timeout only runs betw
 - answers past ``max_connections`` open connections (or requests in flight) with a JSON 503 and ``Retry-After``
   instead of uvicorn's plain-text one;
 - answers an HTTP/1.0 request whose response has no length by closing the connection at its end, not with a chunked
-  body (HTTP/1.0 has no chunked encoding).
+  body (HTTP/1.0 has no chunked encoding);
+- cancels a streaming response's task when its connection is lost (the scope's
+  :data:`~tokenrelay.server.sse_response.DISCONNECT_WATCH`), so that the response needs no second task listening
+  for ``http.disconnect``.
 
 Everything after the request head (the body's size, its reading time, authentication) is the application's: see
 :func:`~tokenrelay.server.pipeline.read_json_object`.
@@ -30,6 +33,7 @@ from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 
 from tokenrelay._latch import Latch
+from tokenrelay.server.sse_response import DISCONNECT_WATCH
 
 __all__ = ["ConnectionLimits", "LimitedHttpProtocol", "http_protocol"]
 
@@ -56,6 +60,9 @@ def _error_body(code: str, message: str) -> bytes:
     return json.dumps({"error": {"code": code, "message": message}}).encode()
 
 
+_FIRED = object()  # the watched task was cancelled: its client disconnected
+
+
 class _Pipeline(list):  # type: ignore[type-arg]
     """uvicorn's queue of pipelined requests (``appendleft``, ``pop``), as a list: a deque allocates ~700 B at once,
     for a queue that is empty on all but a pipelining client's connections."""
@@ -72,7 +79,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     limits: ClassVar[ConnectionLimits] = ConnectionLimits()
     # uvicorn's protocol keeps about thirty attributes in its instance dict, the most a dict shares its keys with
     # the other instances' for; six more would give every connection a dict of its own (~1.5 KB): these are slots.
-    __slots__ = ("_head_bytes", "_head_count", "_head_timer", "_in_head", "_lingering", "_refusal")
+    __slots__ = ("_head_bytes", "_head_count", "_head_timer", "_in_head", "_lingering", "_refusal", "_watched")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -84,6 +91,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._head_timer: TimerHandle | None = None
         self._refusal: tuple[int, bytes] | None = None
         self._lingering = False
+        self._watched: asyncio.Task[object] | object | None = None  # the task to cancel when the client leaves
         self.pipeline = _Pipeline()  # type: ignore[assignment]
         # Armed as the protocol is made, which is when its connection is (the loop calls connection_made next).
         self._arm_head_timer()
@@ -97,6 +105,23 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_head_timer()
         super().connection_lost(exc)
+        watched = self._watched
+        if isinstance(watched, asyncio.Task):
+            self._watched = _FIRED
+            watched.cancel()
+
+    # The DisconnectWatch of this connection's requests (one response at a time is written on a connection).
+
+    def cancel_on_disconnect(self, task: asyncio.Task[object]) -> bool:
+        cycle = self.cycle
+        if cycle is None or cycle.disconnected or cycle.more_body or self.transport.is_closing():
+            return False
+        self._watched = task
+        return True
+
+    def release(self, task: asyncio.Task[object]) -> bool:
+        watched, self._watched = self._watched, None
+        return watched is _FIRED
 
     def data_received(self, data: bytes) -> None:
         if self._lingering:
@@ -139,6 +164,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             self.app = app
         cycle = self.cycle
         if cycle is not None and cycle.scope is self.scope:
+            self.scope[DISCONNECT_WATCH] = self  # type: ignore[literal-required]
             # The cycle was just made; its task has not run yet, so nobody waits on its event.
             if isinstance(cycle.message_event, asyncio.Event):
                 cycle.message_event = _latch(cycle.message_event)  # type: ignore[assignment]

@@ -1,10 +1,14 @@
 """The streaming response: a small ASGI callable, written by hand on purpose.
 
 It does two things at once and nothing per event beyond ``send``: it writes the frames an async iterator gives it,
-and it listens for ``http.disconnect`` on a second task, which cancels the writer at once. That is Starlette's
-``StreamingResponse`` shape without its per-chunk overhead, and without polling ``is_disconnected()``.
-An ordinary disconnect is not an error: it ends the response quietly, and closing the frames (``aclose()``) is what
-tells the run its subscriber left.
+and it stops the moment the client leaves. That is Starlette's ``StreamingResponse`` shape without its per-chunk
+overhead, and without polling ``is_disconnected()``. An ordinary disconnect is not an error: it ends the response
+quietly, and closing the frames (``aclose()``) is what tells the run its subscriber left.
+
+How it hears the client leave depends on the server. Under ``tokenrelay serve`` the connection itself cancels the
+response's task when it is lost (the scope's :data:`DISCONNECT_WATCH`, put there by
+:mod:`~tokenrelay.server.edge`): one task per stream, the request's own. Under any other ASGI server the writer
+runs on a second task while the request's task listens for ``http.disconnect`` and cancels it.
 """
 
 from __future__ import annotations
@@ -12,12 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterable, Mapping
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-__all__ = ["SSE_HEADERS", "SSEFrames", "SSEResponse"]
+__all__ = ["DISCONNECT_WATCH", "SSE_HEADERS", "DisconnectWatch", "SSEFrames", "SSEResponse"]
 
 SSE_HEADERS: dict[str, str] = {
     "cache-control": "no-cache",
@@ -29,6 +33,25 @@ SSE_HEADERS: dict[str, str] = {
 
 
 _BASE_HEADERS = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in SSE_HEADERS.items()]
+
+
+DISCONNECT_WATCH = "tokenrelay.disconnect_watch"
+"""The scope key of a server's :class:`DisconnectWatch` for the request's connection (absent: listen with
+``receive()``)."""
+
+
+@runtime_checkable
+class DisconnectWatch(Protocol):
+    """What a server offers for a response to hear its client leave without a task waiting on ``receive()``."""
+
+    def cancel_on_disconnect(self, task: asyncio.Task[object]) -> bool:
+        """Cancel ``task`` when the client disconnects. False, and nothing is watched, when the watch cannot be
+        kept: the client has gone already, or the request's body is still coming (``receive()`` must read it)."""
+        ...
+
+    def release(self, task: asyncio.Task[object]) -> bool:
+        """Stop watching for ``task``; whether the client's disconnect cancelled it."""
+        ...
 
 
 class SSEFrames(AsyncIterable[bytes], Protocol):
@@ -67,11 +90,32 @@ class SSEResponse(Response):
             self.raw_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in raw.items()]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # The writer runs on its own task; this one listens for the client leaving. Whichever ends first ends the
-        # other: a disconnect cancels the writer, the writer's end cancels this listener. One task per stream
-        # rather than two (and no asyncio.wait): thousands of streams are held open at once.
         this = asyncio.current_task()
         assert this is not None
+        watch = scope.get(DISCONNECT_WATCH)
+        if watch is not None and watch.cancel_on_disconnect(this):
+            await self._write_watched(watch, this, send)
+        else:
+            await self._write_listening(this, receive, send)
+
+    async def _write_watched(self, watch: DisconnectWatch, this: asyncio.Task[object], send: Send) -> None:
+        # The server cancels this task when the client leaves: the frames are written here, with nothing else
+        # waiting. A cancel that is not the client's (shutdown) goes on cancelling.
+        try:
+            await self._write(send)
+        except asyncio.CancelledError:
+            if not watch.release(this) or this.uncancel() > 0:
+                raise
+        except OSError:
+            pass  # how the server reports a write to a closed socket: an ordinary disconnect
+        finally:
+            watch.release(this)  # before the frames are closed: a disconnect now cancels nothing
+            await self.frames.aclose()
+
+    async def _write_listening(self, this: asyncio.Task[object], receive: Receive, send: Send) -> None:
+        # The writer runs on its own task; this one listens for the client leaving. Whichever ends first ends the
+        # other: a disconnect cancels the writer, the writer's end cancels this listener. Two tasks, not three
+        # (no asyncio.wait): thousands of streams are held open at once.
         writer = asyncio.create_task(self._write(send))
         listening = True
 
@@ -101,7 +145,10 @@ class SSEResponse(Response):
             raise exc
 
     async def _write(self, send: Send) -> None:
-        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        start = {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        self.raw_headers = []  # written once: not held for the stream's length (its own headers are ~500 B)
+        await send(start)
+        del start
         async for chunk in self.frames:
             if chunk:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
