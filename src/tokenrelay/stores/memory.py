@@ -10,11 +10,11 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from tokenrelay.coalescing import join_texts
 from tokenrelay.errors import RunExistsError, RunFinishedError, RunNotFound
 from tokenrelay.events import ErrorEvent, Event, FinishEvent, RunPaused, TextDelta, ToolApprovalResponse
 from tokenrelay.stores.base import DecisionResult, RunInfo, StoredEvent, StoreListener, Suspension
 from tokenrelay.stores.chat_runs import MemoryChatRunIndex
+from tokenrelay.stores.memory_log import CHUNK, EventLog, Item
 
 __all__ = ["MemoryRunStore", "expired_error"]
 
@@ -31,7 +31,8 @@ class _Log:
     info: RunInfo
     # A text delta is kept as its bare text: a run keeps all its events (for resumes) and text deltas are nearly all
     # of them, so the 48-byte TextDelta wrapper would be most of what a long stream costs in memory. Reads rebuild it.
-    events: list[Event | str] = field(default_factory=list)
+    # In chunks, the full ones of texts only kept joined (stores.memory_log).
+    events: EventLog = field(default_factory=EventLog)
     viewers: int = 0
     # Readers waiting for the next append, with their deadlines. A bare future per waiter is much cheaper than
     # asyncio.wait_for (a task per wait), and the deadlines are enforced by one sweep timer per store rather than a
@@ -53,7 +54,7 @@ class _Log:
                 fut.set_result(None)
 
 
-def _stored(seq: int, item: Event | str) -> StoredEvent:
+def _stored(seq: int, item: Item) -> StoredEvent:
     return StoredEvent(seq, TextDelta(item) if isinstance(item, str) else item)
 
 
@@ -110,9 +111,13 @@ class MemoryRunStore:
         if log.info.status != "running":
             raise RunFinishedError(f"run {run_id} is finished")
         log_events = log.events
+        tail = log_events.tail
         for event in events:
-            log_events.append(event.text if type(event) is TextDelta else event)
-        log.info.last_seq = len(log_events)
+            tail.append(event.text if type(event) is TextDelta else event)
+            if len(tail) >= CHUNK:
+                log_events.seal()
+                tail = log_events.tail
+        log.info.last_seq = log_events.base + len(tail)
         log.wake()
         return log.info.last_seq
 
@@ -141,8 +146,7 @@ class MemoryRunStore:
             return []
         if len(log.events) <= after and log.info.status != "finished" and timeout != 0:
             await self._wait(run_id, log, timeout)
-        events = log.events
-        return [_stored(seq, events[seq - 1]) for seq in range(after + 1, len(events) + 1)]
+        return [_stored(seq, item) for seq, item in log.events.items(after)]
 
     async def read_coalesced(self, run_id: str, after: int, timeout: float | None) -> list[StoredEvent]:
         """``read``, with consecutive text deltas joined by :func:`tokenrelay.coalescing.join_texts`.
@@ -154,12 +158,12 @@ class MemoryRunStore:
         if log is None:
             return []
         events = log.events
-        if len(events) <= after and log.info.status != "finished" and timeout != 0:
+        if events.base + len(events.tail) <= after and log.info.status != "finished" and timeout != 0:
             await self._wait(run_id, log, timeout)
-        end = len(events)
+        end = events.base + len(events.tail)
         if end - after == 1:  # the common case under light load: one new event, nothing to join
-            return [_stored(end, events[after])]
-        return join_texts(enumerate(events[after:end], after + 1))
+            return [_stored(end, events.item(end))]
+        return events.coalesced(after)
 
     async def _wait(self, run_id: str, log: _Log, timeout: float | None) -> None:
         loop = asyncio.get_running_loop()
@@ -321,7 +325,7 @@ class MemoryRunStore:
         await self.finish(run_id)
         logger.info("run %s: %s; ended", run_id, why)
         if self._listener is not None:
-            stored = [_stored(seq, item) for seq, item in enumerate(log.events, 1)]
+            stored = [_stored(seq, item) for seq, item in log.events.items()]
             try:
                 await self._listener.run_interrupted(log.info, stored)
             except Exception:
