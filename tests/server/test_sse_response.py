@@ -27,6 +27,7 @@ class Frames:
         self.queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue()
         self.closed = asyncio.Event()
         self.pulled = 0
+        self.waits = 0  # reads that found nothing yet
 
     def feed(self, *items: bytes | BaseException | None) -> Frames:
         for item in items:
@@ -37,6 +38,8 @@ class Frames:
         return self
 
     async def __anext__(self) -> bytes:
+        if self.queue.empty():
+            self.waits += 1
         item = await self.queue.get()
         self.pulled += 1
         if item is None:
@@ -140,6 +143,16 @@ async def test_a_watched_response_writes_on_its_own_task_and_never_listens() -> 
     assert client.receives == 0
     assert client.bodies == [b"data: a\n\n", b""]
     assert client.watched_task is None  # released at the end
+
+
+async def test_a_first_event_already_on_its_way_goes_out_in_the_turn_the_response_starts(watched: bool) -> None:
+    # A run's task is scheduled before its response starts; a backend whose first event comes at once has it stored
+    # in the next turn. The response reads its first frame in that turn, after the run's step, not before it: a read
+    # that waits costs another turn, where a history's write on its own thread may take the interpreter first.
+    frames = Frames()
+    asyncio.get_running_loop().call_soon(frames.feed, b"data: a\n\n", None)
+    await serve(SSEResponse(frames), Client(watched=watched))
+    assert frames.waits == 0
 
 
 async def test_a_listening_response_writes_on_a_second_task() -> None:

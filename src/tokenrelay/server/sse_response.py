@@ -102,6 +102,11 @@ class SSEResponse(Response):
         # The server cancels this task when the client leaves: the frames are written here, with nothing else
         # waiting. A cancel that is not the client's (shutdown) goes on cancelling.
         try:
+            # One turn of the loop first, as a writer task would start: a run whose first event comes at once (the
+            # run's task is already scheduled) has it in the store by then, and it goes out in that same turn. Read
+            # at once, it would be waited for, and the turn after is where a history's write on its own thread may
+            # take the interpreter first (measured: +1.2–1.6 ms to the first token with the SQLite history).
+            await asyncio.sleep(0)
             await self._write(send)
         except asyncio.CancelledError:
             if not watch.release(this) or this.uncancel() > 0:
