@@ -36,11 +36,6 @@ class _Texts:
         self.text = text
         self.lengths = lengths
 
-    def piece(self, index: int) -> str:
-        lengths = self.lengths
-        start = sum(lengths[:index])
-        return self.text[start : start + lengths[index]]
-
     def pieces(self, first: int) -> Iterator[str]:
         """The deltas from the ``first``-th (0-based) on."""
         text, lengths = self.text, self.lengths
@@ -87,9 +82,6 @@ class EventLog:
     def __len__(self) -> int:
         return self.base + len(self.tail)
 
-    def __bool__(self) -> bool:
-        return bool(self.base or self.tail)
-
     def append(self, item: Item) -> None:
         tail = self.tail
         tail.append(item)
@@ -109,37 +101,31 @@ class EventLog:
             return self.tail[index]
         chunk = self.chunks[(seq - 1) // CHUNK]
         offset = (seq - 1) % CHUNK
-        return chunk.piece(offset) if type(chunk) is _Texts else chunk[offset]  # type: ignore[index]
+        return next(chunk.pieces(offset)) if type(chunk) is _Texts else chunk[offset]  # type: ignore[index]
 
     def items(self, after: int = 0) -> Iterator[tuple[int, Item]]:
         """``(seq, item)`` for every item after sequence id ``after``, one per id, in order."""
-        base = self.base
-        if after < base:
-            chunks = self.chunks
-            for c in range(after // CHUNK, len(chunks)):
-                chunk, first = chunks[c], c * CHUNK + 1
-                skip = max(after + 1 - first, 0)
-                if type(chunk) is _Texts:
-                    yield from enumerate(chunk.pieces(skip), first + skip)
-                else:
-                    yield from enumerate(chunk[skip:], first + skip)  # type: ignore[index]
-        yield from enumerate(self.tail[max(after - base, 0) :], max(after, base) + 1)
+        return self._after(after, joined=False)
 
     def coalesced(self, after: int) -> list[StoredEvent]:
         """The events after sequence id ``after``, consecutive texts joined (as :func:`.join_texts` joins them)."""
         base = self.base
-        if after >= base:
+        if after >= base:  # a subscriber near the end: the tail alone, as a plain list
             return join_texts(enumerate(self.tail[after - base :], after + 1))
-        return join_texts(self._joined(after))
+        return join_texts(self._after(after, joined=True))
 
-    def _joined(self, after: int) -> Iterator[tuple[int, Item]]:
-        # A sealed chunk of texts is one text under the id of its last delta: join_texts joins it with its neighbours.
+    def _after(self, after: int, *, joined: bool) -> Iterator[tuple[int, Item]]:
+        """``(seq, item)`` after ``after``; with ``joined``, a sealed chunk of texts as one text under the id of its
+        last delta (``join_texts`` joins it with its neighbours)."""
         chunks = self.chunks
-        for c in range(after // CHUNK, len(chunks)):
+        for c in range(after // CHUNK, len(chunks)):  # none when ``after`` is in the tail
             chunk, first = chunks[c], c * CHUNK + 1
             skip = max(after + 1 - first, 0)
-            if type(chunk) is _Texts:
+            if type(chunk) is not _Texts:
+                yield from enumerate(chunk[skip:], first + skip)  # type: ignore[index]
+            elif joined:
                 yield first + CHUNK - 1, chunk.rest(skip)
             else:
-                yield from enumerate(chunk[skip:], first + skip)  # type: ignore[index]
-        yield from enumerate(self.tail, self.base + 1)
+                yield from enumerate(chunk.pieces(skip), first + skip)
+        base = self.base
+        yield from enumerate(self.tail[max(after - base, 0) :], max(after, base) + 1)
