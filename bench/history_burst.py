@@ -1,6 +1,7 @@
 """A burst of run starts and answer saves against a history: what the default SQLite history costs a run.
 
     python -m bench.history_burst [--runs 1000] [--history sqlite|memory|postgresql] [--pg-url URL] [--new] [--idle]
+                                  [--stored N] [--waves K]
 
 Each of ``--runs`` conversations asks its question at once (what ``POST /api/chat/stream`` does before a run
 starts: load the conversation, store the question), then every answer is saved at once (what the end of each run
@@ -8,6 +9,13 @@ does). Prints starts/s, the p50/p90 of a start, and saves/s.
 
 ``--idle``: one start at a time instead, each once the one before has its answer saved: the median and p90 of a
 follow-up's start (the second question of a conversation) and of a new conversation's, in turns.
+
+``--waves K``: ``--runs`` conversations in waves of K at once, each wave once the one before has its answers saved
+(a server under a steady load, whose writes batch a few at a time): the median and p90 of a wave's starts and of
+its saves.
+
+``--stored N`` (SQL histories): the database holds N other conversations of two messages each before the burst, as
+one that has served for a while does: what a start or a save costs must not grow with them.
 """
 
 from __future__ import annotations
@@ -33,8 +41,45 @@ async def _timed_ask(conversations: Conversations, i: int, new: bool) -> float:
     return time.perf_counter() - started
 
 
-async def burst(history: History, runs: int, *, new: bool = False) -> dict[str, float]:
+async def _fill(history: History, stored: int) -> None:
+    """``stored`` earlier conversations of a question and an answer each, written straight to the tables."""
+    if not stored:
+        return
+    from datetime import UTC, datetime
+
+    from tokenrelay.history.sql import SQLHistory, conversations, messages
+
+    assert isinstance(history, SQLHistory)
+    when = datetime.now(UTC)
+    step = 10_000
+    async with history.engine.begin() as conn:
+        for first in range(0, stored, step):
+            ids = range(first, min(first + step, stored))
+            rows = [
+                {"user_id": "bench", "id": f"old{i}", "title": "", "created_at": when, "updated_at": when} for i in ids
+            ]
+            await conn.execute(conversations.insert(), rows)
+            message = {"status": "complete", "created_at": when, "parts": None, "encoding": None}
+            await conn.execute(
+                messages.insert(),
+                [
+                    message
+                    | {
+                        "user_id": "bench",
+                        "conversation_id": f"old{i}",
+                        "role": role,
+                        "content": role,
+                        "run_id": f"old-r{i}",
+                    }
+                    for i in ids
+                    for role in ("user", "assistant")
+                ],
+            )
+
+
+async def burst(history: History, runs: int, *, new: bool = False, stored: int = 0) -> dict[str, float]:
     await history.start()
+    await _fill(history, stored)
     conversations = Conversations(history)
     try:
         started = time.perf_counter()
@@ -55,8 +100,9 @@ async def burst(history: History, runs: int, *, new: bool = False) -> dict[str, 
     }
 
 
-async def idle(history: History, runs: int) -> dict[str, float]:
+async def idle(history: History, runs: int, *, stored: int = 0) -> dict[str, float]:
     await history.start()
+    await _fill(history, stored)
     conversations = Conversations(history)
     follow_ups: list[float] = []
     news: list[float] = []
@@ -78,6 +124,34 @@ async def idle(history: History, runs: int) -> dict[str, float]:
         "new_p90_ms": news[int(len(news) * 0.9)] * 1000,
         "follow_up_p50_ms": statistics.median(follow_ups) * 1000,
         "follow_up_p90_ms": follow_ups[int(len(follow_ups) * 0.9)] * 1000,
+    }
+
+
+async def waves(history: History, runs: int, *, size: int, stored: int = 0) -> dict[str, float]:
+    await history.start()
+    await _fill(history, stored)
+    conversations = Conversations(history)
+    starts: list[float] = []
+    saves: list[float] = []
+    try:
+        for first in range(0, runs, size):
+            ids = [f"c{i}" for i in range(first, min(first + size, runs))]
+            started = time.perf_counter()
+            await asyncio.gather(*(conversations.ask("bench", i, f"question {i}", new=True) for i in ids))
+            starts.append(time.perf_counter() - started)
+            outcomes = [RunOutcome(f"r{i}", "bench", i, f"answer {i} " * 20, "stop", None, None) for i in ids]
+            started = time.perf_counter()
+            await asyncio.gather(*(conversations.save_answer(o) for o in outcomes))
+            saves.append(time.perf_counter() - started)
+    finally:
+        await history.close()
+    starts.sort()
+    saves.sort()
+    return {
+        "wave_start_p50_ms": statistics.median(starts) * 1000,
+        "wave_start_p90_ms": starts[int(len(starts) * 0.9)] * 1000,
+        "wave_save_p50_ms": statistics.median(saves) * 1000,
+        "wave_save_p90_ms": saves[int(len(saves) * 0.9)] * 1000,
     }
 
 
@@ -108,10 +182,22 @@ def main() -> None:
     parser.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/test")
     parser.add_argument("--new", action="store_true", help="new conversations: the server made up their ids")
     parser.add_argument("--idle", action="store_true", help="one start at a time: follow-ups and new conversations")
+    parser.add_argument("--stored", type=int, default=0, help="other conversations stored before (SQL histories)")
+    parser.add_argument("--waves", type=int, default=0, metavar="K", help="runs in waves of K at once")
     args = parser.parse_args()
+    if args.waves < 0 or (args.waves and args.idle):
+        parser.error("--waves takes a wave size of 1 or more, and not with --idle")
+    if args.stored < 0:
+        parser.error("--stored must be 0 or more")
+    if args.stored and args.history == "memory":
+        parser.error("--stored fills a SQL history's tables: use it with --history sqlite or postgresql")
 
     def measure(history: History, runs: int) -> Awaitable[dict[str, float]]:
-        return idle(history, runs) if args.idle else burst(history, runs, new=args.new)
+        if args.idle:
+            return idle(history, runs, stored=args.stored)
+        if args.waves:
+            return waves(history, runs, size=args.waves, stored=args.stored)
+        return burst(history, runs, new=args.new, stored=args.stored)
 
     if args.history == "memory":
         figures = asyncio.run(measure(MemoryHistory(), args.runs))
@@ -122,7 +208,8 @@ def main() -> None:
 
         with tempfile.TemporaryDirectory() as tmp:
             figures = asyncio.run(measure(SQLHistory(f"sqlite:///{Path(tmp) / 'bench.db'}"), args.runs))
-    print(f"{args.history}, {args.runs} runs: " + ", ".join(f"{k} {v:,.2f}" for k, v in figures.items()))
+    stored = f", {args.stored:,} stored before" if args.stored else ""
+    print(f"{args.history}, {args.runs} runs{stored}: " + ", ".join(f"{k} {v:,.2f}" for k, v in figures.items()))
 
 
 if __name__ == "__main__":

@@ -6,11 +6,15 @@ What every history does (order, scoping, bounds, listing, deleting) is checked i
 from __future__ import annotations
 
 import asyncio
+import re
+import sqlite3
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import inspect, text
+from sqlalchemy import event, inspect, text
+from sqlalchemy.engine import Engine
 
 from tests.conftest import running_server
 from tests.history.helpers import msg
@@ -27,7 +31,7 @@ from tokenrelay.events import (
     UsageEvent,
 )
 from tokenrelay.history.sql import SQLHistory, normalize_url
-from tokenrelay.messages import FinishPart, TextPart, ToolCallPart, ToolResultPart
+from tokenrelay.messages import FinishPart, PausedPart, TextPart, ToolCallPart, ToolResultPart
 from tokenrelay.server import Relay, Settings, create_app
 
 
@@ -331,3 +335,58 @@ async def test_a_database_that_cannot_be_reached_is_unavailable_not_an_error(unu
             await history.add("ann", "c", msg("user", "q"))
     finally:
         await history.close()
+
+
+async def test_batched_writes_and_loads_search_the_indexes_instead_of_reading_every_row(tmp_path: Path) -> None:
+    """SQLite plans a row-value IN of several rows, ``(a, b) IN (VALUES (?, ?), ...)``, as a scan of the whole
+    table. Every statement of a batch of writes (new conversations, follow-ups, waiting and final answers) and of a
+    batch of loads must search an index instead: on a database that has served for a while, a scan a batch made each
+    answer's save (and so its done frame) wait for a read of every stored row."""
+    path = tmp_path / "h.db"
+    history = SQLHistory(f"sqlite:///{path}")
+    other = SQLHistory(f"sqlite:///{path}")  # loads through its own reader (nothing of the first one's kept)
+    await history.start()
+    await other.start()
+    statements: list[tuple[str, Any]] = []
+
+    def seen(_conn: object, _cursor: object, statement: str, parameters: Any, _ctx: object, many: bool) -> None:
+        statements.append((statement, parameters[0] if many else parameters))
+
+    keys = [f"c{i}" for i in range(6)]
+    paused = PausedPart("{}", "scripted", 2e9, seq=3)
+    event.listen(Engine, "before_cursor_execute", seen)
+    try:
+        await asyncio.gather(*(history.add("ann", k, msg("user", "q", run_id=f"r{k}")) for k in keys))
+        await asyncio.gather(
+            *(
+                history.add(
+                    "ann",
+                    k,
+                    msg("assistant", "so far", run_id=f"r{k}", status="waiting", parts=(paused,)),
+                    create=False,
+                )
+                for k in keys
+            )
+        )
+        await asyncio.gather(
+            *(history.add("ann", k, msg("assistant", "done", run_id=f"r{k}"), create=False) for k in keys)
+        )
+        await asyncio.gather(*(history.add("ann", k, msg("user", "more", run_id=f"s{k}"), create=False) for k in keys))
+        loaded = await asyncio.gather(*(other.load("ann", k) for k in keys))
+    finally:
+        event.remove(Engine, "before_cursor_execute", seen)
+        await other.close()
+        await history.close()
+    assert [[m.content for m in ms] for ms in loaded] == [["q", "done", "more"]] * len(keys)
+
+    batched = [(sql, params) for sql, params in statements if "IN (VALUES" in sql]
+    tables = {name for sql, _ in batched for name in re.findall(r"\b(messages|conversations)\b", sql)}
+    assert tables == {"messages", "conversations"}  # the batches did match several keys at once, in both tables
+    assert any("row_number" in sql for sql, _ in batched)  # and the loads were one query
+    scans: list[tuple[str, str]] = []
+    with sqlite3.connect(path) as db:
+        for sql, params in batched:
+            for *_, detail in db.execute(f"EXPLAIN QUERY PLAN {sql}", params):
+                if re.match(r"SCAN (messages|conversations)\b", detail):
+                    scans.append((detail, sql))
+    assert scans == []

@@ -44,7 +44,6 @@ try:
         event,
         select,
         text,
-        tuple_,
         update,
     )
     from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -62,7 +61,7 @@ from tokenrelay.history.batch import UNREACHABLE, ReadBatcher, WriteBatcher
 from tokenrelay.history.codec import encode_parts, encode_text, storable
 from tokenrelay.history.recent import Recent
 from tokenrelay.history.sql_order import ordered_answers
-from tokenrelay.history.sql_reads import load_many
+from tokenrelay.history.sql_reads import load_many, matching
 from tokenrelay.history.sql_reads import stored as _stored
 from tokenrelay.history.sql_reads import timestamp as _ts
 
@@ -332,7 +331,7 @@ class SQLHistory:
         c = conversations.c
         touched = conn.execute(
             update(conversations)
-            .where(tuple_(c.user_id, c.id).in_(sorted(keys)))
+            .where(matching((c.user_id, c.id), keys, self.dialect))
             .values(updated_at=when)
             .returning(c.user_id, c.id)
         )

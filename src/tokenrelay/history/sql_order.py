@@ -19,11 +19,11 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Table, delete, select, tuple_
+from sqlalchemy import Table, delete, select
 from sqlalchemy.engine import Connection
 
 from tokenrelay.history.base import StoredMessage
-from tokenrelay.history.sql_reads import stored
+from tokenrelay.history.sql_reads import matching, stored
 from tokenrelay.messages import PausedPart
 
 __all__ = ["ordered_answers", "rank"]
@@ -54,16 +54,19 @@ def ordered_answers(
     if not answers:
         return [row for row, _ in written]
     m = table.c
-    keys = sorted({_key(row) for row, _ in answers})
+    # Only a waiting answer can be outranked (a final one is always kept): the stored answers are read for the
+    # runs with one in the batch, not for a batch of runs that simply finished.
+    waiting = {_key(row) for row, message in answers if message.status == "waiting"}
     stored_rank: dict[_Key, float] = {}
-    found = conn.execute(
-        select(m.user_id, m.conversation_id, *(m[name] for name in _COLUMNS)).where(
-            tuple_(m.user_id, m.conversation_id, m.run_id).in_(keys)
+    if waiting:
+        found = conn.execute(
+            select(m.user_id, m.conversation_id, *(m[name] for name in _COLUMNS)).where(
+                matching((m.user_id, m.conversation_id, m.run_id), waiting, conn.dialect.name)
+            )
         )
-    )
-    for r in found.all():
-        key = (r.user_id, r.conversation_id, r.run_id)
-        stored_rank[key] = max(stored_rank.get(key, -math.inf), rank(stored(r)))
+        for r in found.all():
+            key = (r.user_id, r.conversation_id, r.run_id)
+            stored_rank[key] = max(stored_rank.get(key, -math.inf), rank(stored(r)))
     best: dict[_Key, float] = {}
     for row, message in answers:
         best[_key(row)] = max(best.get(_key(row), -math.inf), rank(message))
@@ -76,9 +79,8 @@ def ordered_answers(
                 continue  # saved late: the run has gone on since this pause
             taken.add(key)
         keep.append(row)
-    replacing = sorted({_key(row) for row in keep if row["run_id"] is not None})
+    replacing = {_key(row) for row in keep if row["run_id"] is not None}
     if replacing:
-        conn.execute(
-            delete(table).where(tuple_(m.user_id, m.conversation_id, m.run_id).in_(replacing), m.status == "waiting")
-        )
+        run = matching((m.user_id, m.conversation_id, m.run_id), replacing, conn.dialect.name)
+        conn.execute(delete(table).where(run, m.status == "waiting"))
     return keep

@@ -3,19 +3,39 @@ batched by :class:`~tokenrelay.history.batch.ReadBatcher`)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Table, func, select, tuple_
+from sqlalchemy import ColumnElement, Table, and_, func, select, tuple_
 from sqlalchemy.engine import Connection
 
 from tokenrelay.history.base import StoredMessage
 from tokenrelay.history.codec import decode_parts, decode_text
 
-__all__ = ["load_many", "stored", "timestamp"]
+__all__ = ["load_many", "matching", "stored", "timestamp"]
 
 _COLUMNS = ("role", "content", "status", "run_id", "created_at", "error_code", "output_tokens", "parts", "encoding")
+
+
+def matching(
+    columns: Sequence[ColumnElement[Any]], keys: Collection[tuple[Any, ...]], dialect: str
+) -> ColumnElement[bool]:
+    """``columns`` equal to one of ``keys``, in the form the ``dialect``'s planner serves from an index.
+
+    SQLite plans a row-value ``IN`` of more than one row, ``(a, b) IN (VALUES (?, ?), ...)``, as a scan of the whole
+    table: each batch would read every stored row. There each column's own ``IN`` list comes first (the planner
+    searches an index with the lists of its columns), and the row values after, to keep the match exact (the lists
+    alone would also match a mix of two keys). PostgreSQL searches an index for each row of the row-value ``IN``;
+    the lists would make its generic plan for the prepared statement (its sixth run on) a scan instead."""
+    if len(keys) == 1:
+        [key] = keys
+        return and_(*(column == value for column, value in zip(columns, key, strict=True)))
+    rows = tuple_(*columns).in_(sorted(keys))
+    if dialect != "sqlite":
+        return rows
+    lists = (column.in_(sorted({key[i] for key in keys})) for i, column in enumerate(columns))
+    return and_(*lists, rows)
 
 
 def load_many(
@@ -40,7 +60,7 @@ def load_many(
     rank = func.row_number().over(partition_by=(m.user_id, m.conversation_id), order_by=m.id.desc())
     ranked = (
         select(m.user_id, m.conversation_id, m.id, *columns, rank.label("rank"))
-        .where(tuple_(m.user_id, m.conversation_id).in_(sorted(set(keys))))
+        .where(matching((m.user_id, m.conversation_id), set(keys), conn.dialect.name))
         .subquery()
     )
     query = select(ranked).where(ranked.c.rank <= limit).order_by(ranked.c.id)
