@@ -13,7 +13,7 @@ their JSON form (the history's storage and the conversations API).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Final, Literal
 
 from tokenrelay.events import (
@@ -190,12 +190,20 @@ _BY_TYPE: Final[Mapping[str, type[Part]]] = {
 }
 
 
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
 def part_to_dict(part: Part) -> dict[str, Any]:
     """A JSON-ready dict with the ``type`` discriminator first."""
-    fields = asdict(part)
+    names = _FIELDS.get(type(part))
+    if names is None:  # each part's fields are plain values (``dataclasses.asdict`` would copy each, deeply)
+        names = _FIELDS[type(part)] = tuple(f.name for f in fields(part) if f.name != "type")
+    out: dict[str, Any] = {"type": part.type}
+    for name in names:
+        out[name] = getattr(part, name)
     if isinstance(part, MetadataPart):
-        fields["data"] = dict(part.data)
-    return {"type": part.type, **fields}
+        out["data"] = dict(part.data)
+    return out
 
 
 def part_from_dict(data: Mapping[str, Any]) -> Part:

@@ -390,3 +390,53 @@ async def test_batched_writes_and_loads_search_the_indexes_instead_of_reading_ev
                 if re.match(r"SCAN (messages|conversations)\b", detail):
                     scans.append((detail, sql))
     assert scans == []
+
+
+async def test_rows_handed_to_the_driver_as_tuples_are_stored_as_sqlalchemy_stores_them(
+    database: tuple[str, str | None],
+) -> None:
+    """The history's inserts skip SQLAlchemy's per-row parameter work (``sql_many.ManyRows``): the stored values,
+    datetimes, NULLs and an upsert's update included, are the ones ``conn.execute(insert, rows)`` stores."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    from tokenrelay.history.sql import conversations
+    from tokenrelay.history.sql_many import ManyRows
+
+    url, schema = database
+    history = SQLHistory(url, schema=schema)
+    await history.start()
+    when = datetime(2026, 12, 2, 10, 11, 12, 345678, tzinfo=UTC)
+    later = datetime(2026, 12, 3, 1, 2, 3, 4, tzinfo=UTC)
+
+    def rows(prefix: str, at: datetime) -> list[dict[str, Any]]:
+        return [
+            {"user_id": "ann", "id": f"{prefix}{i}", "title": f"t{i} é", "created_at": when, "updated_at": at}
+            for i in range(3)
+        ]
+
+    insert = (pg_insert if history.dialect == "postgresql" else sqlite_insert)(conversations)
+    upsert = insert.on_conflict_do_update(
+        index_elements=["user_id", "id"], set_={"updated_at": insert.excluded.updated_at}
+    )
+    many = ManyRows(upsert, ("user_id", "id", "title", "created_at", "updated_at"))
+    try:
+        async with history.engine.begin() as conn:
+            await conn.run_sync(lambda c: many.execute(c, rows("m", when)))
+            await conn.run_sync(lambda c: many.execute(c, rows("m", later)[:1]))  # asked in again: updated
+            await conn.run_sync(lambda c: many.execute(c, []))
+            await conn.execute(upsert, rows("s", when))
+            await conn.execute(upsert, rows("s", later)[:1])
+            cast = "CAST(created_at AS TEXT), CAST(updated_at AS TEXT)"
+            stored = (await conn.execute(text(f"SELECT id, title, {cast} FROM conversations ORDER BY id"))).all()
+        by_id = {row[0]: row[1:] for row in stored}
+        assert len(by_id) == 6
+        assert [by_id[f"m{i}"] for i in range(3)] == [by_id[f"s{i}"] for i in range(3)]
+        assert by_id["m0"] != by_id["m1"]  # the upsert's update took the later time
+        with pytest.raises(ValueError, match="not the columns"):
+            async with history.engine.connect() as conn:
+                await conn.run_sync(lambda c: ManyRows(upsert, ("user_id", "id")).execute(c, rows("x", when)))
+    finally:
+        await history.close()

@@ -60,6 +60,7 @@ from tokenrelay.history.base import Conversation, MessageStatus, StoredMessage, 
 from tokenrelay.history.batch import UNREACHABLE, ReadBatcher, WriteBatcher
 from tokenrelay.history.codec import encode_parts, encode_text, storable
 from tokenrelay.history.recent import Recent
+from tokenrelay.history.sql_many import ManyRows
 from tokenrelay.history.sql_order import ordered_answers
 from tokenrelay.history.sql_reads import load_many, matching
 from tokenrelay.history.sql_reads import stored as _stored
@@ -160,6 +161,21 @@ def _reachable() -> Iterator[None]:
         raise StoreUnavailable(f"the history database is unavailable: {type(exc).__name__}") from exc
 
 
+_MESSAGE_KEYS = (
+    "user_id",
+    "conversation_id",
+    "role",
+    "content",
+    "encoding",
+    "parts",
+    "status",
+    "run_id",
+    "error_code",
+    "output_tokens",
+    "created_at",
+)
+
+
 def _message_row(add: _Add) -> dict[str, Any]:
     message = add.message
     content, encoding = encode_text(message.content)
@@ -239,6 +255,13 @@ class SQLHistory:
             self.engine, self._write, key=attrgetter("user_id", "conversation_id"), tracker=self._recent
         )
         self._reads: ReadBatcher[tuple[str, str], list[StoredMessage]] = ReadBatcher(self.engine, self._read)
+        upsert = (pg_insert if self.dialect == "postgresql" else sqlite_insert)(conversations)
+        # Every row of a batch has the same updated_at: a conversation asked in again takes it.
+        refresh = upsert.on_conflict_do_update(
+            index_elements=["user_id", "id"], set_={"updated_at": upsert.excluded.updated_at}
+        )
+        self._new_conversations = ManyRows(refresh, ("user_id", "id", "title", "created_at", "updated_at"))
+        self._new_messages = ManyRows(messages.insert(), _MESSAGE_KEYS)
         self._write_failed = False  # the last write found the database unwritable: check() then tries a write
 
     async def check(self) -> None:
@@ -298,8 +321,6 @@ class SQLHistory:
         when = _when(max(a.message.created_at for a in adds))
         created = {(a.user_id, a.conversation_id): a for a in reversed(adds) if a.create}  # the first of each
         if created:
-            insert = pg_insert if self.dialect == "postgresql" else sqlite_insert
-            upsert = insert(conversations)
             rows = [
                 {
                     "user_id": a.user_id,
@@ -310,17 +331,14 @@ class SQLHistory:
                 }
                 for a in created.values()
             ]
-            conn.execute(
-                upsert.on_conflict_do_update(index_elements=["user_id", "id"], set_={"updated_at": when}), rows
-            )
+            self._new_conversations.execute(conn, rows)
         present = set(created) | self._touch(conn, {(a.user_id, a.conversation_id) for a in adds} - set(created), when)
         written = [(a.user_id, a.conversation_id) in present for a in adds]
         # A paused run's answer so far gives way to what the run says next, never the other way round (sql_order).
         rows = ordered_answers(
             conn, messages, [(_message_row(a), a.message) for a, ok in zip(adds, written, strict=True) if ok]
         )
-        if rows:
-            conn.execute(messages.insert(), rows)
+        self._new_messages.execute(conn, rows)
         return written
 
     def _touch(self, conn: Connection, keys: set[tuple[str, str]], when: datetime) -> set[tuple[str, str]]:
