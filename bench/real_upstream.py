@@ -218,7 +218,34 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
         out.append(("≤ 48 KB RSS per stream", f"{kb:.1f} KB (worst, at {worst:,} streams)", kb <= 48))
     both = sorted(set(tr) & set(floor))
     if both:
-        ahead = [c for c in both if tr[c]["share"] >= floor[c]["share"]]
-        measured = ", ".join(f"{c:,}: {tr[c]['share'] / floor[c]['share']:.2f}×" for c in both)
-        out.append(("ahead of the plain httpx relay at every C (delivered)", measured, len(ahead) == len(both)))
+        ahead = [c for c in both if _ahead(tr[c], floor[c])]
+        measured = ", ".join(
+            f"{c:,}: {tr[c]['share'] / floor[c]['share']:.2f}×"
+            + (
+                f" (p99 {tr[c]['gap_p99_ms']:,.0f} vs {floor[c]['gap_p99_ms']:,.0f} ms)"
+                if _full(tr[c], floor[c])
+                else ""
+            )
+            for c in both
+        )
+        out.append(
+            ("ahead of the plain httpx relay at every C (delivered, then p99 gap)", measured, len(ahead) == len(both))
+        )
     return out
+
+
+FULL = 0.99
+"""Delivered in full: the issue's own bar at 500 streams. The last tokens of a window are still on their way when it
+closes, and a relay that lagged delivers more than was asked in the window (its backlog): over 100% is a lag caught
+up, not better service."""
+
+
+def _full(*loads: dict[str, Any]) -> bool:
+    return all(r["share"] >= FULL for r in loads)
+
+
+def _ahead(relay: dict[str, Any], floor: dict[str, Any]) -> bool:
+    """``relay`` delivers more than ``floor``, or both deliver in full and ``relay``'s tokens wait no longer (p99)."""
+    if _full(relay, floor):
+        return bool(relay["gap_p99_ms"] <= floor["gap_p99_ms"])
+    return bool(min(relay["share"], 1.0) >= min(floor["share"], 1.0))
