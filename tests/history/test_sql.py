@@ -395,7 +395,7 @@ async def test_batched_writes_and_loads_search_the_indexes_instead_of_reading_ev
 async def test_rows_handed_to_the_driver_as_tuples_are_stored_as_sqlalchemy_stores_them(
     database: tuple[str, str | None],
 ) -> None:
-    """The history's inserts skip SQLAlchemy's per-row parameter work (``sql_many.ManyRows``): the stored values,
+    """The history's inserts skip SQLAlchemy's per-row parameter work (``sql_rows.ManyRows``): the stored values,
     datetimes, NULLs and an upsert's update included, are the ones ``conn.execute(insert, rows)`` stores."""
     from datetime import UTC, datetime
 
@@ -403,7 +403,7 @@ async def test_rows_handed_to_the_driver_as_tuples_are_stored_as_sqlalchemy_stor
     from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
     from tokenrelay.history.sql import conversations
-    from tokenrelay.history.sql_many import ManyRows
+    from tokenrelay.history.sql_rows import ManyRows
 
     url, schema = database
     history = SQLHistory(url, schema=schema)

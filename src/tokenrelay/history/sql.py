@@ -22,8 +22,7 @@ import asyncio
 import contextlib
 import weakref
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from operator import attrgetter
 from pathlib import Path
 from typing import Any
@@ -56,15 +55,15 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 
 from tokenrelay._extras import missing_extra
 from tokenrelay.errors import StoreUnavailable
-from tokenrelay.history.base import Conversation, MessageStatus, StoredMessage, title_for
+from tokenrelay.history.base import Conversation, StoredMessage, title_for
 from tokenrelay.history.batch import UNREACHABLE, ReadBatcher, WriteBatcher
-from tokenrelay.history.codec import encode_parts, encode_text, storable
+from tokenrelay.history.codec import storable
 from tokenrelay.history.recent import Recent
-from tokenrelay.history.sql_many import ManyRows
 from tokenrelay.history.sql_order import ordered_answers
 from tokenrelay.history.sql_reads import load_many, matching
 from tokenrelay.history.sql_reads import stored as _stored
 from tokenrelay.history.sql_reads import timestamp as _ts
+from tokenrelay.history.sql_rows import MESSAGE_KEYS, Add, ManyRows, message_row, when_of
 
 __all__ = ["SQLHistory", "conversations", "messages", "metadata", "normalize_url"]
 
@@ -139,18 +138,6 @@ def _migration_lock() -> asyncio.Lock:
     return lock
 
 
-def _when(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, UTC)
-
-
-@dataclass(frozen=True, slots=True)
-class _Add:
-    user_id: str
-    conversation_id: str
-    message: StoredMessage
-    create: bool
-
-
 @contextlib.contextmanager
 def _reachable() -> Iterator[None]:
     """A database that cannot be reached (or written: a read-only file, a full disk) is unavailable, for the
@@ -159,40 +146,6 @@ def _reachable() -> Iterator[None]:
         yield
     except UNREACHABLE as exc:
         raise StoreUnavailable(f"the history database is unavailable: {type(exc).__name__}") from exc
-
-
-_MESSAGE_KEYS = (
-    "user_id",
-    "conversation_id",
-    "role",
-    "content",
-    "encoding",
-    "parts",
-    "status",
-    "run_id",
-    "error_code",
-    "output_tokens",
-    "created_at",
-)
-
-
-def _message_row(add: _Add) -> dict[str, Any]:
-    message = add.message
-    content, encoding = encode_text(message.content)
-    status: MessageStatus = message.status
-    return {
-        "user_id": add.user_id,
-        "conversation_id": add.conversation_id,
-        "role": message.role,
-        "content": content,
-        "encoding": encoding,
-        "parts": encode_parts(message.parts, message.content),
-        "status": status,
-        "run_id": message.run_id,
-        "error_code": message.error_code,
-        "output_tokens": message.output_tokens,
-        "created_at": _when(message.created_at),
-    }
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -251,7 +204,7 @@ class SQLHistory:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         # What a follow-up reads, and the writing connection (SQLite file only).
         self._recent = Recent(self.engine, messages, max_messages, on_connect=_sqlite_pragmas)
-        self._writes: WriteBatcher[_Add] = WriteBatcher(
+        self._writes: WriteBatcher[Add] = WriteBatcher(
             self.engine, self._write, key=attrgetter("user_id", "conversation_id"), tracker=self._recent
         )
         self._reads: ReadBatcher[tuple[str, str], list[StoredMessage]] = ReadBatcher(self.engine, self._read)
@@ -261,7 +214,7 @@ class SQLHistory:
             index_elements=["user_id", "id"], set_={"updated_at": upsert.excluded.updated_at}
         )
         self._new_conversations = ManyRows(refresh, ("user_id", "id", "title", "created_at", "updated_at"))
-        self._new_messages = ManyRows(messages.insert(), _MESSAGE_KEYS)
+        self._new_messages = ManyRows(messages.insert(), MESSAGE_KEYS)
         self._write_failed = False  # the last write found the database unwritable: check() then tries a write
 
     async def check(self) -> None:
@@ -307,18 +260,18 @@ class SQLHistory:
         # Batched with the writes waiting at the same moment (history.batch): one commit for a burst of runs.
         try:
             with _reachable():
-                written = await self._writes.submit(_Add(user_id, conversation_id, message, create))
+                written = await self._writes.submit(Add(user_id, conversation_id, message, create))
         except StoreUnavailable:
             self._write_failed = True
             raise
         self._write_failed = False
         return written
 
-    def _write(self, conn: Connection, adds: list[_Add]) -> list[bool]:
+    def _write(self, conn: Connection, adds: list[Add]) -> list[bool]:
         """The writes of one batch in three statements: the conversations asked in, the conversations answered
         in that still exist, the messages. Whether each message was written. Synchronous: on a SQLite file it runs
         on the writing connection's own thread (``history.recent``), elsewhere through ``run_sync``."""
-        when = _when(max(a.message.created_at for a in adds))
+        when = when_of(max(a.message.created_at for a in adds))
         created = {(a.user_id, a.conversation_id): a for a in reversed(adds) if a.create}  # the first of each
         if created:
             rows = [
@@ -326,7 +279,7 @@ class SQLHistory:
                     "user_id": a.user_id,
                     "id": a.conversation_id,
                     "title": storable(title_for(a.message.content)) if a.message.role == "user" else "",
-                    "created_at": _when(a.message.created_at),
+                    "created_at": when_of(a.message.created_at),
                     "updated_at": when,
                 }
                 for a in created.values()
@@ -336,7 +289,7 @@ class SQLHistory:
         written = [(a.user_id, a.conversation_id) in present for a in adds]
         # A paused run's answer so far gives way to what the run says next, never the other way round (sql_order).
         rows = ordered_answers(
-            conn, messages, [(_message_row(a), a.message) for a, ok in zip(adds, written, strict=True) if ok]
+            conn, messages, [(message_row(a), a.message) for a, ok in zip(adds, written, strict=True) if ok]
         )
         self._new_messages.execute(conn, rows)
         return written

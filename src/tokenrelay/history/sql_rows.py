@@ -1,4 +1,5 @@
-"""An INSERT of many rows, compiled once, its rows handed to the driver as tuples.
+"""The rows the SQL history inserts, and an INSERT of many rows compiled once, its rows handed to the driver as
+tuples.
 
 SQLAlchemy's ``conn.execute(insert, rows)`` works out each row's parameters anew (a dictionary of every bind,
 matched against the statement's cache key) before the driver's ``executemany``: ~15 µs a row, where sqlite3 itself
@@ -12,13 +13,68 @@ datetime becomes SQLite's text form, as SQLAlchemy stores it; asyncpg takes it a
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from operator import itemgetter
 from typing import Any
 
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.sql.dml import Insert
 
-__all__ = ["ManyRows"]
+from tokenrelay.history.base import MessageStatus, StoredMessage
+from tokenrelay.history.codec import encode_parts, encode_text
+
+__all__ = ["MESSAGE_KEYS", "Add", "ManyRows", "message_row", "when_of"]
+
+
+def when_of(ts: float) -> datetime:
+    """A stored time (unix seconds) as the datetime its column takes."""
+    return datetime.fromtimestamp(ts, UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Add:
+    """A message to store in a conversation (``create``: the conversation is made if it is not there)."""
+
+    user_id: str
+    conversation_id: str
+    message: StoredMessage
+    create: bool
+
+
+MESSAGE_KEYS = (
+    "user_id",
+    "conversation_id",
+    "role",
+    "content",
+    "encoding",
+    "parts",
+    "status",
+    "run_id",
+    "error_code",
+    "output_tokens",
+    "created_at",
+)
+
+
+def message_row(add: Add) -> dict[str, Any]:
+    """The ``messages`` row of ``add``: its text encoded where a database could not hold it, its parts as JSON."""
+    message = add.message
+    content, encoding = encode_text(message.content)
+    status: MessageStatus = message.status
+    return {
+        "user_id": add.user_id,
+        "conversation_id": add.conversation_id,
+        "role": message.role,
+        "content": content,
+        "encoding": encoding,
+        "parts": encode_parts(message.parts, message.content),
+        "status": status,
+        "run_id": message.run_id,
+        "error_code": message.error_code,
+        "output_tokens": message.output_tokens,
+        "created_at": when_of(message.created_at),
+    }
 
 
 class ManyRows:
