@@ -59,7 +59,7 @@ W = TypeVar("W", bound="Written")
 
 
 class Written(Protocol):
-    """A message a write batch stores (``history.sql._Add``)."""
+    """A message a write batch stores (``history.sql_rows.Add``)."""
 
     @property
     def user_id(self) -> str: ...
