@@ -41,6 +41,15 @@ async def _timed_ask(conversations: Conversations, i: int, new: bool) -> float:
     return time.perf_counter() - started
 
 
+def _p50_p90(name: str, seconds: list[float]) -> dict[str, float]:
+    """The median and p90 of ``seconds``, in ms, as ``{name}_p50_ms`` and ``{name}_p90_ms``."""
+    ordered = sorted(seconds)
+    return {
+        f"{name}_p50_ms": statistics.median(ordered) * 1000,
+        f"{name}_p90_ms": ordered[int(len(ordered) * 0.9)] * 1000,
+    }
+
+
 async def _fill(history: History, stored: int) -> None:
     """``stored`` earlier conversations of a question and an answer each, written straight to the tables."""
     if not stored:
@@ -92,12 +101,7 @@ async def burst(history: History, runs: int, *, new: bool = False, stored: int =
         assert len(await history.load("bench", f"c{runs - 1}")) == 2  # the question and its answer, both there
     finally:
         await history.close()
-    return {
-        "starts_per_s": runs / asked,
-        "start_p50_ms": statistics.median(latencies) * 1000,
-        "start_p90_ms": latencies[int(len(latencies) * 0.9)] * 1000,
-        "saves_per_s": runs / saved,
-    }
+    return {"starts_per_s": runs / asked, **_p50_p90("start", latencies), "saves_per_s": runs / saved}
 
 
 async def idle(history: History, runs: int, *, stored: int = 0) -> dict[str, float]:
@@ -117,14 +121,7 @@ async def idle(history: History, runs: int, *, stored: int = 0) -> dict[str, flo
                 await conversations.save_answer(RunOutcome(run, "bench", f"c{i}", "answer", "stop", None, None))
     finally:
         await history.close()
-    news.sort()
-    follow_ups.sort()
-    return {
-        "new_p50_ms": statistics.median(news) * 1000,
-        "new_p90_ms": news[int(len(news) * 0.9)] * 1000,
-        "follow_up_p50_ms": statistics.median(follow_ups) * 1000,
-        "follow_up_p90_ms": follow_ups[int(len(follow_ups) * 0.9)] * 1000,
-    }
+    return _p50_p90("new", news) | _p50_p90("follow_up", follow_ups)
 
 
 async def waves(history: History, runs: int, *, size: int, stored: int = 0) -> dict[str, float]:
@@ -145,14 +142,7 @@ async def waves(history: History, runs: int, *, size: int, stored: int = 0) -> d
             saves.append(time.perf_counter() - started)
     finally:
         await history.close()
-    starts.sort()
-    saves.sort()
-    return {
-        "wave_start_p50_ms": statistics.median(starts) * 1000,
-        "wave_start_p90_ms": starts[int(len(starts) * 0.9)] * 1000,
-        "wave_save_p50_ms": statistics.median(saves) * 1000,
-        "wave_save_p90_ms": saves[int(len(saves) * 0.9)] * 1000,
-    }
+    return _p50_p90("wave_start", starts) | _p50_p90("wave_save", saves)
 
 
 async def _postgres(
