@@ -32,7 +32,10 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument("--sections", help=f"comma-separated, from {', '.join(SECTIONS)} (default: all)")
     parser.add_argument("--upstream-streams", help="stream counts through the real upstream (default 200,500,1000)")
-    parser.add_argument("--burst", type=int, help="simultaneous run starts in the burst section (default 2000)")
+    parser.add_argument("--burst", type=_positive, help="simultaneous run starts in the burst section (default 2000)")
+    parser.add_argument(
+        "--burst-rounds", type=_positive, help="rounds of the burst section, one burst per history each (default 3)"
+    )
     parser.add_argument("--workers", help="worker counts of the workers section (default 1,2)")
     parser.add_argument("--workers-streams", help="synthetic stream counts of the workers section (default 1000,2000)")
     parser.add_argument(
@@ -86,6 +89,17 @@ def main() -> int:
     return 0
 
 
+def _positive(value: str) -> int:
+    """A count option's value: a whole number above zero (else a usage error saying so)."""
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number above zero")
+    return number
+
+
 def _names(parser: argparse.ArgumentParser, value: str, allowed: Iterable[str], what: str) -> tuple[str, ...]:
     """A comma-separated option's names, each one of ``allowed`` (else a usage error naming the unknown ones)."""
     names = tuple(value.split(","))
@@ -105,6 +119,8 @@ def _sections(parser: argparse.ArgumentParser, args: argparse.Namespace, plan: P
         plan = dataclasses.replace(plan, upstream_streams=tuple(int(n) for n in args.upstream_streams.split(",")))
     if args.burst:
         plan = dataclasses.replace(plan, burst_count=args.burst)
+    if args.burst_rounds:
+        plan = dataclasses.replace(plan, burst_rounds=args.burst_rounds)
     for option in ("workers", "workers_streams", "workers_upstream_streams"):
         if getattr(args, option):
             counts = tuple(int(n) for n in getattr(args, option).split(","))

@@ -59,7 +59,7 @@ def statements(history: SQLHistory) -> Iterator[list[str]]:
 
 def loads(seen: list[str]) -> list[str]:
     """The conversation loads among ``seen`` (a write's own reads, done in its transaction, are not loads)."""
-    shapes = ("ORDER BY messages.id DESC", "row_number() OVER")  # sql_reads.load_many: one conversation, many
+    shapes = ("ORDER BY messages.id DESC", "WITH wanted")  # sql_reads.load_many: one conversation, many
     return [s for s in seen if any(shape in s for shape in shapes) and not s.endswith(WRITING)]
 
 

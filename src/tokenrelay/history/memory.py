@@ -20,6 +20,10 @@ class MemoryHistory:
     """In-process history, bounded: the least recently used conversations are forgotten first."""
 
     def __init__(self, *, max_conversations: int = 10_000, max_messages: int = 200) -> None:
+        if max_messages < 1 or max_conversations < 1:
+            raise ValueError(
+                f"max_messages and max_conversations must be at least 1, not {max_messages} and {max_conversations}"
+            )
         self.max_conversations = max_conversations
         self.max_messages = max_messages
         self._conversations: OrderedDict[tuple[str, str], _Conversation] = OrderedDict()

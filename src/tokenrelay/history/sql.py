@@ -187,6 +187,8 @@ class SQLHistory:
         migrate: bool = True,
         engine: AsyncEngine | None = None,
     ) -> None:
+        if max_messages < 1:
+            raise ValueError(f"max_messages must be at least 1, not {max_messages}")
         self.url = normalize_url(url)
         self.max_messages = max_messages
         self.migrate_on_start = migrate

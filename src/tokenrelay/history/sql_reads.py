@@ -57,13 +57,29 @@ def load_many(
             .limit(limit)
         )
         return [[stored(row) for row in reversed(conn.execute(query).all())]]
-    rank = func.row_number().over(partition_by=(m.user_id, m.conversation_id), order_by=m.id.desc())
-    ranked = (
-        select(m.user_id, m.conversation_id, m.id, *columns, rank.label("rank"))
-        .where(matching((m.user_id, m.conversation_id), set(keys), conn.dialect.name))
-        .subquery()
+    # Each conversation's window: the id of its ``limit``-th newest message (one search of the conversation's index,
+    # ``limit`` entries walked backwards), and its rows from there on (one range of the same index). Ranking every
+    # message of the conversations with row_number() read long conversations whole, and the cost grew with them.
+    # The conversations that exist, from their own table (its primary key): a statement SQLAlchemy compiles once,
+    # where a VALUES list of the keys would be compiled again for every batch.
+    talks = table.metadata.tables["conversations"]
+    found_keys = matching((talks.c.user_id, talks.c.id), set(keys), conn.dialect.name)
+    wanted = select(talks.c.user_id, talks.c.id.label("conversation_id")).where(found_keys).cte("wanted")
+    older = table.alias("older")
+    first = (
+        select(older.c.id)
+        .where(older.c.user_id == wanted.c.user_id, older.c.conversation_id == wanted.c.conversation_id)
+        .order_by(older.c.id.desc())
+        .limit(1)
+        .offset(limit - 1)
+        .scalar_subquery()
     )
-    query = select(ranked).where(ranked.c.rank <= limit).order_by(ranked.c.id)
+    start = func.coalesce(first, 0).label("start_id")
+    windows = select(wanted.c.user_id, wanted.c.conversation_id, start).cte("windows")
+    inside = and_(
+        m.user_id == windows.c.user_id, m.conversation_id == windows.c.conversation_id, m.id >= windows.c.start_id
+    )
+    query = select(m.user_id, m.conversation_id, *columns).join_from(windows, table, inside).order_by(m.id)
     found: dict[tuple[str, str], list[StoredMessage]] = {key: [] for key in keys}
     for row in conn.execute(query).all():
         found[(row.user_id, row.conversation_id)].append(stored(row))
