@@ -34,7 +34,7 @@ def main() -> int:
     parser.add_argument("--upstream-streams", help="stream counts through the real upstream (default 200,500,1000)")
     parser.add_argument("--burst", type=_positive, help="simultaneous run starts in the burst section (default 2000)")
     parser.add_argument(
-        "--burst-rounds", type=_positive, help="rounds of the burst section, one burst per history each (default 3)"
+        "--burst-rounds", type=_positive, help="rounds of the burst section, one burst per history each (default 5)"
     )
     parser.add_argument("--workers", help="worker counts of the workers section (default 1,2)")
     parser.add_argument("--workers-streams", help="synthetic stream counts of the workers section (default 1000,2000)")

@@ -31,7 +31,7 @@ class Plan:
     upstream_relays: tuple[str, ...] = ("tokenrelay", "tokenrelay-sqlite", "seed-sdk", "httpx", "litellm")
     sections: tuple[str, ...] = ("synthetic", "real-upstream", "burst", "workers", "redis", "local")
     burst_count: int = 2000
-    burst_rounds: int = 3
+    burst_rounds: int = 5
     # `tokenrelay serve --workers N` (bench/workers.py): the worker counts and the stream counts of each series
     workers: tuple[int, ...] = (1, 2)
     workers_streams: tuple[int, ...] = (1000, 2000)
