@@ -58,10 +58,9 @@ def load_many(
         )
         return [[stored(row) for row in reversed(conn.execute(query).all())]]
     # Each conversation's window: the id of its ``limit``-th newest message (one search of the conversation's index,
-    # ``limit`` entries walked backwards), and its rows from there on (one range of the same index). Ranking every
-    # message of the conversations with row_number() read long conversations whole, and the cost grew with them.
-    # The conversations that exist, from their own table (its primary key): a statement SQLAlchemy compiles once,
-    # where a VALUES list of the keys would be compiled again for every batch.
+    # ``limit`` entries walked backwards), then its rows from there on (one range of the same index). Ranking every
+    # message with row_number() read long conversations whole. The conversations come from their own table (its
+    # primary key, matched as everywhere else): SQLAlchemy compiles that once, a VALUES list of the keys every batch.
     talks = table.metadata.tables["conversations"]
     found_keys = matching((talks.c.user_id, talks.c.id), set(keys), conn.dialect.name)
     wanted = select(talks.c.user_id, talks.c.id.label("conversation_id")).where(found_keys).cte("wanted")
