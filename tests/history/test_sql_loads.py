@@ -25,15 +25,15 @@ async def store(history: SQLHistory, user_id: str, lengths: dict[str, int]) -> N
             insert(conversations),
             [{"user_id": user_id, "id": c, "title": "", "created_at": NOW, "updated_at": NOW} for c in lengths],
         )
-        await conn.execute(insert(messages), [r | {"user_id": user_id} for r in rows(lengths)])
+        await conn.execute(insert(messages), rows(user_id, lengths))
 
 
-def rows(lengths: dict[str, int]) -> list[dict[str, object]]:
+def rows(user_id: str, lengths: dict[str, int]) -> list[dict[str, object]]:
     """The messages of conversations of ``lengths``, taking turns (their ids interleave, as in a live database)."""
     turns = itertools.zip_longest(*([(c, i) for i in range(n)] for c, n in lengths.items()))
     return [
         {
-            "user_id": "ann",
+            "user_id": user_id,
             "conversation_id": conversation,
             "role": "user" if i % 2 == 0 else "assistant",
             "content": f"{conversation}-{i}",
@@ -92,9 +92,9 @@ def _steps(path: Path, keys: list[tuple[str, str]]) -> int:
 
 
 async def test_a_batched_load_reads_the_window_not_the_whole_conversation(tmp_path: Path) -> None:
-    """Ranking every message of the conversations (row_number() over each) read a long conversation whole: a
-    follow-up's load in a conversation of 20,000 messages cost 100 times one of 20 (measured: 250 ms against a few).
-    The load searches each conversation's index for its window and reads only that."""
+    """Ranking every message of the conversations (row_number() over each) read a long conversation whole: this load
+    of two conversations of 20,000 messages took 667 times the steps of two of 20 (40,020 against 60 hundreds). The
+    load searches each conversation's index for its window and reads only that."""
     figures = {}
     for size in (4 * LIMIT, 4_000 * LIMIT):
         path = tmp_path / f"{size}.db"
